@@ -1,0 +1,78 @@
+"""AgentFlow: AI-agent work as distributed Celery workers on Redis.
+
+`celery -A agentflow worker` finds :data:`app` here. Producers use :class:`Client`.
+"""
+
+from __future__ import annotations
+
+from agentflow.agents import Agent, FunctionAgent, agent, agent_names, get_agent
+from agentflow.app import app
+from agentflow.client import Client, EventHandle
+from agentflow.config import Settings, get_settings, load_settings
+from agentflow.dlq import DeadLetter, DeadLetterQueue
+from agentflow.errors import (
+    AgentError,
+    AgentFlowError,
+    BackpressureError,
+    BrokerUnavailable,
+    CircuitOpen,
+    ConfigError,
+    EventFailed,
+    EventRejected,
+    EventTimeout,
+    InvalidEvent,
+    LLMError,
+    LLMRequestError,
+    LLMUnavailable,
+    MCPError,
+    RateLimited,
+    ToolError,
+    UnknownAgent,
+)
+from agentflow.models import AgentResult, Event, StateUpdate, Usage
+from agentflow.state import MutableState, State, StateStore
+from agentflow.tasks import run_event
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentFlowError",
+    "AgentResult",
+    "BackpressureError",
+    "BrokerUnavailable",
+    "CircuitOpen",
+    "Client",
+    "ConfigError",
+    "DeadLetter",
+    "DeadLetterQueue",
+    "Event",
+    "EventFailed",
+    "EventHandle",
+    "EventRejected",
+    "EventTimeout",
+    "FunctionAgent",
+    "InvalidEvent",
+    "LLMError",
+    "LLMRequestError",
+    "LLMUnavailable",
+    "MCPError",
+    "MutableState",
+    "RateLimited",
+    "Settings",
+    "State",
+    "StateStore",
+    "StateUpdate",
+    "ToolError",
+    "UnknownAgent",
+    "Usage",
+    "__version__",
+    "agent",
+    "agent_names",
+    "app",
+    "get_agent",
+    "get_settings",
+    "load_settings",
+    "run_event",
+]

@@ -1,0 +1,78 @@
+"""The Agent base class: `run(event, state)` may be sync or async and returns a result."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agentflow.models import AgentResult, Event
+from agentflow.state import State
+
+RunResult = AgentResult | dict[str, Any] | Any
+
+
+class Agent:
+    """Subclass and implement :meth:`run`; register with ``@agent("name")``.
+
+    `run` receives the event and a read-only view of the session state. To change state,
+    call ``state.clone()``, change the clone, and return ``AgentResult(state_updates=
+    clone.delta(), ...)``. Any other return value becomes the result's `output`.
+    """
+
+    name: str = ""
+    description: str = ""
+    timeout: float | None = None
+    """Seconds this agent may run; None means `[runner] event_timeout`."""
+
+    def run(self, event: Event, state: State) -> RunResult | Awaitable[RunResult]:
+        """Handle one event."""
+        raise NotImplementedError
+
+    @property
+    def is_async(self) -> bool:
+        """True when `run` is a coroutine function."""
+        return inspect.iscoroutinefunction(self.run)
+
+    @property
+    def queue(self) -> str:
+        """This agent's queue, ``agentflow.agent.<name>``."""
+        from agentflow.broker.queues import agent_queue
+
+        return agent_queue(self.name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class FunctionAgent(Agent):
+    """An agent made from a plain function ``fn(event, state)``, sync or async."""
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[[Event, State], Any],
+        *,
+        description: str = "",
+        timeout: float | None = None,
+    ) -> None:
+        self.name = name
+        self.fn = fn
+        self.description = description or (fn.__doc__ or "").strip()
+        self.timeout = timeout
+
+    def run(self, event: Event, state: State) -> Any:
+        """Call the wrapped function."""
+        return self.fn(event, state)
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+
+def to_result(value: Any, event: Event, agent: str) -> AgentResult:
+    """Normalise whatever an agent returned into an AgentResult for `event`."""
+    result = value if isinstance(value, AgentResult) else AgentResult(output=value)
+    result.event_id = event.id
+    result.agent = agent
+    return result

@@ -1,0 +1,15 @@
+"""The Celery app. `celery -A agentflow worker` finds it as `agentflow.app`.
+
+Configuration is read lazily from the `celeryconfig` module (``$AGENTFLOW_CELERY_CONFIG``
+names another), which AgentFlow ships at the top level and builds from agentflow.toml; the
+broker URL is therefore resolved (or an embedded Redis started) only when first needed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+app = Celery("agentflow", set_as_current=False)
+app.config_from_object(os.environ.get("AGENTFLOW_CELERY_CONFIG", "celeryconfig"))

@@ -1,0 +1,1 @@
+"""Queues, routes, Celery settings and Redis connections (embedded Redis included)."""

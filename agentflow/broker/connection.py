@@ -1,0 +1,80 @@
+"""Redis connections for AgentFlow's own keys: one blocking pool per process, one async per loop.
+
+The URL is resolved once per process (configured, else the default, else embedded) and is the
+same one Celery's broker and result backend use.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import redis
+import redis.asyncio as aioredis
+
+from agentflow.broker.embedded import resolve_url
+from agentflow.config import Settings, get_settings
+
+_lock = threading.Lock()
+_url: str | None = None
+_client: redis.Redis | None = None
+_client_pid: int | None = None
+_async_clients: dict[int, aioredis.Redis] = {}
+
+
+def redis_url(settings: Settings | None = None) -> str:
+    """The Redis URL this process uses, resolved once."""
+    global _url
+    if _url is None:
+        with _lock:
+            if _url is None:
+                s = settings or get_settings()
+                runtime = Path(s.broker.embedded_dir) if s.broker.embedded_dir else None
+                _url = resolve_url(s.broker.url, s.broker.embedded, runtime)
+    return _url
+
+
+def result_url(settings: Settings | None = None) -> str:
+    """The result backend URL: `[broker] result_url`, else the broker URL."""
+    s = settings or get_settings()
+    return s.broker.result_url or redis_url(s)
+
+
+def get_redis() -> redis.Redis:
+    """A process-wide blocking Redis client (bytes in, bytes out); safe across threads."""
+    global _client, _client_pid
+    if _client is None or _client_pid != os.getpid():
+        with _lock:
+            if _client is None or _client_pid != os.getpid():
+                pool = redis.BlockingConnectionPool.from_url(
+                    redis_url(), max_connections=512, timeout=30, socket_keepalive=True
+                )
+                _client = redis.Redis(connection_pool=pool)
+                _client_pid = os.getpid()
+    return _client
+
+
+def get_async_redis() -> aioredis.Redis:
+    """An asyncio Redis client for the running event loop."""
+    import asyncio
+
+    loop_id = id(asyncio.get_running_loop())
+    client = _async_clients.get(loop_id)
+    if client is None:
+        pool = aioredis.BlockingConnectionPool.from_url(redis_url(), max_connections=512, timeout=30)
+        client = aioredis.Redis(connection_pool=pool)
+        _async_clients[loop_id] = client
+    return client
+
+
+def reset() -> None:
+    """Forget the resolved URL and clients (tests; after changing configuration)."""
+    global _url, _client, _client_pid
+    with _lock:
+        _url = None
+        if _client is not None:
+            _client.close()
+        _client = None
+        _client_pid = None
+        _async_clients.clear()

@@ -1,0 +1,89 @@
+"""kombu's Redis transport, hardened so a hand-pushed item on a queue is dead-lettered, not lost.
+
+kombu pops an item with BRPOP and parses it as a kombu envelope; an item that is not JSON, or
+JSON that is not an envelope (someone ran ``LPUSH agentflow.agent.x '{"type": ...}'``), makes
+it raise after the item has left Redis. This channel wraps such an item into a valid envelope
+whose content type no worker accepts and whose header says why, so Celery's consumer hands it
+to AgentFlow's dead-letter queue (see agentflow.workers.consumer).
+
+Selected with Celery's `broker_transport` setting; URLs stay ``redis://``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+
+MALFORMED_CONTENT_TYPE = "application/x-agentflow-malformed"
+MALFORMED_HEADER = "agentflow_malformed"
+
+
+def _is_envelope(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and "body" in value
+        and isinstance(value.get("properties"), dict)
+        and isinstance(value.get("headers", {}), dict)
+    )
+
+
+def parse_item(item: bytes | str, queue: str) -> dict[str, Any]:
+    """The kombu envelope in a queue item, or a stand-in envelope that says what was wrong."""
+    text = bytes_to_str(item)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        reason = "queue item is not JSON"
+    else:
+        if _is_envelope(value):
+            return dict(value)
+        reason = "queue item is JSON but not a kombu message envelope"
+    return {
+        "body": text,
+        "content-encoding": "utf-8",
+        "content-type": MALFORMED_CONTENT_TYPE,
+        "headers": {MALFORMED_HEADER: reason},
+        "properties": {
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "delivery_tag": uuid.uuid4().hex,
+            "body_encoding": None,
+            "priority": 0,
+            "delivery_mode": 2,
+        },
+    }
+
+
+class Channel(kombu_redis.Channel):
+    """A Redis channel that never loses a malformed queue item."""
+
+    def _brpop_read(self, **options: Any) -> bool:
+        try:
+            try:
+                dest__item = self.client.parse_response(
+                    self.client.connection, "BRPOP", **options
+                )
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise kombu_redis.Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            self.connection._deliver(parse_item(item, dest), dest)
+            return True
+        finally:
+            self._in_poll = None
+            flush = getattr(self, "_flush_brpop_reauth", None)
+            if flush is not None:
+                flush()
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with :class:`Channel`."""
+
+    Channel = Channel

@@ -1,0 +1,301 @@
+"""`agentflow.toml` plus environment variables, read into typed settings (pydantic-settings).
+
+Lookup order, later wins: built-in defaults, the TOML file (``$AGENTFLOW_CONFIG`` or
+``./agentflow.toml``), environment variables ``AGENTFLOW_<SECTION>__<KEY>`` (for example
+``AGENTFLOW_RUNNER__WORKER_POOL_SIZE=64``), then keyword overrides in code.
+An unknown key or a bad value raises :class:`~agentflow.errors.ConfigError` naming both the
+key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agentflow.durations import Duration
+from agentflow.errors import ConfigError
+
+CONFIG_ENV = "AGENTFLOW_CONFIG"
+_FILE_DATA: ContextVar[dict[str, Any]] = ContextVar("agentflow_file_data", default={})
+DEFAULT_CONFIG_FILE = "agentflow.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class BrokerConfig(_Section):
+    """Where Redis is: broker, result backend and AgentFlow's own keys share it."""
+
+    url: str | None = Field(
+        default=None,
+        description="Redis URL; unset means redis://127.0.0.1:6379/0, else an embedded Redis.",
+    )
+    result_url: str | None = Field(default=None, description="Result backend URL; default: url.")
+    embedded: bool = Field(default=True, description="Start an embedded Redis when none answers.")
+    embedded_dir: str | None = Field(
+        default=None, description="Where the embedded Redis keeps its socket, pid and port files."
+    )
+    key_prefix: str = Field(default="agentflow", description="Prefix of AgentFlow's own keys.")
+    result_expires: Duration = Field(default=86400.0, description="How long results are kept.")
+
+
+class RunnerConfig(_Section):
+    """The seed's `[runner]`: how many events run at once and for how long."""
+
+    max_concurrent_events: int = Field(default=100, ge=1)
+    event_buffer_size: int = Field(default=1000, ge=1)
+    worker_pool_size: int = Field(default=50, ge=1)
+    event_timeout: Duration = 30.0
+    pool: Literal["threads", "prefork", "gevent", "solo"] = "threads"
+    prefetch_multiplier: int = Field(default=4, ge=1)
+    backpressure: Literal["block", "error"] = "block"
+    backpressure_timeout: Duration = 30.0
+    visibility_timeout: Duration | None = Field(
+        default=None, description="Redelivery delay of unacked events; default 4×event_timeout+60s."
+    )
+    max_event_bytes: int = Field(default=1_048_576, ge=256)
+    max_redeliveries: int = Field(default=5, ge=1)
+    routes: dict[str, str] = Field(default_factory=dict, description="event type → agent name")
+    default_agent: str | None = None
+
+    @property
+    def hard_time_limit(self) -> float:
+        """The hard limit: event_timeout plus a grace period for cleanup."""
+        return self.event_timeout + max(5.0, self.event_timeout * 0.1)
+
+    @property
+    def effective_visibility_timeout(self) -> float:
+        """Visibility timeout, always longer than the hard time limit."""
+        if self.visibility_timeout is not None:
+            return max(self.visibility_timeout, self.hard_time_limit + 1)
+        return self.event_timeout * 4 + 60
+
+
+class MemoryConfig(_Section):
+    """The seed's `[memory]`: session state in Redis with a bounded local cache."""
+
+    state_cache_size: int = Field(default=10000, ge=0)
+    state_cache_ttl: Duration = 3600.0
+    enable_state_compression: bool = True
+    compression_threshold: int = Field(default=512, ge=0)
+
+
+class PerformanceConfig(_Section):
+    """The seed's `[performance]`: request batching and connection pooling."""
+
+    enable_request_batching: bool = True
+    batch_size: int = Field(default=10, ge=1)
+    batch_timeout: Duration = 0.1
+    enable_connection_pooling: bool = True
+    pool_size: int = Field(default=50, ge=1)
+
+
+class MonitoringConfig(_Section):
+    """The seed's `[monitoring]`: statsd metrics and the profiling endpoint."""
+
+    enable_metrics: bool = True
+    metrics_interval: Duration = 10.0
+    enable_profiling: bool = False
+    profile_port: int = Field(default=6060, ge=0, le=65535)
+    statsd_host: str = "127.0.0.1"
+    statsd_port: int = Field(default=8125, ge=1, le=65535)
+    statsd_prefix: str = "agentflow"
+    task_events: bool = False
+
+
+class LLMProviderConfig(_Section):
+    """One LLM provider's pool, timeouts, retries and credentials (`[llm.openai]`, …)."""
+
+    endpoint: str | None = None
+    api_key: SecretStr | None = None
+    deployment: str | None = None
+    model: str | None = None
+    api_version: str | None = None
+    max_connections: int = Field(default=30, ge=1)
+    min_connections: int = Field(default=0, ge=0)
+    connection_timeout: Duration = 10.0
+    idle_timeout: Duration = 300.0
+    max_connection_lifetime: Duration = 3600.0
+    request_timeout: Duration = 30.0
+    retry_max_attempts: int = Field(default=3, ge=1)
+    retry_initial_interval: Duration = 1.0
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    breaker_max_failures: int = Field(default=5, ge=1)
+    breaker_timeout: Duration = 30.0
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> LLMProviderConfig:
+        if self.min_connections > self.max_connections:
+            raise ValueError("min_connections cannot exceed max_connections")
+        return self
+
+
+class OpenAIConfig(LLMProviderConfig):
+    """`[llm.openai]` with OpenAI's public endpoint as the default."""
+
+    endpoint: str | None = "https://api.openai.com/v1"
+    model: str | None = "gpt-4o-mini"
+
+
+class AzureConfig(LLMProviderConfig):
+    """`[llm.azure]`: endpoint, deployment and api-version of an Azure OpenAI resource."""
+
+    max_connections: int = Field(default=50, ge=1)
+    min_connections: int = Field(default=5, ge=0)
+    api_version: str | None = "2024-06-01"
+
+
+class OllamaConfig(LLMProviderConfig):
+    """`[llm.ollama]`: a local Ollama server."""
+
+    endpoint: str | None = "http://127.0.0.1:11434"
+    model: str | None = "llama3.1"
+
+
+class LLMConfig(_Section):
+    """`[llm]`: the default provider and one table per provider."""
+
+    provider: Literal["openai", "azure", "ollama", "mock"] = "openai"
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    azure: AzureConfig = Field(default_factory=AzureConfig)
+    ollama: OllamaConfig = Field(default_factory=OllamaConfig)
+    cache_enabled: bool = True
+    cache_ttl_factual: Duration = 86400.0
+    cache_ttl_creative: Duration = 300.0
+    cache_ttl_default: Duration = 3600.0
+
+
+class AgentsConfig(_Section):
+    """`[agents]`: modules imported at start-up so their agents and tools register."""
+
+    modules: list[str] = Field(default_factory=list)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The TOML file's data, below the environment in priority."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _FILE_DATA.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get())
+
+
+class Settings(BaseSettings):
+    """The whole effective configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTFLOW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready data with every secret masked."""
+        data = self.model_dump(mode="json")
+        for provider in ("openai", "azure", "ollama"):
+            key = data["llm"][provider].get("api_key")
+            if key:
+                data["llm"][provider]["api_key"] = "********"
+        for section, field in (("broker", "url"), ("broker", "result_url")):
+            data[section][field] = mask_url(data[section][field])
+        return data
+
+
+def mask_url(url: str | None) -> str | None:
+    """Hide the password in a URL such as redis://:secret@host/0."""
+    if not url or "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:********@{host}"
+
+
+def config_path() -> Path | None:
+    """The config file in use: $AGENTFLOW_CONFIG, else ./agentflow.toml if it exists."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV}={explicit}: no such file")
+        return path
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'")
+        else:
+            lines.append(f"{source}: bad value for '{key}': {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the config file (if any) and the environment into :class:`Settings`."""
+    file = Path(path) if path is not None else config_path()
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read: {exc}") from exc
+        try:
+            # Validate the file alone first, so an error names the file rather than the env.
+            Settings.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, str(file))) from exc
+    token = _FILE_DATA.set(data)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        source = f"{file} + environment (AGENTFLOW_*)" if file else "environment (AGENTFLOW_*)"
+        raise ConfigError(_format_errors(exc, source)) from exc
+    finally:
+        _FILE_DATA.reset(token)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests, or after changing the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,96 @@
+"""The data that crosses the wire: events, agent results, usage (pydantic v2, JSON)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """A unit of work for one agent. Serialised as JSON; this is the wire format of run_event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=_new_id, min_length=1, max_length=128)
+    type: str = Field(min_length=1, max_length=128)
+    agent: str | None = Field(default=None, max_length=128)
+    data: dict[str, Any] = Field(default_factory=dict)
+    session_id: str | None = Field(default=None, max_length=256)
+    created_at: datetime = Field(default_factory=_now)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(default=None, max_length=256)
+
+    @field_validator("agent")
+    @classmethod
+    def _agent_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or not set(value) <= _NAME_CHARS):
+            raise ValueError("agent names use letters, digits and _ - . : only")
+        return value
+
+    @property
+    def dedup_key(self) -> str:
+        """The key that makes a redelivered event produce one result: idempotency key, else id."""
+        return self.idempotency_key or self.id
+
+
+class Usage(BaseModel):
+    """Tokens and estimated cost spent by one event."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    llm_calls: int = 0
+    cache_hits: int = 0
+
+    def add(self, other: Usage) -> None:
+        """Accumulate another usage record into this one."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.total_tokens += other.total_tokens
+        self.cost_usd += other.cost_usd
+        self.llm_calls += other.llm_calls
+        self.cache_hits += other.cache_hits
+
+
+class StateUpdate(BaseModel):
+    """A delta against session state: keys to set, keys to delete, counters to add to."""
+
+    set: dict[str, Any] = Field(default_factory=dict)
+    delete: list[str] = Field(default_factory=list)
+    incr: dict[str, int] = Field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        """True when the delta changes nothing."""
+        return not (self.set or self.delete or self.incr)
+
+
+class AgentResult(BaseModel):
+    """What an agent returns for one event; the JSON object the result backend holds."""
+
+    event_id: str = ""
+    agent: str = ""
+    output: Any = None
+    state_updates: StateUpdate = Field(default_factory=StateUpdate)
+    error: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    timings: dict[str, float] = Field(default_factory=dict)
+    worker: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the agent finished without an error."""
+        return self.error is None

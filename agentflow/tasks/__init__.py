@@ -1,0 +1,35 @@
+"""The Celery tasks of AgentFlow. `agentflow.run_event` is the wire protocol's entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from agentflow.app import app
+from agentflow.broker.queues import RUN_EVENT_TASK
+from agentflow.tasks.runner import RetryLater, get_runner
+
+
+@app.task(
+    name=RUN_EVENT_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+    typing=False,
+)
+def run_event(self: Task, event: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run one event (a JSON object) through its agent and return the agent result."""
+    request = self.request
+    raw = event if not args and not kwargs else {"event": event, "args": args, "kwargs": kwargs}
+    delivery = request.delivery_info or {}
+    try:
+        return get_runner().execute(
+            raw, request.id, delivery.get("routing_key"), request.headers or {}
+        )
+    except RetryLater as later:
+        raise self.retry(countdown=later.countdown, exc=later) from None
+
+
+__all__ = ["run_event"]

@@ -1,0 +1,217 @@
+"""What `agentflow.run_event` does with one event, kept apart from the Celery task wrapper.
+
+1. Validate the event; anything that cannot run goes to the dead-letter queue with its reason.
+2. One Lua round trip: return the stored result if the event already finished (a redelivery),
+   else claim it, counting how often this task id has started (poison messages are capped).
+3. Load the session state, run the agent (async agents on the process's event loop, cancelled
+   at `event_timeout`), then one Lua round trip stores the result and the state delta — only
+   for the first run to finish, so a redelivered event yields a single result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
+
+from agentflow import _aio
+from agentflow.agents.base import Agent, to_result
+from agentflow.agents.registry import get_agent
+from agentflow.broker.connection import get_redis
+from agentflow.broker.routes import resolve_agent
+from agentflow.config import Settings, get_settings
+from agentflow.dlq import DeadLetterQueue
+from agentflow.errors import AgentError, EventRejected, LLMUnavailable, UnknownAgent
+from agentflow.models import AgentResult, Event
+from agentflow.state import State, StateStore
+from agentflow.tasks import _scripts
+
+log = logging.getLogger("agentflow.run_event")
+
+ENQUEUED_AT_HEADER = "agentflow_enqueued_at"
+_EMPTY_STATE = State({})
+
+
+class RetryLater(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The event should run again after `countdown` seconds (LLM unavailable, claim held)."""
+
+    def __init__(self, reason: str, countdown: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.countdown = countdown
+
+
+class EventRunner:
+    """Per-process state of the event pipeline: settings, Redis, scripts, stores."""
+
+    def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None):
+        self.settings = s = settings or get_settings()
+        self.redis = client or get_redis()
+        prefix = s.broker.key_prefix
+        self.prefix = prefix
+        self.inflight_key = f"{prefix}:inflight"
+        self.dlq = DeadLetterQueue(self.redis, prefix)
+        self.states = StateStore(
+            self.redis,
+            prefix=prefix,
+            ttl=s.memory.state_cache_ttl,
+            cache_size=s.memory.state_cache_size,
+            compress=s.memory.enable_state_compression,
+            compression_threshold=s.memory.compression_threshold,
+        )
+        self._begin = self.redis.register_script(_scripts.BEGIN)
+        self._finish = self.redis.register_script(_scripts.FINISH)
+        self._release = self.redis.register_script(_scripts.RELEASE)
+        self.claim_ttl = int(s.runner.hard_time_limit) + 5
+        self.deliveries_ttl = int(s.runner.effective_visibility_timeout * 2 + 3600)
+        self.result_ttl = int(s.broker.result_expires)
+        self.hostname = f"{socket.gethostname()}:{os.getpid()}"
+
+    # -- steps ---------------------------------------------------------------------------
+    def dead_letter(
+        self, reason: str, raw: Any, task_id: str | None, queue: str | None, source: str
+    ) -> EventRejected:
+        """Store the event in the DLQ and return the exception the task raises."""
+        event = raw if isinstance(raw, dict) else None
+        self.dlq.push(
+            reason,
+            event=event,
+            raw=None if event is not None else raw,
+            task_id=task_id,
+            queue=queue,
+            source=source,
+        )
+        log.warning("event %s dead-lettered: %s", task_id, reason)
+        return EventRejected(reason)
+
+    def parse(self, raw: Any) -> tuple[Event, Agent]:
+        """Validate the wire event and find its agent; raises ValueError/UnknownAgent."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"an event must be a JSON object, got {type(raw).__name__}")
+        event = Event.model_validate(raw)
+        name = resolve_agent(raw, self.settings)
+        if event.agent is None:
+            event.agent = name
+        return event, get_agent(name)
+
+    def run_agent(self, agent: Agent, event: Event, state: State) -> AgentResult:
+        """Call the agent, sync or async, with its time limit; normalise its return value."""
+        timeout = agent.timeout or self.settings.runner.event_timeout
+        if agent.is_async:
+            value = _aio.run(agent.run(event, state), timeout=timeout)  # type: ignore[arg-type]
+        else:
+            value = agent.run(event, state)
+            if inspect.isawaitable(value):
+                value = _aio.run(_await(value), timeout=timeout)
+        return to_result(value, event, agent.name)
+
+    def execute(self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any]) -> dict:
+        """Run one event end to end; returns the JSON-ready result."""
+        started = time.time()
+        try:
+            event, agent = self.parse(raw)
+        except ValidationError as exc:
+            reason = "invalid event: " + "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()
+            )
+            raise self.dead_letter(reason, raw, task_id, queue, "worker") from None
+        except (ValueError, UnknownAgent) as exc:
+            raise self.dead_letter(str(exc), raw, task_id, queue, "worker") from None
+
+        key = event.dedup_key
+        done_key = f"{self.prefix}:done:{key}"
+        claim_key = f"{self.prefix}:claim:{key}"
+        status, value = self._begin(
+            keys=[done_key, claim_key, f"{self.prefix}:deliv:{task_id}"],
+            args=[task_id, self.claim_ttl, self.deliveries_ttl],
+        )
+        if status == 1:  # already finished: a redelivery, or a duplicate idempotency key
+            return dict(json.loads(value))
+        starts = int(value)
+        if starts > self.settings.runner.max_redeliveries:
+            self._release(keys=[claim_key, self.inflight_key], args=[event.id])
+            raise self.dead_letter(
+                f"started {starts - 1} times without finishing (worker lost or retried each "
+                f"time); max_redeliveries={self.settings.runner.max_redeliveries}",
+                raw, task_id, queue, "worker",
+            )  # fmt: skip
+        if status == 2:
+            raise RetryLater(f"event {key} is running elsewhere", countdown=1.0)
+
+        try:
+            state = self.states.load(event.session_id) if event.session_id else _EMPTY_STATE
+            loaded = time.time()
+            result = self.run_agent(agent, event, state)
+        except LLMUnavailable as exc:
+            self.redis.delete(claim_key)
+            countdown = exc.retry_after or min(60.0, 2.0 ** min(starts, 6))
+            raise RetryLater(f"LLM unavailable: {exc}", countdown) from exc
+        except (TimeoutError, asyncio.TimeoutError, SoftTimeLimitExceeded):
+            self._release(keys=[claim_key, self.inflight_key], args=[event.id])
+            timeout = agent.timeout or self.settings.runner.event_timeout
+            reason = f"agent {agent.name!r} timed out after {timeout:g}s"
+            raise self.dead_letter(reason, raw, task_id, queue, "agent") from None
+        except Exception as exc:
+            self._release(keys=[claim_key, self.inflight_key], args=[event.id])
+            reason = f"agent {agent.name!r} raised {type(exc).__name__}: {exc}"
+            self.dead_letter(reason, raw, task_id, queue, "agent")
+            raise AgentError(reason) from exc
+
+        finished = time.time()
+        enqueued = headers.get(ENQUEUED_AT_HEADER)
+        if isinstance(enqueued, int | float):
+            result.timings["queue_wait"] = max(0.0, started - float(enqueued))
+        result.timings["state_load"] = loaded - started
+        result.timings["agent"] = finished - loaded
+        result.worker = self.hostname
+        payload = result.model_dump(mode="json")
+        encoded = json.dumps(payload, separators=(",", ":"))
+        state_key = ""
+        state_args: list[Any] = [0, 0, 0]
+        if event.session_id and not result.state_updates.is_empty():
+            state_key = self.states.key(event.session_id)
+            state_args = self.states.delta_args(result.state_updates)
+        winner = self._finish(
+            keys=[done_key, claim_key, self.inflight_key, state_key],
+            args=[encoded, self.result_ttl, event.id, self.states.ttl, *state_args],
+        )
+        if winner is not None:
+            return dict(json.loads(winner))
+        return payload
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+_local = threading.local()
+_runner: EventRunner | None = None
+_runner_pid: int | None = None
+_runner_lock = threading.Lock()
+
+
+def get_runner() -> EventRunner:
+    """The process's EventRunner, built after fork on first use."""
+    global _runner, _runner_pid
+    if _runner is None or _runner_pid != os.getpid():
+        with _runner_lock:
+            if _runner is None or _runner_pid != os.getpid():
+                _runner = EventRunner()
+                _runner_pid = os.getpid()
+    return _runner
+
+
+def reset_runner() -> None:
+    """Forget the process's runner (tests, after configuration changes)."""
+    global _runner
+    _runner = None

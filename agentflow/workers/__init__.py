@@ -1,0 +1,1 @@
+"""Worker extensions: the dead-lettering consumer, signals, bootsteps."""

@@ -1,0 +1,80 @@
+"""Worker lifecycle hooks (Celery signals): announce agents, per-process set-up and tear-down."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import signals
+
+from agentflow import _aio
+
+log = logging.getLogger("agentflow.worker")
+
+
+@signals.before_task_publish.connect
+def stamp_enqueue_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Stamp the enqueue time on every task our app publishes (queue-wait metrics)."""
+    from agentflow.tasks.runner import ENQUEUED_AT_HEADER
+
+    if headers is not None and ENQUEUED_AT_HEADER not in headers:
+        headers[ENQUEUED_AT_HEADER] = time.time()
+
+
+@signals.worker_ready.connect
+def announce_agents(sender: Any = None, **_: Any) -> None:
+    """Record the agents this worker serves, so producers can refuse unknown agent names."""
+    from agentflow.agents.registry import agent_names
+    from agentflow.broker.connection import get_redis
+    from agentflow.client import known_agents_key
+    from agentflow.config import get_settings
+
+    names = agent_names()
+    if names:
+        get_redis().sadd(known_agents_key(get_settings().broker.key_prefix), *names)
+    log.info("agentflow worker ready; agents: %s", ", ".join(names))
+
+
+@signals.worker_process_init.connect
+def init_process(**_: Any) -> None:
+    """After fork: fresh runner, fresh event loop, warm LLM connections."""
+    from agentflow.tasks.runner import reset_runner
+
+    reset_runner()
+    _warm_llm()
+
+
+@signals.worker_init.connect
+def init_worker(sender: Any = None, **_: Any) -> None:
+    """In a threads/gevent/solo worker there is no fork: warm up here."""
+    pool = getattr(getattr(sender, "app", None), "conf", None)
+    if pool is not None and pool.worker_pool != "prefork":
+        _warm_llm()
+
+
+def _warm_llm() -> None:
+    try:
+        from agentflow.llm import warm
+    except ImportError:
+        return
+    try:
+        _aio.run(warm(), timeout=30)
+    except Exception as exc:  # noqa: BLE001 - warming is best effort
+        log.warning("could not warm LLM connections: %s", exc)
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def close_process(**_: Any) -> None:
+    """Close pooled clients and stop the process's event loop."""
+    try:
+        from agentflow.llm import aclose_all
+    except ImportError:
+        aclose_all = None
+    if aclose_all is not None:
+        try:
+            _aio.run(aclose_all(), timeout=10)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("closing LLM clients failed: %s", exc)
+    _aio.stop()
