@@ -186,7 +186,9 @@ class Client:
         return json.dumps(envelope, separators=(",", ":"), default=str)
 
     # -- publishing ------------------------------------------------------------------------
-    def emit(self, event: Event | Mapping[str, Any], *, timeout: float | None = None) -> EventHandle:
+    def emit(
+        self, event: Event | Mapping[str, Any], *, timeout: float | None = None
+    ) -> EventHandle:
         """Validate and publish one event; returns its handle."""
         return self.emit_many([event], timeout=timeout)[0]
 

@@ -23,7 +23,7 @@ from agentflow.durations import Duration
 from agentflow.errors import ConfigError
 
 CONFIG_ENV = "AGENTFLOW_CONFIG"
-_FILE_DATA: ContextVar[dict[str, Any]] = ContextVar("agentflow_file_data", default={})
+_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("agentflow_file_data", default=None)
 DEFAULT_CONFIG_FILE = "agentflow.toml"
 
 
@@ -59,7 +59,8 @@ class RunnerConfig(_Section):
     backpressure: Literal["block", "error"] = "block"
     backpressure_timeout: Duration = 30.0
     visibility_timeout: Duration | None = Field(
-        default=None, description="Redelivery delay of unacked events; default 4×event_timeout+60s."
+        default=None,
+        description="Redelivery delay of unacked events; default 4 x event_timeout+60s.",
     )
     max_event_bytes: int = Field(default=1_048_576, ge=256)
     max_redeliveries: int = Field(default=5, ge=1)
@@ -184,10 +185,10 @@ class _FileSource(PydanticBaseSettingsSource):
     """The TOML file's data, below the environment in priority."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _FILE_DATA.get().get(field_name), field_name, False
+        return (_FILE_DATA.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_FILE_DATA.get())
+        return dict(_FILE_DATA.get() or {})
 
 
 class Settings(BaseSettings):

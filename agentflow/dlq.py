@@ -11,7 +11,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,6 +64,7 @@ class DeadLetterQueue:
 
     def __init__(self, client: redis.Redis, prefix: str = "agentflow") -> None:
         self._redis = client
+        self.prefix = prefix
         self.list_key = f"{prefix}:dlq"
         self.entries_key = f"{prefix}:dlq:entries"
 
@@ -124,3 +125,26 @@ class DeadLetterQueue:
         count = len(self)
         self._redis.delete(self.list_key, self.entries_key)
         return count
+
+    def replay(self, entry_id: str, emit: Callable[[dict[str, Any]], Any]) -> Any:
+        """Re-emit an entry's event through `emit` and remove the entry once that succeeded.
+
+        The event's delivery counter is reset, so an event dead-lettered after too many
+        redeliveries gets a fresh budget. Raw messages that never parsed as an event cannot
+        be replayed: :class:`~agentflow.errors.EventRejected` says so and the entry stays.
+        """
+        from agentflow.errors import EventRejected
+
+        entry = self.get(entry_id)
+        if entry is None:
+            raise KeyError(entry_id)
+        if entry.event is None:
+            raise EventRejected(
+                f"entry {entry_id} holds a raw message, not an event; fix and emit it by hand: "
+                f"{entry.reason}"
+            )
+        if entry.task_id:
+            self._redis.delete(f"{self.prefix}:deliv:{entry.task_id}")
+        handle = emit(dict(entry.event))
+        self.remove(entry_id)
+        return handle

@@ -50,8 +50,9 @@ class ChatAgent(Agent):
         )
         updates = StateUpdate()
         if event.session_id:
-            updates.set["history"] = [*messages, {"role": "assistant", "content": response.content}][
-                -20:
-            ]
+            updates.set["history"] = [
+                *messages,
+                {"role": "assistant", "content": response.content},
+            ][-20:]
         usage = response.usage if isinstance(response.usage, Usage) else Usage()
         return AgentResult(output={"content": response.content}, state_updates=updates, usage=usage)

@@ -62,7 +62,9 @@ def get_async_redis() -> aioredis.Redis:
     loop_id = id(asyncio.get_running_loop())
     client = _async_clients.get(loop_id)
     if client is None:
-        pool = aioredis.BlockingConnectionPool.from_url(redis_url(), max_connections=512, timeout=30)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url(), max_connections=512, timeout=30
+        )
         client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop_id] = client
     return client

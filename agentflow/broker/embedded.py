@@ -130,7 +130,9 @@ def stop_embedded(runtime_dir: Path | None = None) -> bool:
     return True
 
 
-def resolve_url(configured: str | None, embedded: bool = True, runtime_dir: Path | None = None) -> str:
+def resolve_url(
+    configured: str | None, embedded: bool = True, runtime_dir: Path | None = None
+) -> str:
     """The Redis URL to use: the configured one, else the default, else an embedded server."""
     if configured:
         return configured

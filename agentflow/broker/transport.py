@@ -63,9 +63,7 @@ class Channel(kombu_redis.Channel):
     def _brpop_read(self, **options: Any) -> bool:
         try:
             try:
-                dest__item = self.client.parse_response(
-                    self.client.connection, "BRPOP", **options
-                )
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise

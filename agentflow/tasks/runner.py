@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
@@ -42,7 +41,7 @@ ENQUEUED_AT_HEADER = "agentflow_enqueued_at"
 _EMPTY_STATE = State({})
 
 
-class RetryLater(Exception):  # noqa: N818 - a control-flow signal, not an error
+class RetryLater(Exception):
     """The event should run again after `countdown` seconds (LLM unavailable, claim held)."""
 
     def __init__(self, reason: str, countdown: float) -> None:
@@ -156,7 +155,7 @@ class EventRunner:
             self.redis.delete(claim_key)
             countdown = exc.retry_after or min(60.0, 2.0 ** min(starts, 6))
             raise RetryLater(f"LLM unavailable: {exc}", countdown) from exc
-        except (TimeoutError, asyncio.TimeoutError, SoftTimeLimitExceeded):
+        except (TimeoutError, SoftTimeLimitExceeded):
             self._release(keys=[claim_key, self.inflight_key], args=[event.id])
             timeout = agent.timeout or self.settings.runner.event_timeout
             reason = f"agent {agent.name!r} timed out after {timeout:g}s"

@@ -8,6 +8,7 @@ reach the pool. It is installed with the `worker_consumer` setting.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.message import Message
 
 from agentflow.broker.connection import get_redis
-from agentflow.broker.transport import MALFORMED_HEADER
+from agentflow.broker.transport import MALFORMED_CONTENT_TYPE, MALFORMED_HEADER
 from agentflow.config import get_settings
 from agentflow.dlq import DeadLetterQueue
 
@@ -39,7 +40,12 @@ def dead_letter_message(message: Message, reason: str) -> None:
                 args = decoded[0]
                 if args and isinstance(args[0], dict):
                     event = args[0]
-    except Exception:  # noqa: BLE001 - the body is kept raw below
+        elif message.content_type == MALFORMED_CONTENT_TYPE:
+            # A bare event pushed by hand: keep it as an event so `dlq replay` can emit it.
+            candidate = json.loads(message.body)
+            if isinstance(candidate, dict) and "type" in candidate:
+                event = candidate
+    except Exception:
         event = None
     _dlq().push(
         reason,
@@ -83,8 +89,10 @@ class Consumer(CeleryConsumer):
 
     def create_task_handler(self, promise: Any = None) -> Callable[[Message], None]:
         """Celery's handler, behind a size check that dead-letters oversized messages."""
-        handler = super().create_task_handler() if promise is None else (
-            super().create_task_handler(promise)
+        handler = (
+            super().create_task_handler()
+            if promise is None
+            else (super().create_task_handler(promise))
         )
         limit = get_settings().runner.max_event_bytes
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -22,6 +23,23 @@ def stamp_enqueue_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
         headers[ENQUEUED_AT_HEADER] = time.time()
 
 
+def ready_workers_key(prefix: str) -> str:
+    """The Redis set of main-process pids of workers that are ready (local tooling waits on it)."""
+    return f"{prefix}:workers:ready"
+
+
+@signals.worker_shutdown.connect
+def retire_worker(**_: Any) -> None:
+    """Take this worker out of the ready set."""
+    from agentflow.broker.connection import get_redis
+    from agentflow.config import get_settings
+
+    try:
+        get_redis().srem(ready_workers_key(get_settings().broker.key_prefix), os.getpid())
+    except Exception as exc:
+        log.debug("could not retire worker: %s", exc)
+
+
 @signals.worker_ready.connect
 def announce_agents(sender: Any = None, **_: Any) -> None:
     """Record the agents this worker serves, so producers can refuse unknown agent names."""
@@ -31,8 +49,12 @@ def announce_agents(sender: Any = None, **_: Any) -> None:
     from agentflow.config import get_settings
 
     names = agent_names()
+    prefix = get_settings().broker.key_prefix
+    pipe = get_redis().pipeline(transaction=False)
     if names:
-        get_redis().sadd(known_agents_key(get_settings().broker.key_prefix), *names)
+        pipe.sadd(known_agents_key(prefix), *names)
+    pipe.sadd(ready_workers_key(prefix), os.getpid())
+    pipe.execute()
     log.info("agentflow worker ready; agents: %s", ", ".join(names))
 
 
@@ -60,7 +82,7 @@ def _warm_llm() -> None:
         return
     try:
         _aio.run(warm(), timeout=30)
-    except Exception as exc:  # noqa: BLE001 - warming is best effort
+    except Exception as exc:
         log.warning("could not warm LLM connections: %s", exc)
 
 
@@ -75,6 +97,6 @@ def close_process(**_: Any) -> None:
     if aclose_all is not None:
         try:
             _aio.run(aclose_all(), timeout=10)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("closing LLM clients failed: %s", exc)
     _aio.stop()

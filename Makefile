@@ -1,0 +1,43 @@
+# AgentFlow: `make demo` runs the main job on embedded defaults; `make test` installs and tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test unit integration lint check worker flower clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/agentflow demo
+
+test: install
+	bash scripts/test.sh
+
+unit: install
+	$(PY) -m pytest -q tests/unit
+
+integration: install
+	bash scripts/test.sh tests/integration
+
+lint: install
+	$(VENV)/bin/ruff check agentflow tests scripts
+	$(VENV)/bin/ruff format --check agentflow tests scripts
+	$(VENV)/bin/mypy agentflow
+
+check: lint test
+
+worker: install
+	$(VENV)/bin/celery -A agentflow worker -l INFO
+
+flower: install
+	$(VENV)/bin/celery -A agentflow flower
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

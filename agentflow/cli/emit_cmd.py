@@ -1,0 +1,61 @@
+"""`agentflow emit`: publish one event from the shell, optionally wait for its result."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from agentflow.cli._util import friendly_errors, parse_json_object
+
+
+@click.command("emit")
+@click.option("--agent", "agent_name", help="Agent to run the event (else routed by --type).")
+@click.option("--type", "event_type", required=True, help="The event type.")
+@click.option("--data", default="{}", help="Event data as a JSON object.")
+@click.option("--session", "session_id", help="Session id (state is kept per session).")
+@click.option("--id", "event_id", help="Event id (default: a new uuid).")
+@click.option("--idempotency-key", help="Events with the same key produce a single result.")
+@click.option("--metadata", default="{}", help="Event metadata as a JSON object.")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait with --wait.")
+@click.option("--stream", is_flag=True, help="Print streamed items (LLM tokens) as they arrive.")
+@friendly_errors
+def emit(
+    agent_name: str | None,
+    event_type: str,
+    data: str,
+    session_id: str | None,
+    event_id: str | None,
+    idempotency_key: str | None,
+    metadata: str,
+    wait: bool,
+    timeout: float,
+    stream: bool,
+) -> None:
+    """Publish one event; prints its id, or its result with --wait."""
+    from agentflow.client import Client
+
+    event: dict[str, object] = {
+        "type": event_type,
+        "data": parse_json_object(data, "--data"),
+        "metadata": parse_json_object(metadata, "--metadata"),
+    }
+    for key, value in (("agent", agent_name), ("session_id", session_id), ("id", event_id),
+                       ("idempotency_key", idempotency_key)):  # fmt: skip
+        if value:
+            event[key] = value
+    client = Client()
+    try:
+        handle = client.emit(event)
+        if stream:
+            for item in handle.stream(timeout=timeout):
+                click.echo(item if isinstance(item, str) else json.dumps(item), nl=False)
+            click.echo()
+        if not (wait or stream):
+            click.echo(handle.id)
+            return
+        result = handle.result(timeout=timeout)
+        click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+    finally:
+        client.close()

@@ -1,0 +1,48 @@
+"""`agentflow redis url|start|stop`: the Redis AgentFlow uses, embedded or not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from agentflow.cli._util import friendly_errors
+
+
+def _runtime_dir() -> Path | None:
+    from agentflow.config import get_settings
+
+    d = get_settings().broker.embedded_dir
+    return Path(d) if d else None
+
+
+@click.group("redis")
+def redis() -> None:
+    """Find, start or stop the Redis AgentFlow uses."""
+
+
+@redis.command("url")
+@friendly_errors
+def url() -> None:
+    """Print the Redis URL in use (starting the embedded one if nothing else answers)."""
+    from agentflow.broker.connection import redis_url
+
+    click.echo(redis_url())
+
+
+@redis.command("start")
+@friendly_errors
+def start() -> None:
+    """Start the embedded Redis (if not running) and print its URL."""
+    from agentflow.broker.embedded import ensure_embedded
+
+    click.echo(ensure_embedded(_runtime_dir()))
+
+
+@redis.command("stop")
+@friendly_errors
+def stop() -> None:
+    """Stop the embedded Redis."""
+    from agentflow.broker.embedded import stop_embedded
+
+    click.echo("stopped" if stop_embedded(_runtime_dir()) else "embedded Redis was not running")
