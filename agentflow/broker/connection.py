@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from agentflow.broker.embedded import resolve_url
 from agentflow.config import Settings, get_settings
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _url: str | None = None
 _client: redis.Redis | None = None
 _client_pid: int | None = None

@@ -39,7 +39,8 @@ def list_(limit: int, as_json: bool) -> None:
             click.echo(e.to_json())
         return
     table = Table(title=f"dead-letter queue: {len(queue)} entries")
-    for col in ("id", "failed at", "queue", "event", "reason"):
+    table.add_column("id", no_wrap=True, min_width=32)
+    for col in ("failed at", "queue", "event", "reason"):
         table.add_column(col, overflow="fold")
     for e in entries:
         when = dt.datetime.fromtimestamp(e.failed_at).strftime("%Y-%m-%d %H:%M:%S")
@@ -49,7 +50,10 @@ def list_(limit: int, as_json: bool) -> None:
             else f"raw {e.content_type or ''}"
         )
         table.add_row(e.id, when, e.queue or "-", what, e.reason)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    console.print(table)
 
 
 @dlq.command("show")

@@ -17,6 +17,8 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import redis
@@ -75,6 +77,7 @@ class EventRunner:
         self.deliveries_ttl = int(s.runner.effective_visibility_timeout * 2 + 3600)
         self.result_ttl = int(s.broker.result_expires)
         self.hostname = f"{socket.gethostname()}:{os.getpid()}"
+        self._executor: ThreadPoolExecutor | None = None
 
     # -- steps ---------------------------------------------------------------------------
     def dead_letter(
@@ -108,11 +111,30 @@ class EventRunner:
         timeout = agent.timeout or self.settings.runner.event_timeout
         if agent.is_async:
             value = _aio.run(agent.run(event, state), timeout=timeout)  # type: ignore[arg-type]
+        elif self.settings.runner.pool == "prefork":
+            value = agent.run(event, state)  # the pool's soft time limit interrupts it
         else:
-            value = agent.run(event, state)
-            if inspect.isawaitable(value):
-                value = _aio.run(_await(value), timeout=timeout)
+            # threads/gevent enforce no time limit: run the agent on a helper thread and stop
+            # waiting at the timeout (the event is dead-lettered; the thread finishes unseen).
+            future = self._sync_executor().submit(agent.run, event, state)
+            try:
+                value = future.result(timeout)
+            except FutureTimeout:
+                future.cancel()
+                raise TimeoutError(timeout) from None
+        if inspect.isawaitable(value):
+            value = _aio.run(_await(value), timeout=timeout)
         return to_result(value, event, agent.name)
+
+    def _sync_executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            with _runner_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(
+                        max_workers=self.settings.runner.worker_pool_size + 8,
+                        thread_name_prefix="agentflow-agent",
+                    )
+        return self._executor
 
     def execute(self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any]) -> dict:
         """Run one event end to end; returns the JSON-ready result."""
