@@ -1,0 +1,51 @@
+"""The LLM layer: every agent's LLM calls go through :func:`get_llm`.
+
+Pooled httpx clients per provider per worker process, retries with exponential backoff and
+jitter (Retry-After honoured), a circuit breaker shared through Redis, and a Redis response
+cache with single flight. See docs/llm.md.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from agentflow.config import get_settings
+from agentflow.llm.client import LLMClient
+from agentflow.llm.types import ChatResponse, ToolCall
+
+_lock = threading.Lock()
+_clients: dict[tuple[int, str], LLMClient] = {}
+
+
+def get_llm(provider: str | None = None) -> LLMClient:
+    """The process's client for `provider` (default: `[llm] provider`); call on the event loop."""
+    name = provider or get_settings().llm.provider
+    key = (os.getpid(), name)
+    client = _clients.get(key)
+    if client is None:
+        with _lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = LLMClient(name)
+    return client
+
+
+async def warm() -> int:
+    """Open the configured provider's `min_connections` (called at worker process start)."""
+    settings = get_settings()
+    provider = settings.llm.provider
+    config = getattr(settings.llm, "openai" if provider == "mock" else provider)
+    if config.min_connections <= 0 or not config.endpoint:
+        return 0
+    return await get_llm().warm()
+
+
+async def aclose_all() -> None:
+    """Close every pooled client of this process (worker shutdown)."""
+    pid = os.getpid()
+    for key in [k for k in _clients if k[0] == pid]:
+        await _clients.pop(key).aclose()
+
+
+__all__ = ["ChatResponse", "LLMClient", "ToolCall", "aclose_all", "get_llm", "warm"]

@@ -1,0 +1,73 @@
+"""A circuit breaker shared by every worker through Redis: closed, open, half-open.
+
+State lives in one hash per provider and deployment (``<prefix>:breaker:<key>``): after
+`max_failures` consecutive failures the breaker opens for `timeout` seconds and calls fail
+fast with :class:`~agentflow.errors.CircuitOpen`; then one probe call is let through
+(half-open) — success closes it, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+
+from agentflow.errors import CircuitOpen
+
+# KEYS: hash. ARGV: now, probe_timeout. Returns 1 closed, 2 half-open probe, 0 open.
+_ALLOW = """
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if open_until == 0 then return 1 end
+local now = tonumber(ARGV[1])
+if now < open_until then return 0 end
+if redis.call('HSETNX', KEYS[1], 'probe', now) == 1 then return 2 end
+if now - tonumber(redis.call('HGET', KEYS[1], 'probe')) > tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'probe', now)
+  return 2
+end
+return 0
+"""
+# KEYS: hash. ARGV: ok(1/0), now, max_failures, timeout. Returns the new open_until (0 closed).
+_RECORD = """
+if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) return 0 end
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local probing = redis.call('HEXISTS', KEYS[1], 'probe') == 1
+if failures >= tonumber(ARGV[3]) or probing then
+  local open_until = tonumber(ARGV[2]) + tonumber(ARGV[4])
+  redis.call('HSET', KEYS[1], 'open_until', open_until, 'failures', 0)
+  redis.call('HDEL', KEYS[1], 'probe')
+  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4]) * 10 + 60))
+  return open_until
+end
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4]) * 10 + 60))
+return 0
+"""
+
+
+class CircuitBreaker:
+    """The breaker of one provider+deployment, shared through Redis."""
+
+    def __init__(self, client: aioredis.Redis, key: str, max_failures: int, timeout: float) -> None:
+        self.key = key
+        self.max_failures = max_failures
+        self.timeout = timeout
+        self._allow = client.register_script(_ALLOW)
+        self._record = client.register_script(_RECORD)
+        self._dirty = True  # a failure or probe seen here: successes must reset the hash
+
+    async def before_call(self) -> None:
+        """Raise CircuitOpen while the breaker is open; otherwise let the call through."""
+        state = int(await self._allow(keys=[self.key], args=[time.time(), self.timeout]))
+        if state == 0:
+            raise CircuitOpen(f"circuit open for {self.key.rsplit(':', 2)[-2:]}",
+                              retry_after=self.timeout)  # fmt: skip
+        if state == 2:
+            self._dirty = True
+
+    async def record(self, ok: bool) -> None:
+        """Count a success (closes) or a failure (may open)."""
+        if ok and not self._dirty:
+            return
+        args = [1 if ok else 0, time.time(), self.max_failures, self.timeout]
+        await self._record(keys=[self.key], args=args)
+        self._dirty = not ok
