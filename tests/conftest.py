@@ -51,9 +51,7 @@ TEST_ENV = {
     "AGENTFLOW_MONITORING__ENABLE_METRICS": "false",
     # Ship the example agents used by the tests to workers.
     "AGENTFLOW_AGENTS__MODULES": '["tests.agents"]',
-    "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-    ),
+    "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
 }
 os.environ.update(TEST_ENV)
 

@@ -37,6 +37,9 @@ class MockOptions:
     """Answer every N-th request with 429 (0: never)."""
     retry_after: float = 1.0
     stream_chunk_delay: float = 0.0
+    fail_next: int = 0
+    """The next N model requests fail with `fail_status` (then behaviour returns to normal)."""
+    fail_status: int = 500
     counts: Counter[str] = field(default_factory=Counter)
 
 
@@ -96,6 +99,9 @@ def create_app(options: MockOptions | None = None) -> Starlette:
             await asyncio.sleep(latency)
         status = int(headers.get("x-mock-status", "0") or 0)
         retry_after = headers.get("x-mock-retry-after") or f"{opts.retry_after:g}"
+        if not status and opts.fail_next > 0:
+            opts.fail_next -= 1
+            status = opts.fail_status
         if (
             not status
             and opts.rate_limit_every
@@ -226,6 +232,9 @@ def create_app(options: MockOptions | None = None) -> Starlette:
                 setattr(opts, key, parse_duration(body[key]))
         if "error_rate" in body:
             opts.error_rate = float(body["error_rate"])
+        for key in ("fail_next", "fail_status"):
+            if key in body:
+                setattr(opts, key, int(body[key]))
         if "rate_limit_every" in body:
             opts.rate_limit_every = int(body["rate_limit_every"])
         return JSONResponse({"ok": True})

@@ -30,7 +30,9 @@ def test_concurrent_events_on_one_session_lose_no_update(start_worker, client, r
 
 
 def test_event_buffer_size_bounds_queued_events(redis_client):
-    client = Client(settings=load_settings(runner={"event_buffer_size": 5, "backpressure": "error"}))
+    client = Client(
+        settings=load_settings(runner={"event_buffer_size": 5, "backpressure": "error"})
+    )
     try:
         with pytest.raises(BackpressureError) as info:
             client.emit_many({"type": "t", "agent": "echo"} for _ in range(8))

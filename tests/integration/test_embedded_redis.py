@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-SCENARIO = r'''
+SCENARIO = r"""
 import json, os, signal, subprocess, sys, time
 from agentflow.broker.embedded import ping
 assert not ping("redis://127.0.0.1:6379/0"), "default Redis must not answer in this namespace"
@@ -40,7 +40,7 @@ finally:
     out, _ = worker.communicate(timeout=30)
     sys.stderr.write(out.decode(errors="replace")[-3000:])
     subprocess.run([os.path.join(bin_dir, "agentflow"), "redis", "stop"], check=True, stdout=subprocess.DEVNULL)
-'''
+"""
 
 
 def _can_unshare() -> bool:

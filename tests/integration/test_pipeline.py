@@ -28,9 +28,7 @@ def test_emit_and_result(start_worker, client: Client) -> None:
 
 def test_emit_many_publishes_all_and_every_result_arrives(start_worker, client: Client) -> None:
     start_worker(concurrency=8)
-    handles = client.emit_many(
-        {"type": "n", "agent": "echo", "data": {"i": i}} for i in range(200)
-    )
+    handles = client.emit_many({"type": "n", "agent": "echo", "data": {"i": i}} for i in range(200))
     outputs = [h.result(timeout=60).output["echo"]["i"] for h in handles]
     assert outputs == list(range(200))
 

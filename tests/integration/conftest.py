@@ -1,0 +1,17 @@
+"""Fixtures for integration tests that need the mock LLM server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from agentflow.mock_llm import MockServer, serve_in_thread
+
+
+@pytest.fixture
+def mock_llm() -> Iterator[MockServer]:
+    """The mock LLM on a free loopback port (no latency), counters at zero."""
+    server = serve_in_thread(port=0, latency=0.0)
+    yield server
+    server.stop()
