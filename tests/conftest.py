@@ -8,6 +8,7 @@ processes, configured through the same environment variables a user would set.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -106,10 +107,8 @@ class WorkerProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send a signal to the worker and all its children (SIGKILL by default)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 15.0) -> None:
         """Warm shutdown (SIGTERM); SIGKILL if it does not exit in time."""

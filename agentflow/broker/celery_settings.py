@@ -76,5 +76,10 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "task_send_sent_event": s.monitoring.task_events,
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "imports": ("agentflow.tasks", "agentflow.workers.signals", *s.agents.modules),
+        "imports": (
+            "agentflow.tasks",
+            "agentflow.workers.signals",
+            "agentflow.workers.metrics_signals",
+            *s.agents.modules,
+        ),
     }

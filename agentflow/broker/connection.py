@@ -24,8 +24,10 @@ _async_clients: dict[int, aioredis.Redis] = {}
 
 
 def redis_url(settings: Settings | None = None) -> str:
-    """The Redis URL this process uses, resolved once."""
+    """The Redis URL this process uses, resolved once (explicit settings with a URL win)."""
     global _url
+    if settings is not None and settings.broker.url:
+        return settings.broker.url
     if _url is None:
         with _lock:
             if _url is None:
