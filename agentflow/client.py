@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery
@@ -151,7 +151,8 @@ class Client:
         )
 
     def _announced(self) -> set[str]:
-        return {m.decode() for m in self.redis.smembers(self._known_key)}
+        members: set[bytes] = cast(Any, self.redis.smembers(self._known_key))
+        return {m.decode() for m in members}
 
     def _message(self, event: Event, queue: str) -> str:
         payload = event.model_dump(mode="json")

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -82,7 +82,9 @@ def wait_for_results(
         batch = list(pending)
         for i in range(0, len(batch), 500):
             chunk = batch[i : i + 500]
-            for event_id, raw in zip(chunk, client.mget([key_for(x) for x in chunk]), strict=True):
+            for event_id, raw in zip(
+                chunk, cast(Any, client.mget([key_for(x) for x in chunk])), strict=True
+            ):
                 if raw is None:
                     continue
                 meta = json.loads(raw)
@@ -144,7 +146,9 @@ def run_demo(
                 emitted_at, timeout=120,
             )  # fmt: skip
             finished = max((_done_time(m) or time.time()) for m in results.values())
-            latencies, errors, per_agent = [], 0, {}
+            latencies: list[float] = []
+            errors = 0
+            per_agent: dict[str, int] = {}
             for h in handles:
                 meta = results[h.id]
                 if meta["status"] != "SUCCESS":

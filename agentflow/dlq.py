@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -97,19 +97,19 @@ class DeadLetterQueue:
         return entry
 
     def __len__(self) -> int:
-        return int(self._redis.llen(self.list_key))
+        return int(cast(Any, self._redis.llen(self.list_key)))
 
     def list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         """Entries, oldest first."""
-        ids = self._redis.lrange(self.list_key, offset, offset + limit - 1)
+        ids: list[bytes] = cast(Any, self._redis.lrange(self.list_key, offset, offset + limit - 1))
         if not ids:
             return []
-        raws = self._redis.hmget(self.entries_key, ids)
+        raws: list[bytes | None] = cast(Any, self._redis.hmget(self.entries_key, ids))
         return [DeadLetter.from_json(r) for r in raws if r is not None]
 
     def get(self, entry_id: str) -> DeadLetter | None:
         """One entry by id."""
-        raw = self._redis.hget(self.entries_key, entry_id)
+        raw: Any = self._redis.hget(self.entries_key, entry_id)
         return DeadLetter.from_json(raw) if raw is not None else None
 
     def remove(self, entry_id: str) -> bool:

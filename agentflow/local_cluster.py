@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -127,7 +127,7 @@ class LocalCluster:
                             f"worker {i} exited with {proc.returncode}: "
                             f"{(self.tmp / f'worker{i}.log').read_text(errors='replace')[-2000:]}"
                         )
-                pids = {int(p) for p in client.smembers(key)}
+                pids = {int(p) for p in cast(Any, client.smembers(key))}
                 if all(p.pid in pids for p in self.workers):
                     return
                 time.sleep(0.1)

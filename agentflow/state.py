@@ -14,7 +14,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -159,14 +159,14 @@ class StateStore:
         """The session's current state as a read-only view (empty if none)."""
         key = self.key(session_id)
         if self._cache_size:
-            raw_version = self._redis.hget(key, _VERSION_FIELD)
+            raw_version: Any = self._redis.hget(key, _VERSION_FIELD)
             version = int(raw_version) if raw_version is not None else 0
             with self._lock:
                 hit = self._cache.get(session_id)
                 if hit is not None and hit[0] == version:
                     self._cache.move_to_end(session_id)
                     return State(hit[1], session_id)
-        raw = self._redis.hgetall(key)
+        raw: dict[bytes, bytes] = cast(Any, self._redis.hgetall(key))
         version = int(raw.pop(_VERSION_FIELD.encode(), b"0") or 0)
         data = {k.decode(): self._decode(v) for k, v in raw.items()}
         if self._cache_size:

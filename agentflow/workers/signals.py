@@ -90,13 +90,10 @@ def _warm_llm() -> None:
 @signals.worker_shutdown.connect
 def close_process(**_: Any) -> None:
     """Close pooled clients and stop the process's event loop."""
+    from agentflow.llm import aclose_all
+
     try:
-        from agentflow.llm import aclose_all
-    except ImportError:
-        aclose_all = None
-    if aclose_all is not None:
-        try:
-            _aio.run(aclose_all(), timeout=10)
-        except Exception as exc:
-            log.warning("closing LLM clients failed: %s", exc)
+        _aio.run(aclose_all(), timeout=10)
+    except Exception as exc:
+        log.warning("closing LLM clients failed: %s", exc)
     _aio.stop()
