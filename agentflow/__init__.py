@@ -26,11 +26,13 @@ from agentflow.errors import (
     LLMUnavailable,
     MCPError,
     RateLimited,
+    StreamFailed,
     ToolError,
     UnknownAgent,
 )
 from agentflow.models import AgentResult, Event, StateUpdate, Usage
 from agentflow.state import MutableState, State, StateStore
+from agentflow.streams import AsyncStreamWriter, StreamWriter, iter_stream
 from agentflow.tasks import run_event
 
 __version__ = "0.1.0"
@@ -40,6 +42,7 @@ __all__ = [
     "AgentError",
     "AgentFlowError",
     "AgentResult",
+    "AsyncStreamWriter",
     "BackpressureError",
     "BrokerUnavailable",
     "CircuitOpen",
@@ -64,6 +67,8 @@ __all__ = [
     "State",
     "StateStore",
     "StateUpdate",
+    "StreamFailed",
+    "StreamWriter",
     "ToolError",
     "UnknownAgent",
     "Usage",
@@ -73,6 +78,7 @@ __all__ = [
     "app",
     "get_agent",
     "get_settings",
+    "iter_stream",
     "load_settings",
     "run_event",
 ]

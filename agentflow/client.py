@@ -90,7 +90,9 @@ class EventHandle:
         from agentflow.broker.connection import get_redis
         from agentflow.streams import iter_stream
 
-        yield from iter_stream(get_redis(), self.id, timeout=timeout)
+        prefix = self.client.settings.broker.key_prefix
+        yield from iter_stream(get_redis(), self.id, prefix=prefix, timeout=timeout,
+                               done=self.ready)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<EventHandle {self.id} → {self.queue}>"

@@ -132,6 +132,12 @@ class LLMProviderConfig(_Section):
     tokens_per_minute: int | None = Field(default=None, ge=1)
     breaker_max_failures: int = Field(default=5, ge=1)
     breaker_timeout: Duration = 30.0
+    rate_limit_max_wait: Duration = Field(
+        default=30.0, description="Longest wait for a rate-limit slot before RateLimited."
+    )
+    embedding_model: str | None = Field(
+        default=None, description="Model for embed() calls; default: model."
+    )
 
     @model_validator(mode="after")
     def _min_below_max(self) -> LLMProviderConfig:
@@ -145,6 +151,7 @@ class OpenAIConfig(LLMProviderConfig):
 
     endpoint: str | None = "https://api.openai.com/v1"
     model: str | None = "gpt-4o-mini"
+    embedding_model: str | None = "text-embedding-3-small"
 
 
 class AzureConfig(LLMProviderConfig):
@@ -173,6 +180,13 @@ class LLMConfig(_Section):
     cache_ttl_factual: Duration = 86400.0
     cache_ttl_creative: Duration = 300.0
     cache_ttl_default: Duration = 3600.0
+    agent_cache_ttl: dict[str, Duration] = Field(
+        default_factory=dict, description="agent name → cache TTL overriding the kind's TTL"
+    )
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="model → (input, output) USD per 1M tokens, over the built-in table",
+    )
 
 
 class AgentsConfig(_Section):

@@ -58,6 +58,10 @@ class EventRejected(AgentFlowError):
         self.reason = reason
 
 
+class StreamFailed(AgentFlowError):
+    """The writer of an event's stream ended it with an error."""
+
+
 class AgentError(AgentFlowError):
     """An agent's run raised; the event's result carries the message."""
 

@@ -29,7 +29,13 @@ def noop(event: Event, state: State) -> None:
 
 @agent("chat")
 class ChatAgent(Agent):
-    """Send `data.prompt` (or `data.messages`) to the configured LLM; return its reply."""
+    """Send `data.prompt` (or `data.messages`) to the configured LLM; return its reply.
+
+    Optional `data` keys: `model`, `temperature`, `max_tokens`, `cache` (false: skip the
+    cache), `cache_ttl` (seconds), `cache_kind` (factual/creative/default), `stream` (true:
+    tokens reach the producer through ``handle.stream()`` while the event runs),
+    `use_history` (prepend the session's history).
+    """
 
     description = "One LLM chat call through the pooled, cached, rate-limited LLM layer."
 
@@ -42,11 +48,18 @@ class ChatAgent(Agent):
         history = state.get("history")
         if isinstance(history, list) and event.data.get("use_history"):
             messages = [*history, *messages]
+        data = event.data
+        ttl = data.get("cache_ttl")
         response = await get_llm().chat(
             messages,
-            model=event.data.get("model"),
-            temperature=event.data.get("temperature"),
-            cache=bool(event.data.get("cache", True)),
+            model=data.get("model"),
+            temperature=data.get("temperature"),
+            max_tokens=data.get("max_tokens"),
+            cache=bool(data.get("cache", True)),
+            cache_ttl=float(ttl) if ttl is not None else None,
+            cache_kind=data.get("cache_kind"),
+            stream_to=event.id if data.get("stream") else None,
+            agent=self.name,
         )
         updates = StateUpdate()
         if event.session_id:

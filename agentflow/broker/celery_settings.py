@@ -80,6 +80,7 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
             "agentflow.tasks",
             "agentflow.workers.signals",
             "agentflow.workers.metrics_signals",
+            "agentflow.workers.profiling",
             *s.agents.modules,
         ),
     }

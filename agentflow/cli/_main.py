@@ -14,6 +14,8 @@ _COMMANDS: list[tuple[str, str]] = [
     ("agentflow.cli.redis_cmd", "redis"),
     ("agentflow.cli.demo_cmd", "demo"),
     ("agentflow.cli.mock_llm_cmd", "mock_llm"),
+    ("agentflow.cli.benchmark_cmd", "benchmark"),
+    ("agentflow.cli.loadtest_cmd", "loadtest"),
 ]
 
 

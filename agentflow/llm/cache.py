@@ -4,7 +4,9 @@ The key is a hash of the normalised request (provider, model, messages, tools, s
 parameters). Only successful responses are stored. TTL by kind: ``factual`` (temperature 0)
 24 h, ``creative`` (temperature ≥ 0.7) 5 min, else ``default`` 1 h — each overridable per
 agent and per request. Concurrent identical requests from any worker make one upstream call:
-the first takes a short lock and calls, the others wait for its cached answer.
+the first takes a short lock and calls, the others wait for its cached answer; if the leader
+runs out of retries (LLMUnavailable) the ones waiting for it fail with it instead of
+repeating the whole retry sequence one after another.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from agentflow.config import LLMConfig
+from agentflow.errors import LLMUnavailable
 from agentflow.llm.types import ChatResponse
 from agentflow.metrics import get_metrics
+from agentflow.models import Usage
 
 
 def request_key(prefix: str, provider: str, body: dict[str, Any]) -> str:
@@ -59,14 +63,18 @@ class ResponseCache:
         lock = key + ":lock"
         delay = 0.005
         waited = 0.0
+        failed_key = key + ":failed"
         while True:
-            raw = await self.redis.get(key)
+            raw, failed = await self.redis.mget(key, failed_key)
+            if failed is not None and waited > 0:
+                # The leader we waited for ran out of retries: so would we, so fail alike.
+                raise LLMUnavailable(f"single-flight leader failed: {failed.decode()}",
+                                     retry_after=None)  # fmt: skip
             if raw is not None:
                 metrics.incr("llm.cache.hit")
                 response = ChatResponse.model_validate_json(raw)
                 response.cached = True
-                response.usage.cache_hits = 1
-                response.usage.llm_calls = 0
+                response.usage = Usage(cache_hits=1)  # a hit spends no tokens and costs nothing
                 return response
             if await self.redis.set(lock, b"1", nx=True, px=int(self.lock_timeout * 1000)):
                 break
@@ -80,5 +88,8 @@ class ResponseCache:
             response = await call()
             await self.redis.set(key, response.model_dump_json(), px=int(ttl * 1000))
             return response
+        except LLMUnavailable as exc:
+            await self.redis.set(failed_key, str(exc)[:500], px=2000)
+            raise
         finally:
             await self.redis.delete(lock)

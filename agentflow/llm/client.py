@@ -1,10 +1,13 @@
-"""The pooled LLM client: sharded httpx pools, retries with backoff, breaker, cache.
+"""The pooled LLM client: sharded httpx pools, retries, breaker, rate limits, cache, batching.
 
 One :class:`LLMClient` per provider per worker process, created after fork on the process's
 event loop. Its connections are spread over several `httpx.AsyncClient` shards (one client
 carrying hundreds of concurrent calls spends most of its CPU in pool bookkeeping); each shard
 is replaced once it is older than `max_connection_lifetime`, the old one closed after the
 calls on it had time to finish.
+
+Every HTTP attempt goes: shared breaker (fail fast while open) → shared rate limit (wait for
+a slot) → request → classify (success, retryable, or a 4xx that fails at once).
 """
 
 from __future__ import annotations
@@ -14,21 +17,27 @@ import itertools
 import logging
 import random
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 
 from agentflow.broker.connection import get_async_redis
 from agentflow.config import LLMProviderConfig, Settings, get_settings
 from agentflow.errors import LLMRequestError, LLMUnavailable, RateLimited
+from agentflow.llm.batching import EmbedBatcher
 from agentflow.llm.breaker import CircuitBreaker
 from agentflow.llm.cache import ResponseCache, request_key, ttl_for
 from agentflow.llm.providers import PROVIDERS, Provider
+from agentflow.llm.ratelimit import RateLimiter, estimate_tokens, limiter_key
 from agentflow.llm.types import ChatResponse
+from agentflow.llm.usage import PriceTable, record_usage
 from agentflow.metrics import get_metrics
+from agentflow.models import Usage
 
 log = logging.getLogger("agentflow.llm")
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+T = TypeVar("T")
 
 
 def backoff(attempt: int, initial: float, cap: float = 30.0) -> float:
@@ -43,6 +52,20 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+class _HTTPStatus(Exception):
+    """An error status from the provider, to be classified by the retry loop."""
+
+    def __init__(self, status: int, text: str, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.text = text
+        self.retry_after = retry_after
+
+
+class _StreamBroken(Exception):
+    """A streamed reply failed after text was already published: not retried in-process."""
 
 
 class _Shard:
@@ -62,12 +85,26 @@ class LLMClient:
         self._shard_count = max(1, min(32, config.max_connections // 8))
         self._shards: list[_Shard] = [self._new_shard() for _ in range(self._shard_count)]
         self._next = itertools.count()
-        redis = get_async_redis()
-        prefix = s.broker.key_prefix
-        self.prefix = prefix
+        self.redis = redis = get_async_redis()
+        self.prefix = prefix = s.broker.key_prefix
         self.breaker = CircuitBreaker(redis, f"{prefix}:breaker:{self.provider.key}",
                                       config.breaker_max_failures, config.breaker_timeout)  # fmt: skip
         self.cache = ResponseCache(redis, lock_timeout=config.request_timeout * 2)
+        api_key = config.api_key.get_secret_value() if config.api_key else None
+        self.limiter = RateLimiter(
+            redis,
+            limiter_key(prefix, self.provider.key, api_key),
+            config.requests_per_minute,
+            config.tokens_per_minute,
+            config.rate_limit_max_wait,
+        )
+        self.prices = PriceTable(s.llm.prices)
+        perf = s.performance
+        self.batcher: EmbedBatcher | None = (
+            EmbedBatcher(self._embed_batch, perf.batch_size, perf.batch_timeout)
+            if perf.enable_request_batching
+            else None
+        )
 
     # -- connection pool -------------------------------------------------------------------
     def _new_shard(self) -> _Shard:
@@ -108,45 +145,52 @@ class LLMClient:
         return sum(results)
 
     async def aclose(self) -> None:
-        """Close every pooled connection."""
+        """Send waiting embedding batches, then close every pooled connection."""
+        if self.batcher is not None:
+            await self.batcher.aclose()
         await asyncio.gather(*(s.client.aclose() for s in self._shards), return_exceptions=True)
 
-    # -- calls -----------------------------------------------------------------------------
-    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries, backoff, Retry-After and the shared breaker."""
+    # -- the retry loop --------------------------------------------------------------------
+    async def _with_retries(
+        self, send: Callable[[httpx.AsyncClient], Awaitable[T]], tokens: int
+    ) -> T:
+        """Run `send` under breaker, rate limit and retries with backoff and Retry-After."""
         c = self.config
         metrics = get_metrics()
+        name = self.provider.name
         last_error, retry_after = "no attempt made", None
         status: int | None = None
         for attempt in range(1, c.retry_max_attempts + 1):
             await self.breaker.before_call()
+            await self.limiter.acquire(tokens)
             started = time.perf_counter()
             try:
-                response = await self._client().post(url, json=body)
+                result = await send(self._client())
             except httpx.TimeoutException as exc:
                 last_error, status, retry_after = (
-                    f"timeout after {c.request_timeout:g}s: {exc!r}",
-                    None,
-                    None,
-                )
+                    f"timeout after {c.request_timeout:g}s: {type(exc).__name__}", None, None
+                )  # fmt: skip
             except httpx.TransportError as exc:
                 last_error, status, retry_after = f"connection error: {exc!r}", None, None
-            else:
-                metrics.timing(
-                    f"llm.call.{self.provider.name}", (time.perf_counter() - started) * 1000
-                )
-                status = response.status_code
-                if status < 400:
-                    await self.breaker.record(ok=True)
-                    return dict(response.json())
+            except _StreamBroken as exc:
+                await self.breaker.record(ok=False)
+                raise LLMUnavailable(f"{name} stream broke mid-reply: {exc}") from exc
+            except _HTTPStatus as exc:
+                status = exc.status
                 if status not in _RETRY_STATUS:
+                    await self.breaker.record(ok=True)  # it answered: not an outage
                     raise LLMRequestError(
-                        f"{self.provider.name} refused the request ({status}): "
-                        f"{response.text[:500]}", status_code=status,
-                    )  # fmt: skip
-                retry_after = retry_after_seconds(response)
-                last_error = f"HTTP {status}: {response.text[:200]}"
-            metrics.incr(f"llm.errors.{self.provider.name}")
+                        f"{name} refused the request ({status}): {exc.text[:500]}",
+                        status_code=status,
+                    ) from None
+                retry_after = exc.retry_after
+                last_error = f"HTTP {status}: {exc.text[:200]}"
+            else:
+                metrics.timing(f"llm.call.{name}", (time.perf_counter() - started) * 1000)
+                await self.breaker.record(ok=True)
+                return result
+            await self.limiter.adjust(tokens)  # a failed attempt spent no tokens
+            metrics.incr(f"llm.errors.{name}")
             if status != 429:  # a rate limit is not a sign of an unhealthy provider
                 await self.breaker.record(ok=False)
             if attempt < c.retry_max_attempts:
@@ -157,13 +201,54 @@ class LLMClient:
                 )
                 log.info("LLM call failed (%s); retry %d in %.2fs", last_error, attempt, delay)
                 await asyncio.sleep(delay)
-        message = (
-            f"{self.provider.name} unavailable after {c.retry_max_attempts} attempts: {last_error}"
-        )
+        message = f"{name} unavailable after {c.retry_max_attempts} attempts: {last_error}"
         if status == 429:
             raise RateLimited(message, retry_after=retry_after)
         raise LLMUnavailable(message, retry_after=retry_after)
 
+    async def _post(self, url: str, body: dict[str, Any], tokens: int = 0) -> dict[str, Any]:
+        """POST a JSON body with retries; the decoded JSON reply."""
+
+        async def send(client: httpx.AsyncClient) -> dict[str, Any]:
+            response = await client.post(url, json=body)
+            if response.status_code >= 400:
+                raise _HTTPStatus(response.status_code, response.text,
+                                  retry_after_seconds(response))  # fmt: skip
+            return dict(response.json())
+
+        return await self._with_retries(send, tokens)
+
+    async def _stream(
+        self, body: dict[str, Any], on_piece: Callable[[str], Awaitable[None]], tokens: int
+    ) -> ChatResponse:
+        """A streamed chat call: each piece of text goes to `on_piece` as it arrives."""
+        url = self.provider.chat_url()
+        payload = self.provider.stream_body(body)
+
+        async def send(client: httpx.AsyncClient) -> ChatResponse:
+            parser = self.provider.stream_parser()
+            published = False
+            async with client.stream("POST", url, json=payload) as response:
+                if response.status_code >= 400:
+                    text = (await response.aread()).decode(errors="replace")
+                    raise _HTTPStatus(response.status_code, text, retry_after_seconds(response))
+                try:
+                    async for line in response.aiter_lines():
+                        piece = parser.feed_line(line)
+                        if piece:
+                            await on_piece(piece)
+                            published = True
+                        if parser.done:
+                            break
+                except (httpx.HTTPError, ValueError) as exc:
+                    if published:
+                        raise _StreamBroken(repr(exc)) from exc
+                    raise
+            return parser.response()
+
+        return await self._with_retries(send, tokens)
+
+    # -- chat ------------------------------------------------------------------------------
     async def chat(
         self,
         messages: list[dict[str, Any]],
@@ -175,9 +260,17 @@ class LLMClient:
         cache: bool | None = True,
         cache_ttl: float | None = None,
         cache_kind: str | None = None,
+        stream_to: str | None = None,
+        stream_close: bool = True,
         agent: str | None = None,
     ) -> ChatResponse:
-        """One chat completion; cached in Redis unless `cache` is false."""
+        """One chat completion; cached in Redis unless `cache` is false.
+
+        With `stream_to` (an event id) the call streams (SSE) and publishes each piece of
+        text to that event's Redis stream as it arrives, so ``handle.stream()`` yields it; a
+        cache hit publishes the whole reply as one piece. `stream_close` ends the stream
+        when the call is done (false: the agent will stream more and close it itself).
+        """
         body: dict[str, Any] = {"model": model or self.config.model, "messages": messages}
         if temperature is not None:
             body["temperature"] = temperature
@@ -185,32 +278,88 @@ class LLMClient:
             body["tools"] = tools
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
+        tokens = estimate_tokens(body)
+        writer = await self._stream_writer(stream_to) if stream_to else None
 
         async def call() -> ChatResponse:
-            data = await self._post(self.provider.chat_url(), self.provider.chat_body(body))
-            return self.provider.parse_chat(data)
+            if writer is not None:
+                response = await self._stream(body, writer.add, tokens)
+            else:
+                data = await self._post(self.provider.chat_url(), self.provider.chat_body(body),
+                                        tokens)  # fmt: skip
+                response = self.provider.parse_chat(data)
+            if response.usage.total_tokens:
+                await self.limiter.adjust(tokens - response.usage.total_tokens)
+            u = response.usage
+            u.cost_usd = self.prices.cost(response.model or str(body["model"] or ""),
+                                          u.prompt_tokens, u.completion_tokens)  # fmt: skip
+            return response
 
-        if cache is False or not self.settings.llm.cache_enabled:
-            response = await call()
-        else:
-            key = request_key(self.prefix, self.provider.key, body)
-            ttl = (
-                cache_ttl
-                if cache_ttl is not None
-                else ttl_for(self.settings.llm, temperature, cache_kind)
-            )
-            response = await self.cache.get_or_call(key, ttl, call)
-        self._account(response, agent)
+        ttl = self._ttl(cache_ttl, cache_kind, temperature, agent)
+        try:
+            if cache is False or ttl <= 0 or not self.settings.llm.cache_enabled:
+                response = await call()
+            else:
+                key = request_key(self.prefix, self.provider.key, body)
+                response = await self.cache.get_or_call(key, ttl, call)
+            if writer is not None:
+                if response.cached and response.content:
+                    await writer.add(response.content)
+                if stream_close:
+                    await writer.close()
+                else:
+                    await writer.flush()
+        except LLMUnavailable:
+            if writer is not None:
+                await writer.flush()  # the event will be retried: its stream goes on
+            raise
+        except Exception as exc:
+            if writer is not None:
+                await writer.close(error=f"{type(exc).__name__}: {exc}")
+            raise
+        await record_usage(self.redis, self.prefix, agent,
+                           response.model or str(body["model"] or ""), response.usage)  # fmt: skip
         return response
 
-    async def embed(self, texts: list[str], *, model: str | None = None) -> list[list[float]]:
-        """Embedding vectors for `texts`, in order."""
-        data = await self._post(self.provider.embed_url(), self.provider.embed_body(texts, model))
-        return self.provider.parse_embed(data)
+    def _ttl(
+        self,
+        cache_ttl: float | None,
+        kind: str | None,
+        temperature: float | None,
+        agent: str | None,
+    ) -> float:
+        if cache_ttl is not None:
+            return cache_ttl
+        if kind is None and agent is not None and agent in self.settings.llm.agent_cache_ttl:
+            return self.settings.llm.agent_cache_ttl[agent]
+        return ttl_for(self.settings.llm, temperature, kind)
 
-    def _account(self, response: ChatResponse, agent: str | None) -> None:
-        metrics = get_metrics()
-        model = (response.model or "unknown").replace(".", "_")
-        if response.usage.llm_calls:
-            metrics.incr(f"llm.tokens.prompt.{model}", response.usage.prompt_tokens)
-            metrics.incr(f"llm.tokens.completion.{model}", response.usage.completion_tokens)
+    async def _stream_writer(self, stream_id: str) -> Any:
+        from agentflow.streams import AsyncStreamWriter
+
+        return AsyncStreamWriter(self.redis, stream_id, batch_size=1)
+
+    # -- embeddings ------------------------------------------------------------------------
+    async def embed(
+        self, texts: list[str], *, model: str | None = None, agent: str | None = None
+    ) -> list[list[float]]:
+        """Embedding vectors for `texts`, in order; concurrent calls are batched."""
+        if not texts:
+            return []
+        model = model or self.provider.embedding_model
+        if self.batcher is not None:
+            return await self.batcher.embed(list(texts), model, agent)
+        return await self._embed_batch(list(texts), model, agent)
+
+    async def _embed_batch(
+        self, texts: list[str], model: str | None, agent: str | None
+    ) -> list[list[float]]:
+        body = self.provider.embed_body(texts, model)
+        data = await self._post(self.provider.embed_url(), body, estimate_tokens(body))
+        vectors = self.provider.parse_embed(data)
+        prompt = self.provider.embed_usage(data)
+        name = str(data.get("model") or model or "")
+        usage = Usage(prompt_tokens=prompt, total_tokens=prompt, llm_calls=1,
+                      cost_usd=self.prices.cost(name, prompt, 0))  # fmt: skip
+        await record_usage(self.redis, self.prefix, agent, name, usage)
+        return vectors

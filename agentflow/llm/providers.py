@@ -7,6 +7,7 @@ from typing import Any
 
 from agentflow.config import LLMProviderConfig
 from agentflow.errors import ConfigError
+from agentflow.llm.streaming import ChatStreamParser, NDJSONChatStream, SSEChatStream
 from agentflow.llm.types import ChatResponse, ToolCall
 from agentflow.models import Usage
 
@@ -44,6 +45,14 @@ class Provider:
         """The request body for this dialect."""
         return body
 
+    def stream_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The request body of a streamed chat call (usage is asked for in the last chunk)."""
+        return {**self.chat_body(body), "stream": True, "stream_options": {"include_usage": True}}
+
+    def stream_parser(self) -> ChatStreamParser:
+        """A fresh parser for one streamed reply."""
+        return SSEChatStream()
+
     def parse_chat(self, data: dict[str, Any]) -> ChatResponse:
         """Read a non-streaming reply."""
         choice = (data.get("choices") or [{}])[0]
@@ -59,7 +68,16 @@ class Provider:
 
     def embed_body(self, texts: list[str], model: str | None) -> dict[str, Any]:
         """The embeddings request body."""
-        return {"input": texts, "model": model or self.config.model or ""}
+        return {"input": texts, "model": model or self.embedding_model}
+
+    @property
+    def embedding_model(self) -> str:
+        """The model embeddings use unless a call names one."""
+        return self.config.embedding_model or self.config.model or ""
+
+    def embed_usage(self, data: dict[str, Any]) -> int:
+        """Prompt tokens an embeddings reply reports."""
+        return int((data.get("usage") or {}).get("prompt_tokens", 0))
 
     def parse_embed(self, data: dict[str, Any]) -> list[list[float]]:
         """Vectors in input order."""
@@ -86,7 +104,10 @@ class AzureProvider(Provider):
         return f"{self.root}/chat/completions?api-version={self.config.api_version}"
 
     def embed_url(self) -> str:
-        return f"{self.root}/embeddings?api-version={self.config.api_version}"
+        # On Azure the embeddings model is a deployment of its own: `embedding_model` names it.
+        deployment = self.config.embedding_model or self.config.deployment
+        root = f"{self.base_url}/openai/deployments/{deployment}"
+        return f"{root}/embeddings?api-version={self.config.api_version}"
 
 
 class OllamaProvider(Provider):
@@ -103,9 +124,23 @@ class OllamaProvider(Provider):
     def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in body.items() if k in ("model", "messages", "tools")}
         out["stream"] = False
+        options: dict[str, Any] = {}
         if body.get("temperature") is not None:
-            out["options"] = {"temperature": body["temperature"]}
+            options["temperature"] = body["temperature"]
+        if body.get("max_tokens") is not None:
+            options["num_predict"] = body["max_tokens"]
+        if options:
+            out["options"] = options
         return out
+
+    def stream_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**self.chat_body(body), "stream": True}
+
+    def stream_parser(self) -> ChatStreamParser:
+        return NDJSONChatStream()
+
+    def embed_usage(self, data: dict[str, Any]) -> int:
+        return int(data.get("prompt_eval_count", 0))
 
     def parse_chat(self, data: dict[str, Any]) -> ChatResponse:
         message = data.get("message") or {}

@@ -41,6 +41,10 @@ class MockOptions:
     """The next N model requests fail with `fail_status` (then behaviour returns to normal)."""
     fail_status: int = 500
     counts: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    """Model requests being answered right now (inside their latency)."""
+    max_in_flight: int = 0
+    """The most model requests in flight at once since the last reset."""
 
 
 def _tokens(text: str) -> int:
@@ -55,23 +59,51 @@ def _last_user(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+def _after_last_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "user":
+            return messages[i + 1 :]
+    return list(messages)
+
+
+def script_rounds(text: str) -> list[list[tuple[str, str]]]:
+    """The rounds of ``CALL name {args}`` directives in `text`; a ``THEN`` line splits rounds."""
+    rounds: list[list[tuple[str, str]]] = [[]]
+    for line in text.splitlines():
+        if line.strip().upper() == "THEN":
+            rounds.append([])
+        elif match := _CALL.match(line):
+            rounds[-1].append((match.group(1), match.group(2) or "{}"))
+    return [r for r in rounds if r]
+
+
 def _scripted_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """Tool calls the last user message scripts, unless tool results already answer them."""
+    """The next round of tool calls the last user message scripts, if any is left unanswered.
+
+    Rounds already answered are counted as assistant messages with ``tool_calls`` after the
+    last user message (or 1 when only ``role: tool`` messages follow it).
+    """
     messages = body.get("messages") or []
-    if not body.get("tools") or any(m.get("role") == "tool" for m in messages):
+    if not body.get("tools"):
+        return []
+    rounds = script_rounds(_last_user(messages))
+    tail = _after_last_user(messages)
+    done = sum(1 for m in tail if m.get("role") == "assistant" and m.get("tool_calls"))
+    if not done and any(m.get("role") == "tool" for m in tail):
+        done = 1
+    if done >= len(rounds):
         return []
     calls = []
-    for i, match in enumerate(_CALL.finditer(_last_user(messages))):
-        calls.append({
-            "id": f"call_{i}_{uuid.uuid4().hex[:8]}",
-            "type": "function",
-            "function": {"name": match.group(1), "arguments": match.group(2) or "{}"},
-        })  # fmt: skip
+    for i, (name, args) in enumerate(rounds[done]):
+        digest = hashlib.sha1(f"{done}:{i}:{name}:{args}".encode()).hexdigest()[:8]
+        calls.append({"id": f"call_{done}_{i}_{digest}", "type": "function",
+                      "function": {"name": name, "arguments": args}})  # fmt: skip
     return calls
 
 
 def _reply_text(messages: list[dict[str, Any]]) -> str:
-    tool_results = [str(m.get("content")) for m in messages if m.get("role") == "tool"]
+    tail = _after_last_user(messages)
+    tool_results = [str(m.get("content")) for m in tail if m.get("role") == "tool"]
     if tool_results:
         return "mock: tool results: " + " | ".join(tool_results)
     return "mock: " + _last_user(messages)
@@ -80,6 +112,15 @@ def _reply_text(messages: list[dict[str, Any]]) -> str:
 def _embedding(text: str) -> list[float]:
     digest = hashlib.sha256(text.encode()).digest()
     return [round(b / 255.0, 6) for b in digest[:EMBEDDING_DIM]]
+
+
+def _azure_check(request: Request) -> Response | None:
+    """Azure paths answer 400 without the ``api-version`` query parameter, like Azure does."""
+    if "deployment" in request.path_params and "api-version" not in request.query_params:
+        return JSONResponse({"error": {"code": "BadRequest",
+                                       "message": "api-version query parameter is required"}},
+                            status_code=400)  # fmt: skip
+    return None
 
 
 def create_app(options: MockOptions | None = None) -> Starlette:
@@ -95,8 +136,13 @@ def create_app(options: MockOptions | None = None) -> Starlette:
             latency = parse_duration(headers["x-mock-latency"])
         if opts.jitter:
             latency += random.uniform(0, opts.jitter)
-        if latency > 0:
-            await asyncio.sleep(latency)
+        opts.in_flight += 1
+        opts.max_in_flight = max(opts.max_in_flight, opts.in_flight)
+        try:
+            if latency > 0:
+                await asyncio.sleep(latency)
+        finally:
+            opts.in_flight -= 1
         status = int(headers.get("x-mock-status", "0") or 0)
         retry_after = headers.get("x-mock-retry-after") or f"{opts.retry_after:g}"
         if not status and opts.fail_next > 0:
@@ -162,8 +208,8 @@ def create_app(options: MockOptions | None = None) -> Starlette:
     async def chat(request: Request) -> Response:
         body = await request.json()
         deployment = request.path_params.get("deployment")
-        if deployment is not None and "api-version" not in request.query_params:
-            return JSONResponse({"error": {"message": "api-version is required"}}, status_code=400)
+        if (refused := _azure_check(request)) is not None:
+            return refused
         kind = "azure_chat" if deployment is not None else "chat"
         if (failed := await _gate(request, kind)) is not None:
             return failed
@@ -175,6 +221,8 @@ def create_app(options: MockOptions | None = None) -> Starlette:
     async def embeddings(request: Request) -> Response:
         body = await request.json()
         deployment = request.path_params.get("deployment")
+        if (refused := _azure_check(request)) is not None:
+            return refused
         kind = "azure_embeddings" if deployment is not None else "embeddings"
         if (failed := await _gate(request, kind)) is not None:
             return failed
@@ -221,8 +269,10 @@ def create_app(options: MockOptions | None = None) -> Starlette:
     async def stats(request: Request) -> Response:
         if request.method == "POST":
             opts.counts.clear()
+            opts.max_in_flight = opts.in_flight
             return JSONResponse({"reset": True})
-        return JSONResponse(dict(opts.counts))
+        return JSONResponse({"total": 0, **opts.counts, "in_flight": opts.in_flight,
+                             "max_in_flight": opts.max_in_flight})  # fmt: skip
 
     async def configure(request: Request) -> Response:
         """POST /config {"latency": "10ms", "error_rate": 0.1, ...}: change behaviour live."""

@@ -45,6 +45,16 @@ def _bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _run_server(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Serve on `sock` on uvicorn's preferred loop (uvloop when installed)."""
+    factory = server.config.get_loop_factory()
+    loop = factory() if factory is not None else asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(server.serve(sockets=[sock]))
+    finally:
+        loop.close()
+
+
 @dataclass
 class MockServer:
     """A running mock LLM: its URL and how to stop it."""
@@ -87,7 +97,7 @@ def serve_in_thread(port: int = 0, host: str = "127.0.0.1", **options: Any) -> M
     server = uvicorn.Server(_config(create_app(opts), host, actual))
 
     def _run() -> None:
-        asyncio.run(server.serve(sockets=[sock]))
+        _run_server(server, sock)
 
     thread = threading.Thread(target=_run, name="mock-llm", daemon=True)
     thread.start()
@@ -145,7 +155,7 @@ def serve_forever(host: str, port: int, workers: int = 1, **options: Any) -> Non
         children.append(pid)
     server = uvicorn.Server(_config(create_app(MockOptions(**options)), host, port))
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        _run_server(server, sock)
     finally:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):

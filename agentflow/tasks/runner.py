@@ -159,11 +159,14 @@ class EventRunner:
         if status == 1:  # already finished: a redelivery, or a duplicate idempotency key
             return dict(json.loads(value))
         starts = int(value)
+        retry_key = f"{self.prefix}:retryreason:{task_id}"
         if starts > self.settings.runner.max_redeliveries:
             self._release(keys=[claim_key, self.inflight_key], args=[event.id])
+            last: bytes | None = self.redis.get(retry_key)  # type: ignore[assignment]
+            last_error = f"; last error: {last.decode(errors='replace')}" if last else ""
             raise self.dead_letter(
                 f"started {starts - 1} times without finishing (worker lost or retried each "
-                f"time); max_redeliveries={self.settings.runner.max_redeliveries}",
+                f"time); max_redeliveries={self.settings.runner.max_redeliveries}{last_error}",
                 raw, task_id, queue, "worker",
             )  # fmt: skip
         if status == 2:
@@ -175,7 +178,11 @@ class EventRunner:
             result = self.run_agent(agent, event, state)
         except LLMUnavailable as exc:
             self.redis.delete(claim_key)
+            # Kept so that the dead letter says why, if the retries run out.
+            self.redis.set(retry_key, f"LLM unavailable: {exc}"[:1000], ex=self.deliveries_ttl)
             countdown = exc.retry_after or min(60.0, 2.0 ** min(starts, 6))
+            # An ETA past the visibility timeout would be redelivered early (a duplicate run).
+            countdown = min(countdown, self.settings.runner.effective_visibility_timeout / 2)
             raise RetryLater(f"LLM unavailable: {exc}", countdown) from exc
         except (TimeoutError, SoftTimeLimitExceeded):
             self._release(keys=[claim_key, self.inflight_key], args=[event.id])

@@ -11,7 +11,12 @@ from agentflow.mock_llm import MockServer, serve_in_thread
 
 @pytest.fixture
 def mock_llm() -> Iterator[MockServer]:
-    """The mock LLM on a free loopback port (no latency), counters at zero."""
+    """The mock LLM on a free loopback port (no latency), counters at zero.
+
+    Function-scoped: each test gets its own server thread, so options changed through
+    ``POST /config`` never leak into the next test.
+    """
     server = serve_in_thread(port=0, latency=0.0)
+    server.reset_stats()
     yield server
     server.stop()

@@ -1,0 +1,104 @@
+"""One benchmark or load-test run, as the CLI commands and the submitter script start it."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agentflow.bench.driver import LoadDriver, Progress, WorkerWatch
+from agentflow.bench.local import LocalOptions, client_for_env, local_cluster
+from agentflow.bench.profiles import CpuProfileCollector, heap_snapshot, profiler_urls
+from agentflow.bench.stats import BenchReport
+from agentflow.bench.workloads import Workload
+from agentflow.client import Client
+from agentflow.errors import AgentFlowError
+
+
+@dataclass
+class RunOptions:
+    """What to run and how to measure it."""
+
+    workload: Workload
+    users: Callable[[float], int]
+    name: str = "benchmark"
+    duration: float | None = None
+    requests: int | None = None
+    warmup: float = 1.0
+    local: LocalOptions | None = None
+    profile: Literal["cpu", "memory"] | None = None
+    profile_output: Path | None = None
+    drain_timeout: float = 30.0
+    max_users: int = 0
+    """Largest user count of the shape (sizes the local cluster's in-flight bound)."""
+    warmup_users: int | None = None
+    """Users during the warm-up (default: the shape's user count at t=0, at least 1)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _cluster(opts: RunOptions) -> Iterator[tuple[Client, WorkerWatch, str]]:
+    if opts.local is None:
+        client = client_for_env({})
+        try:
+            yield client, WorkerWatch(), client.settings.broker.key_prefix
+        finally:
+            client.close()
+        return
+    local = opts.local
+    local.max_in_flight = max(local.max_in_flight, opts.max_users * 2)
+    if opts.profile:
+        local.env.setdefault("AGENTFLOW_MONITORING__ENABLE_PROFILING", "true")
+        local.env.setdefault("AGENTFLOW_MONITORING__PROFILE_PORT", "0")
+    with local_cluster(local) as (cluster, client):
+        yield client, WorkerWatch(cluster.worker_pids()), local.key_prefix
+
+
+def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None) -> BenchReport:
+    """Bring up (or connect to) the cluster, warm up, drive the load, collect profiles."""
+    why = opts.workload.available()
+    if why:
+        raise AgentFlowError(why)
+    with _cluster(opts) as (client, workers, prefix):
+        make = opts.workload.events()
+        if opts.warmup > 0:
+            level = opts.warmup_users or max(1, opts.users(0.0))
+            LoadDriver(client, make, lambda t: level, name="warmup", duration=opts.warmup,
+                       workers=workers, drain_timeout=10).run()  # fmt: skip
+        collector = None
+        urls: dict[str, str] = {}
+        if opts.profile:
+            urls = profiler_urls(client.redis, prefix)
+            if not urls:
+                raise AgentFlowError(
+                    "no worker serves a profiling endpoint: start workers with "
+                    "[monitoring] enable_profiling = true (or use --local)"
+                )
+            if opts.profile == "cpu":
+                seconds = opts.duration if opts.duration is not None else 30.0
+                collector = CpuProfileCollector(urls, seconds)
+                collector.start()
+        driver = LoadDriver(
+            client, make, opts.users, name=opts.name, duration=opts.duration,
+            requests=opts.requests, drain_timeout=opts.drain_timeout, workers=workers,
+            on_progress=on_progress,
+        )  # fmt: skip
+        started = time.time()
+        report = driver.run()
+        report.settings.update(
+            {"workload": opts.workload.name, "agent": opts.workload.agent, "started": started,
+             "warmup_s": opts.warmup, "local": opts.local is not None, **opts.extra}
+        )  # fmt: skip
+        if opts.local is not None:
+            report.settings.update({"workers": opts.local.workers, "pool": opts.local.pool,
+                                    "concurrency": opts.local.concurrency})  # fmt: skip
+        if opts.profile and opts.profile_output is not None:
+            if collector is not None:
+                report.settings["profile"] = collector.finish(opts.profile_output)
+            else:
+                report.settings["profile"] = heap_snapshot(urls, opts.profile_output)
+            report.settings["profile_output"] = str(opts.profile_output)
+    return report

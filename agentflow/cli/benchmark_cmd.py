@@ -1,0 +1,105 @@
+"""`agentflow benchmark`: a steady load against a running cluster, or one it brings up (--local)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agentflow.cli._util import friendly_errors, parse_json_object
+from agentflow.durations import parse_duration
+
+
+def local_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by `benchmark` and `loadtest`: cluster, outputs, profiling."""
+    options = [
+        click.option("--local", is_flag=True,
+                     help="Bring up Redis (embedded unless --redis-url), workers and the mock LLM."),
+        click.option("--workers", default=1, show_default=True, help="Local worker processes."),
+        click.option("--concurrency", default=200, show_default=True,
+                     help="Local worker concurrency (threads per worker)."),
+        click.option("--pool", default="threads", show_default=True,
+                     type=click.Choice(["threads", "prefork", "gevent", "solo"])),
+        click.option("--redis-url", help="With --local: use this Redis instead of an embedded one."),
+        click.option("--mock-latency", default="50ms", show_default=True,
+                     help="With --local: mock LLM latency."),
+        click.option("--warmup", default="1s", show_default=True,
+                     help="Load before measuring, not counted."),
+        click.option("--profile", type=click.Choice(["cpu", "memory"]),
+                     help="Collect a worker CPU profile (collapsed stacks) or heap top."),
+        click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Where --profile writes."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+        click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write an HTML report (latency histogram, throughput over time)."),
+        click.option("--progress/--no-progress", default=None,
+                     help="Progress bar (default: when stderr is a terminal)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_local(local: bool, workers: int, concurrency: int, pool: str, redis_url: str | None,
+                mock_latency: str) -> Any:  # fmt: skip
+    """LocalOptions for --local, else None."""
+    if not local:
+        return None
+    from agentflow.bench.local import LocalOptions
+
+    return LocalOptions(workers=workers, concurrency=concurrency, pool=pool,
+                        redis_url=redis_url, mock_latency=mock_latency)  # fmt: skip
+
+
+def check_profile(profile: str | None, output: Path | None) -> Path | None:
+    """--profile needs --output (a default name otherwise)."""
+    if profile and output is None:
+        return Path(f"agentflow-{profile}.{'collapsed' if profile == 'cpu' else 'txt'}")
+    return output
+
+
+@click.command("benchmark")
+@click.option("--duration", help="How long to run, e.g. 60s (default 60s unless --requests).")
+@click.option("--concurrent-users", "users", default=10, show_default=True,
+              help="Virtual users; each keeps one event in flight.")  # fmt: skip
+@click.option("--agent", help="Agent to drive (default: noop, or the --workload's agent).")
+@click.option("--workload", type=click.Choice(["W0", "W1", "W2"]),
+              help="A standard workload (see docs/benchmarks.md).")  # fmt: skip
+@click.option("--requests", type=int, help="Stop after this many events instead of a duration.")
+@click.option("--data", help="JSON object sent as each event's data (with --agent).")
+@local_options
+@friendly_errors
+def benchmark(
+    duration: str | None, users: int, agent: str | None, workload: str | None,
+    requests: int | None, data: str | None, local: bool, workers: int, concurrency: int,
+    pool: str, redis_url: str | None, mock_latency: str, warmup: str, profile: str | None,
+    output: Path | None, as_json: bool, html_path: Path | None, progress: bool | None,
+) -> None:  # fmt: skip
+    """Drive a steady load (N concurrent users) and report requests/s, latency, memory."""
+    from agentflow.bench.output import emit_outputs, progress_bar
+    from agentflow.bench.run import RunOptions, run
+    from agentflow.bench.workloads import WORKLOADS, for_agent
+
+    if workload:
+        chosen = WORKLOADS[workload]
+    else:
+        payload = parse_json_object(data, "--data") if data is not None else None
+        chosen = for_agent(agent or "noop", payload)
+    seconds = parse_duration(duration) if duration else (None if requests else 60.0)
+    opts = RunOptions(
+        workload=chosen, users=lambda t: users, name=f"{chosen.name} x{users} users",
+        duration=seconds, requests=requests, warmup=parse_duration(warmup),
+        local=build_local(local, workers, concurrency, pool, redis_url, mock_latency),
+        profile=profile,  # type: ignore[arg-type]
+        profile_output=check_profile(profile, output), max_users=users,
+        extra={"concurrent_users": users},
+    )  # fmt: skip
+    show = sys.stderr.isatty() if progress is None else progress
+    with progress_bar(show) as on_progress:
+        report = run(opts, on_progress)
+    emit_outputs(report, as_json, html_path)
+    if profile and not as_json:
+        click.echo(f"{profile} profile: {opts.profile_output}")

@@ -1,0 +1,59 @@
+"""`agentflow loadtest`: virtual users ramping through stages (k6 style), or a preset shape."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from agentflow.cli._util import friendly_errors, parse_json_object
+from agentflow.cli.benchmark_cmd import build_local, check_profile, local_options
+from agentflow.durations import parse_duration
+
+
+@click.command("loadtest")
+@click.option("--stages", default="stress", show_default=True,
+              help='DURATION:USERS,... e.g. "30s:10,1m:100,30s:10", or a preset: '
+                   "stress, spike, soak.")  # fmt: skip
+@click.option("--agent", help="Agent to drive (default: noop, or the --workload's agent).")
+@click.option("--workload", type=click.Choice(["W0", "W1", "W2"]), help="A standard workload.")
+@click.option("--data", help="JSON object sent as each event's data (with --agent).")
+@local_options
+@friendly_errors
+def loadtest(
+    stages: str, agent: str | None, workload: str | None, data: str | None, local: bool,
+    workers: int, concurrency: int, pool: str, redis_url: str | None, mock_latency: str,
+    warmup: str, profile: str | None, output: Path | None, as_json: bool,
+    html_path: Path | None, progress: bool | None,
+) -> None:  # fmt: skip
+    """Ramp virtual users through stages and report as `benchmark` does."""
+    from agentflow.bench.output import emit_outputs, progress_bar
+    from agentflow.bench.run import RunOptions, run
+    from agentflow.bench.stages import parse_stages, total_seconds, users_at
+    from agentflow.bench.workloads import WORKLOADS, for_agent
+
+    try:
+        shape = parse_stages(stages)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stages") from None
+    if workload:
+        chosen = WORKLOADS[workload]
+    else:
+        payload = parse_json_object(data, "--data") if data is not None else None
+        chosen = for_agent(agent or "noop", payload)
+    peak = max(s.users for s in shape)
+    opts = RunOptions(
+        workload=chosen, users=lambda t: users_at(shape, t), name=f"{chosen.name} {stages}",
+        duration=total_seconds(shape), warmup=parse_duration(warmup),
+        local=build_local(local, workers, concurrency, pool, redis_url, mock_latency),
+        profile=profile,  # type: ignore[arg-type]
+        profile_output=check_profile(profile, output), max_users=peak,
+        extra={"stages": stages, "peak_users": peak}, warmup_users=shape[0].users or 1,
+    )  # fmt: skip
+    show = sys.stderr.isatty() if progress is None else progress
+    with progress_bar(show) as on_progress:
+        report = run(opts, on_progress)
+    emit_outputs(report, as_json, html_path)
+    if profile and not as_json:
+        click.echo(f"{profile} profile: {opts.profile_output}")

@@ -1,0 +1,218 @@
+"""Per-event Redis Streams: what an event streams while it runs reaches its producer.
+
+An event's stream is the Redis Stream ``<prefix>:stream:<event_id>``. Writers (the LLM
+layer's token streaming, streaming tools, agents) append JSON items with ``XADD``; the
+stream ends with an entry carrying ``end`` (and ``error`` when the writer failed). Readers
+(:meth:`agentflow.EventHandle.stream`, :func:`iter_stream`) block on ``XREAD`` from the
+start of the stream, so a reader that starts late still sees every item, in order.
+
+Every stream expires `ttl` seconds after its last write; its length is capped (approximate
+``MAXLEN``) so that a runaway writer cannot fill Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aredis
+
+from agentflow.errors import StreamFailed
+
+DEFAULT_TTL = 3600
+DEFAULT_MAXLEN = 1_000_000
+_END = b"end"
+_ITEM = b"d"
+
+
+def stream_key(event_id: str, prefix: str | None = None) -> str:
+    """The Redis key of the stream of `event_id`."""
+    if prefix is None:
+        from agentflow.config import get_settings
+
+        prefix = get_settings().broker.key_prefix
+    return f"{prefix}:stream:{event_id}"
+
+
+def _encode(item: Any) -> str:
+    return json.dumps(item, separators=(",", ":"), default=str)
+
+
+class StreamWriter:
+    """Append items to an event's stream from synchronous code (tools, sync agents).
+
+    Items are buffered and sent ``batch_size`` at a time in one pipeline; :meth:`flush`
+    sends what is buffered, :meth:`close` sends it and ends the stream.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        event_id: str,
+        *,
+        prefix: str | None = None,
+        batch_size: int = 100,
+        ttl: int = DEFAULT_TTL,
+        maxlen: int = DEFAULT_MAXLEN,
+    ) -> None:
+        self.redis = client
+        self.key = stream_key(event_id, prefix)
+        self.batch_size = max(1, batch_size)
+        self.ttl = ttl
+        self.maxlen = maxlen
+        self._buffer: list[str] = []
+        self.count = 0
+        self.closed = False
+
+    def add(self, item: Any) -> None:
+        """Queue one JSON-serialisable item; sent once the batch is full."""
+        self._buffer.append(_encode(item))
+        if len(self._buffer) >= self.batch_size:
+            self.flush()
+
+    def extend(self, items: Any) -> None:
+        """Queue many items."""
+        for item in items:
+            self.add(item)
+
+    def flush(self) -> None:
+        """Send the buffered items."""
+        self._send({})
+
+    def close(self, error: str | None = None) -> None:
+        """Send the buffered items and end the stream (with `error` if the writer failed)."""
+        if self.closed:
+            return
+        end: dict[Any, Any] = {_END: b"1"}
+        if error:
+            end[b"error"] = error.encode()
+        self._send(end)
+        self.closed = True
+
+    def _send(self, end: dict[Any, Any]) -> None:
+        if not self._buffer and not end:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for encoded in self._buffer:
+            pipe.xadd(self.key, {_ITEM: encoded}, maxlen=self.maxlen, approximate=True)
+        if end:
+            pipe.xadd(self.key, end, maxlen=self.maxlen, approximate=True)
+        pipe.expire(self.key, self.ttl)
+        pipe.execute()
+        self.count += len(self._buffer)
+        self._buffer.clear()
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.close(error=f"{type(exc).__name__}: {exc}" if exc is not None else None)
+
+
+class AsyncStreamWriter:
+    """:class:`StreamWriter` for code running on an asyncio loop (the LLM layer)."""
+
+    def __init__(
+        self,
+        client: aredis.Redis,
+        event_id: str,
+        *,
+        prefix: str | None = None,
+        batch_size: int = 1,
+        ttl: int = DEFAULT_TTL,
+        maxlen: int = DEFAULT_MAXLEN,
+    ) -> None:
+        self.redis = client
+        self.key = stream_key(event_id, prefix)
+        self.batch_size = max(1, batch_size)
+        self.ttl = ttl
+        self.maxlen = maxlen
+        self._buffer: list[str] = []
+        self.count = 0
+        self.closed = False
+
+    async def add(self, item: Any) -> None:
+        """Queue one item; sent once the batch is full."""
+        self._buffer.append(_encode(item))
+        if len(self._buffer) >= self.batch_size:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send the buffered items."""
+        await self._send({})
+
+    async def close(self, error: str | None = None) -> None:
+        """Send the buffered items and end the stream."""
+        if self.closed:
+            return
+        end: dict[Any, Any] = {_END: b"1"}
+        if error:
+            end[b"error"] = error.encode()
+        await self._send(end)
+        self.closed = True
+
+    async def _send(self, end: dict[Any, Any]) -> None:
+        if not self._buffer and not end:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for encoded in self._buffer:
+            pipe.xadd(self.key, {_ITEM: encoded}, maxlen=self.maxlen, approximate=True)
+        if end:
+            pipe.xadd(self.key, end, maxlen=self.maxlen, approximate=True)
+        pipe.expire(self.key, self.ttl)
+        await pipe.execute()
+        self.count += len(self._buffer)
+        self._buffer.clear()
+
+
+def iter_stream(
+    client: redis.Redis,
+    event_id: str,
+    *,
+    prefix: str | None = None,
+    timeout: float | None = 60.0,
+    done: Callable[[], bool] | None = None,
+    block_ms: int = 500,
+    count: int = 1000,
+) -> Iterator[Any]:
+    """Yield the items of an event's stream in order until it ends.
+
+    Stops at the end entry (raising :class:`StreamFailed` if it carries an error), or when
+    `done()` turns true and the stream holds nothing more (the event finished without
+    streaming), or raises :class:`TimeoutError` after `timeout` seconds without an item.
+    """
+    key = stream_key(event_id, prefix)
+    last_id = b"0-0"
+    quiet_since = time.monotonic()
+    while True:
+        reply = cast(list[Any], client.xread({key: last_id}, count=count, block=block_ms))
+        if reply:
+            quiet_since = time.monotonic()
+            for _key, entries in reply:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    if _END in fields:
+                        error = fields.get(b"error")
+                        if error:
+                            raise StreamFailed(error.decode(errors="replace"))
+                        return
+                    yield json.loads(fields[_ITEM])
+            continue
+        if done is not None and done():
+            # Finished: whatever it wrote is in the stream by now; drain and stop.
+            tail = cast(list[Any], client.xread({key: last_id}, count=count))
+            for _key, entries in tail or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    if _END in fields:
+                        error = fields.get(b"error")
+                        if error:
+                            raise StreamFailed(error.decode(errors="replace"))
+                        return
+                    yield json.loads(fields[_ITEM])
+            return
+        if timeout is not None and time.monotonic() - quiet_since > timeout:
+            raise TimeoutError(f"no item on the stream of event {event_id} for {timeout:g}s")
