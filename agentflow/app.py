@@ -13,3 +13,12 @@ from celery import Celery
 
 app = Celery("agentflow", set_as_current=False)
 app.config_from_object(os.environ.get("AGENTFLOW_CELERY_CONFIG", "celeryconfig"))
+
+
+def _install_steps() -> None:
+    from agentflow.workers.direct import DirectExecution
+
+    app.steps["consumer"].add(DirectExecution)
+
+
+_install_steps()

@@ -55,6 +55,11 @@ class RunnerConfig(_Section):
     worker_pool_size: int = Field(default=50, ge=1)
     event_timeout: Duration = 30.0
     pool: Literal["threads", "prefork", "gevent", "solo"] = "threads"
+    execution: Literal["direct", "pool"] = Field(
+        default="direct",
+        description="direct: on threads/solo workers events run on the worker's event loop "
+        "(no pool thread per event); pool: every event goes through Celery's pool.",
+    )
     prefetch_multiplier: int = Field(default=4, ge=1)
     backpressure: Literal["block", "error"] = "block"
     backpressure_timeout: Duration = 30.0

@@ -24,6 +24,10 @@ class Agent:
     description: str = ""
     timeout: float | None = None
     """Seconds this agent may run; None means `[runner] event_timeout`."""
+    blocking: bool = True
+    """For a sync `run`: True (default) when it may block (I/O, CPU work), so a worker with
+    direct execution runs it on a helper thread; False when it returns at once and may run
+    on the worker's event loop itself. Ignored for async agents."""
 
     def run(self, event: Event, state: State) -> RunResult | Awaitable[RunResult]:
         """Handle one event."""
@@ -55,11 +59,13 @@ class FunctionAgent(Agent):
         *,
         description: str = "",
         timeout: float | None = None,
+        blocking: bool = True,
     ) -> None:
         self.name = name
         self.fn = fn
         self.description = description or (fn.__doc__ or "").strip()
         self.timeout = timeout
+        self.blocking = blocking
 
     def run(self, event: Event, state: State) -> Any:
         """Call the wrapped function."""

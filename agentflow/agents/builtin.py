@@ -10,7 +10,7 @@ from agentflow.models import AgentResult, Event, StateUpdate, Usage
 from agentflow.state import State
 
 
-@agent("echo")
+@agent("echo", blocking=False)
 def echo(event: Event, state: State) -> AgentResult:
     """Return the event's data; with a session, count the session's events in state."""
     updates = StateUpdate()
@@ -21,7 +21,7 @@ def echo(event: Event, state: State) -> AgentResult:
     return AgentResult(output={"echo": event.data, "type": event.type}, state_updates=updates)
 
 
-@agent("noop")
+@agent("noop", blocking=False)
 def noop(event: Event, state: State) -> None:
     """Do nothing: measures the pipeline's own cost."""
     return None

@@ -1,7 +1,9 @@
 """The load driver: virtual users emit events and wait for results, closed loop.
 
-Each virtual user keeps one event in flight: as soon as a result arrives, a new event takes
-its place (so ``users`` = events in flight). Events go out through :meth:`Client.emit_many`
+Closed loop (the default): each virtual user keeps one event in flight: as soon as a result
+arrives, a new event takes its place (so ``users`` = events in flight). Open loop (``rate``):
+events go out at a fixed rate whatever the latency, and ``users`` only caps the events in
+flight — the way to ask "at N events/s, what latency?". Events go out through :meth:`Client.emit_many`
 in batches (one Redis round trip per batch); results are not polled one by one: a single
 connection subscribes to the result backend's publications (Celery's Redis backend
 PUBLISHes every stored result on the key's channel), and a sweep every
@@ -116,6 +118,7 @@ class LoadDriver:
         batch_size: int = 500,
         workers: WorkerWatch | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        rate: float | None = None,
     ) -> None:
         if duration is None and requests is None:
             raise ValueError("give a duration or a number of requests")
@@ -131,6 +134,7 @@ class LoadDriver:
         self.batch_size = batch_size
         self.workers = workers or WorkerWatch()
         self.on_progress = on_progress
+        self.rate = rate
         backend = client.app.backend
         prefix = backend.task_keyprefix
         self._key_prefix = prefix.decode() if isinstance(prefix, bytes) else str(prefix)
@@ -274,6 +278,13 @@ class LoadDriver:
                     if room <= 0:
                         self._cond.wait(0.01)
                         continue
+                if self.rate is not None:
+                    # Open loop: send at `rate` events/s; `users` only caps what is in flight.
+                    due = int(self.rate * elapsed) + 1 - self._sent
+                    if due <= 0:
+                        time.sleep(min(0.005, 1.0 / self.rate))
+                        continue
+                    room = min(room, due)
                 if self.requests is not None:
                     room = min(room, self.requests - self._sent)
                 self._emit(min(room, self.batch_size))

@@ -34,6 +34,8 @@ class RunOptions:
     drain_timeout: float = 30.0
     max_users: int = 0
     """Largest user count of the shape (sizes the local cluster's in-flight bound)."""
+    rate: float | None = None
+    """Open loop: events per second (users then caps the events in flight)."""
     warmup_users: int | None = None
     """Users during the warm-up (default: the shape's user count at t=0, at least 1)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +69,7 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
         if opts.warmup > 0:
             level = opts.warmup_users or max(1, opts.users(0.0))
             LoadDriver(client, make, lambda t: level, name="warmup", duration=opts.warmup,
-                       workers=workers, drain_timeout=10).run()  # fmt: skip
+                       workers=workers, drain_timeout=10, rate=opts.rate).run()  # fmt: skip
         collector = None
         urls: dict[str, str] = {}
         if opts.profile:
@@ -84,12 +86,13 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
         driver = LoadDriver(
             client, make, opts.users, name=opts.name, duration=opts.duration,
             requests=opts.requests, drain_timeout=opts.drain_timeout, workers=workers,
-            on_progress=on_progress,
+            on_progress=on_progress, rate=opts.rate,
         )  # fmt: skip
         started = time.time()
         report = driver.run()
         report.settings.update(
             {"workload": opts.workload.name, "agent": opts.workload.agent, "started": started,
+             "rate": opts.rate,
              "warmup_s": opts.warmup, "local": opts.local is not None, **opts.extra}
         )  # fmt: skip
         if opts.local is not None:

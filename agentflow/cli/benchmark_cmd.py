@@ -69,12 +69,15 @@ def check_profile(profile: str | None, output: Path | None) -> Path | None:
 @click.option("--workload", type=click.Choice(["W0", "W1", "W2"]),
               help="A standard workload (see docs/benchmarks.md).")  # fmt: skip
 @click.option("--requests", type=int, help="Stop after this many events instead of a duration.")
+@click.option("--rate", type=float,
+              help="Open loop: send this many events/s whatever the latency; "
+                   "--concurrent-users then caps the events in flight.")  # fmt: skip
 @click.option("--data", help="JSON object sent as each event's data (with --agent).")
 @local_options
 @friendly_errors
 def benchmark(
     duration: str | None, users: int, agent: str | None, workload: str | None,
-    requests: int | None, data: str | None, local: bool, workers: int, concurrency: int,
+    requests: int | None, rate: float | None, data: str | None, local: bool, workers: int, concurrency: int,
     pool: str, redis_url: str | None, mock_latency: str, warmup: str, profile: str | None,
     output: Path | None, as_json: bool, html_path: Path | None, progress: bool | None,
 ) -> None:  # fmt: skip
@@ -89,13 +92,17 @@ def benchmark(
         payload = parse_json_object(data, "--data") if data is not None else None
         chosen = for_agent(agent or "noop", payload)
     seconds = parse_duration(duration) if duration else (None if requests else 60.0)
+    if rate is not None and rate <= 0:
+        raise click.BadParameter("must be above 0", param_hint="--rate")
+    name = f"{chosen.name} x{users} users" if rate is None else (
+        f"{chosen.name} at {rate:g}/s (≤{users} in flight)")  # fmt: skip
     opts = RunOptions(
-        workload=chosen, users=lambda t: users, name=f"{chosen.name} x{users} users",
+        workload=chosen, users=lambda t: users, name=name, rate=rate,
         duration=seconds, requests=requests, warmup=parse_duration(warmup),
         local=build_local(local, workers, concurrency, pool, redis_url, mock_latency),
         profile=profile,  # type: ignore[arg-type]
         profile_output=check_profile(profile, output), max_users=users,
-        extra={"concurrent_users": users},
+        extra={"concurrent_users": users, "rate": rate},
     )  # fmt: skip
     show = sys.stderr.isatty() if progress is None else progress
     with progress_bar(show) as on_progress:

@@ -13,6 +13,7 @@ a slot) → request → classify (success, retryable, or a 4xx that fails at onc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -31,7 +32,7 @@ from agentflow.llm.cache import ResponseCache, request_key, ttl_for
 from agentflow.llm.providers import PROVIDERS, Provider
 from agentflow.llm.ratelimit import RateLimiter, estimate_tokens, limiter_key
 from agentflow.llm.types import ChatResponse
-from agentflow.llm.usage import PriceTable, record_usage
+from agentflow.llm.usage import PriceTable, UsageRecorder
 from agentflow.metrics import get_metrics
 from agentflow.models import Usage
 
@@ -99,6 +100,7 @@ class LLMClient:
             config.rate_limit_max_wait,
         )
         self.prices = PriceTable(s.llm.prices)
+        self.usage = UsageRecorder(redis, prefix)
         perf = s.performance
         self.batcher: EmbedBatcher | None = (
             EmbedBatcher(self._embed_batch, perf.batch_size, perf.batch_timeout)
@@ -148,6 +150,8 @@ class LLMClient:
         """Send waiting embedding batches, then close every pooled connection."""
         if self.batcher is not None:
             await self.batcher.aclose()
+        with contextlib.suppress(Exception):
+            await self.usage.aclose()
         await asyncio.gather(*(s.client.aclose() for s in self._shards), return_exceptions=True)
 
     # -- the retry loop --------------------------------------------------------------------
@@ -317,8 +321,7 @@ class LLMClient:
             if writer is not None:
                 await writer.close(error=f"{type(exc).__name__}: {exc}")
             raise
-        await record_usage(self.redis, self.prefix, agent,
-                           response.model or str(body["model"] or ""), response.usage)  # fmt: skip
+        self.usage.add(agent, response.model or str(body["model"] or ""), response.usage)
         return response
 
     def _ttl(
@@ -361,5 +364,5 @@ class LLMClient:
         name = str(data.get("model") or model or "")
         usage = Usage(prompt_tokens=prompt, total_tokens=prompt, llm_calls=1,
                       cost_usd=self.prices.cost(name, prompt, 0))  # fmt: skip
-        await record_usage(self.redis, self.prefix, agent, name, usage)
+        self.usage.add(agent, name, usage)
         return vectors

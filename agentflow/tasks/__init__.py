@@ -18,6 +18,7 @@ from agentflow.tasks.runner import RetryLater, get_runner
     reject_on_worker_lost=True,
     max_retries=None,
     typing=False,
+    Strategy="agentflow.workers.direct:strategy",
 )
 def run_event(self: Task, event: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Run one event (a JSON object) through its agent and return the agent result."""

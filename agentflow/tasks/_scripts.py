@@ -18,13 +18,22 @@ end
 return {2, n}
 """
 
-# KEYS: done, claim, inflight, state (or "" when the event has no session).
-# ARGV: result, result_ttl, event_id, state_ttl, nset, k1, v1, ..., ndel, k..., nincr, k, n, ...
+# KEYS: done, claim, inflight, state (or ""), meta (Celery's result key, or "").
+# ARGV: result, result_ttl, event_id, state_ttl, meta_head, meta_tail, meta_ttl,
+#       nset, k1, v1, ..., ndel, k..., nincr, k, n, ...
 # Stores the result unless another run already did (then returns that one) and applies the
 # state delta only for the run that wins, so a redelivered event never applies it twice.
+# With a meta key it also writes Celery's backend entry (head .. result .. tail) and
+# publishes it, as Celery's Redis backend does, for whichever result stands.
 FINISH = """
 local existing = redis.call('GET', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[3])
+local stored = existing or ARGV[1]
+if KEYS[5] ~= '' then
+  local meta = ARGV[5] .. stored .. ARGV[6]
+  redis.call('SET', KEYS[5], meta, 'EX', ARGV[7])
+  redis.call('PUBLISH', KEYS[5], meta)
+end
 if existing then
   redis.call('DEL', KEYS[2])
   return existing
@@ -32,7 +41,7 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('DEL', KEYS[2])
 if KEYS[4] ~= '' then
-  local i = 5
+  local i = 8
   local nset = tonumber(ARGV[i]); i = i + 1
   for _ = 1, nset do
     redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2

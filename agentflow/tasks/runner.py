@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -19,6 +20,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -136,8 +139,33 @@ class EventRunner:
                     )
         return self._executor
 
-    def execute(self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any]) -> dict:
-        """Run one event end to end; returns the JSON-ready result."""
+    async def run_agent_async(self, agent: Agent, event: Event, state: State) -> AgentResult:
+        """:meth:`run_agent` for a caller already on the process loop (direct execution).
+
+        Async agents and non-blocking sync agents run on the loop itself; blocking sync
+        agents run on a helper thread. The time limit cancels (async) or stops waiting
+        (sync) and raises TimeoutError.
+        """
+        timeout = agent.timeout or self.settings.runner.event_timeout
+        if agent.is_async or not agent.blocking:
+            value: Any = agent.run(event, state)
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(_await(value), timeout)
+        else:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._sync_executor(), agent.run, event, state)
+            value = await asyncio.wait_for(future, timeout)
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(_await(value), timeout)
+        return to_result(value, event, agent.name)
+
+    def begin(
+        self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any]
+    ) -> Begun | dict[str, Any]:
+        """Validate and claim an event: a :class:`Begun` to run, or its stored result.
+
+        Raises EventRejected (dead-lettered) or RetryLater (another run holds the claim).
+        """
         started = time.time()
         try:
             event, agent = self.parse(raw)
@@ -150,56 +178,71 @@ class EventRunner:
             raise self.dead_letter(str(exc), raw, task_id, queue, "worker") from None
 
         key = event.dedup_key
-        done_key = f"{self.prefix}:done:{key}"
-        claim_key = f"{self.prefix}:claim:{key}"
+        begun = Begun(event, agent, raw, task_id, queue, headers, started,
+                      f"{self.prefix}:done:{key}", f"{self.prefix}:claim:{key}")  # fmt: skip
         status, value = self._begin(
-            keys=[done_key, claim_key, f"{self.prefix}:deliv:{task_id}"],
+            keys=[begun.done_key, begun.claim_key, f"{self.prefix}:deliv:{task_id}"],
             args=[task_id, self.claim_ttl, self.deliveries_ttl],
         )
         if status == 1:  # already finished: a redelivery, or a duplicate idempotency key
             return dict(json.loads(value))
-        starts = int(value)
-        retry_key = f"{self.prefix}:retryreason:{task_id}"
-        if starts > self.settings.runner.max_redeliveries:
-            self._release(keys=[claim_key, self.inflight_key], args=[event.id])
-            last: bytes | None = self.redis.get(retry_key)  # type: ignore[assignment]
+        begun.starts = int(value)
+        if begun.starts > self.settings.runner.max_redeliveries:
+            self._release(keys=[begun.claim_key, self.inflight_key], args=[event.id])
+            last: bytes | None = self.redis.get(begun.retry_key)  # type: ignore[assignment]
             last_error = f"; last error: {last.decode(errors='replace')}" if last else ""
             raise self.dead_letter(
-                f"started {starts - 1} times without finishing (worker lost or retried each "
-                f"time); max_redeliveries={self.settings.runner.max_redeliveries}{last_error}",
-                raw, task_id, queue, "worker",
+                f"started {begun.starts - 1} times without finishing (worker lost or retried "
+                f"each time); max_redeliveries={self.settings.runner.max_redeliveries}"
+                f"{last_error}", raw, task_id, queue, "worker",
             )  # fmt: skip
         if status == 2:
             raise RetryLater(f"event {key} is running elsewhere", countdown=1.0)
+        return begun
 
-        try:
-            state = self.states.load(event.session_id) if event.session_id else _EMPTY_STATE
-            loaded = time.time()
-            result = self.run_agent(agent, event, state)
-        except LLMUnavailable as exc:
-            self.redis.delete(claim_key)
+    def load_state(self, begun: Begun) -> State:
+        """The event's session state (empty without a session)."""
+        session = begun.event.session_id
+        state = self.states.load(session) if session else _EMPTY_STATE
+        begun.loaded = time.time()
+        return state
+
+    def failure(self, begun: Begun, exc: BaseException) -> Exception:
+        """What the task raises for an agent that failed: RetryLater, or a dead letter."""
+        event, agent = begun.event, begun.agent
+        if isinstance(exc, LLMUnavailable):
+            self.redis.delete(begun.claim_key)
             # Kept so that the dead letter says why, if the retries run out.
-            self.redis.set(retry_key, f"LLM unavailable: {exc}"[:1000], ex=self.deliveries_ttl)
-            countdown = exc.retry_after or min(60.0, 2.0 ** min(starts, 6))
+            self.redis.set(begun.retry_key, f"LLM unavailable: {exc}"[:1000],
+                           ex=self.deliveries_ttl)  # fmt: skip
+            countdown = exc.retry_after or min(60.0, 2.0 ** min(begun.starts, 6))
             # An ETA past the visibility timeout would be redelivered early (a duplicate run).
             countdown = min(countdown, self.settings.runner.effective_visibility_timeout / 2)
-            raise RetryLater(f"LLM unavailable: {exc}", countdown) from exc
-        except (TimeoutError, SoftTimeLimitExceeded):
-            self._release(keys=[claim_key, self.inflight_key], args=[event.id])
+            return RetryLater(f"LLM unavailable: {exc}", countdown)
+        self._release(keys=[begun.claim_key, self.inflight_key], args=[event.id])
+        if isinstance(exc, TimeoutError | asyncio.TimeoutError | SoftTimeLimitExceeded):
             timeout = agent.timeout or self.settings.runner.event_timeout
             reason = f"agent {agent.name!r} timed out after {timeout:g}s"
-            raise self.dead_letter(reason, raw, task_id, queue, "agent") from None
-        except Exception as exc:
-            self._release(keys=[claim_key, self.inflight_key], args=[event.id])
-            reason = f"agent {agent.name!r} raised {type(exc).__name__}: {exc}"
-            self.dead_letter(reason, raw, task_id, queue, "agent")
-            raise AgentError(reason) from exc
+            return self.dead_letter(reason, begun.raw, begun.task_id, begun.queue, "agent")
+        reason = f"agent {agent.name!r} raised {type(exc).__name__}: {exc}"
+        self.dead_letter(reason, begun.raw, begun.task_id, begun.queue, "agent")
+        return AgentError(reason)
 
+    def finish(
+        self, begun: Begun, result: AgentResult, meta: ResultMeta | None = None
+    ) -> dict[str, Any]:
+        """Store the result and the state delta (first run to finish wins); the result.
+
+        With `meta`, the same script also writes Celery's result-backend entry for the task
+        and publishes it (direct execution: no separate backend round trip).
+        """
         finished = time.time()
-        enqueued = headers.get(ENQUEUED_AT_HEADER)
+        event = begun.event
+        enqueued = begun.headers.get(ENQUEUED_AT_HEADER)
         if isinstance(enqueued, int | float):
-            result.timings["queue_wait"] = max(0.0, started - float(enqueued))
-        result.timings["state_load"] = loaded - started
+            result.timings["queue_wait"] = max(0.0, begun.started - float(enqueued))
+        loaded = begun.loaded or begun.started
+        result.timings["state_load"] = loaded - begun.started
         result.timings["agent"] = finished - loaded
         result.worker = self.hostname
         payload = result.model_dump(mode="json")
@@ -209,13 +252,72 @@ class EventRunner:
         if event.session_id and not result.state_updates.is_empty():
             state_key = self.states.key(event.session_id)
             state_args = self.states.delta_args(result.state_updates)
+        meta_key, head, tail = meta.parts() if meta is not None else ("", "", "")
         winner = self._finish(
-            keys=[done_key, claim_key, self.inflight_key, state_key],
-            args=[encoded, self.result_ttl, event.id, self.states.ttl, *state_args],
-        )
+            keys=[begun.done_key, begun.claim_key, self.inflight_key, state_key, meta_key],
+            args=[encoded, self.result_ttl, event.id, self.states.ttl, head, tail,
+                  meta.ttl if meta is not None else 0, *state_args],
+        )  # fmt: skip
         if winner is not None:
             return dict(json.loads(winner))
         return payload
+
+    def execute(self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any]) -> dict:
+        """Run one event end to end in the calling pool thread; returns the result."""
+        begun = self.begin(raw, task_id, queue, headers)
+        if isinstance(begun, dict):
+            return begun
+        try:
+            state = self.load_state(begun)
+            result = self.run_agent(begun.agent, begun.event, state)
+        except Exception as exc:
+            raise self.failure(begun, exc) from exc
+        return self.finish(begun, result)
+
+
+@dataclass
+class Begun:
+    """An event that passed validation and holds its claim."""
+
+    event: Event
+    agent: Agent
+    raw: Any
+    task_id: str
+    queue: str | None
+    headers: dict[str, Any]
+    started: float
+    done_key: str
+    claim_key: str
+    starts: int = 1
+    loaded: float = 0.0
+
+    @property
+    def retry_key(self) -> str:
+        """Where the reason of the last retry is kept (quoted by a later dead letter)."""
+        prefix = self.done_key.rsplit(":done:", 1)[0]
+        return f"{prefix}:retryreason:{self.task_id}"
+
+
+@dataclass
+class ResultMeta:
+    """Celery's result-backend entry for a task, written by the finish script.
+
+    The script writes ``head + <result JSON> + tail`` to `key` with `ttl` and publishes it
+    on the channel of the same name, as Celery's Redis backend does.
+    """
+
+    key: str
+    task_id: str
+    ttl: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def parts(self) -> tuple[str, str, str]:
+        """(key, head, tail) of the entry."""
+        date_done = datetime.now(UTC).isoformat()
+        tail = {"traceback": None, "children": [], "date_done": date_done,
+                "task_id": self.task_id, **self.extra}  # fmt: skip
+        tail_json = json.dumps(tail, separators=(",", ":"))
+        return self.key, '{"status":"SUCCESS","result":', "," + tail_json[1:]
 
 
 async def _await(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -82,7 +83,14 @@ def test_usage_is_accounted_per_agent_and_model(
         client.close()
     assert first.usage.llm_calls == 1 and first.usage.cost_usd > 0
     assert second.usage.cache_hits == 1 and second.usage.cost_usd == 0
-    usage = read_usage(redis_client, PREFIX)[("chat", "gpt-4o-mini")]
+    # Workers add usage to Redis in one write every half second, not one per call.
+    deadline = time.monotonic() + 10
+    usage: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        usage = read_usage(redis_client, PREFIX).get(("chat", "gpt-4o-mini"), {})
+        if usage.get("calls") and usage.get("cache_hits"):
+            break
+        time.sleep(0.1)
     assert usage["calls"] == 1 and usage["cache_hits"] == 1
     assert usage["prompt_tokens"] == first.usage.prompt_tokens
     assert usage["completion_tokens"] == first.usage.completion_tokens

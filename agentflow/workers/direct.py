@@ -1,0 +1,280 @@
+"""Direct execution: events run on the worker's event loop, not on a pool thread each.
+
+Celery hands every task message to its *strategy* (a documented extension point:
+``Task.Strategy``), which by default wraps it in a ``Request`` and queues it on the pool. On a
+``threads`` or ``solo`` worker, `agentflow.run_event`'s strategy instead starts the event as
+a coroutine on the process's asyncio loop (:mod:`agentflow._aio`): async agents and their LLM
+calls share that loop, so hundreds of events are in flight without hundreds of threads
+fighting over the GIL. Blocking sync agents still get a helper thread.
+
+Nothing about delivery changes: the message stays unacked (``acks_late``) until the result is
+stored, so a killed worker's events are redelivered; the claim/finish scripts keep a
+redelivered event to one result; at most `concurrency` events run at once and the prefetch
+limit still bounds what a worker takes. The finish script also writes Celery's result-backend
+entry and publishes it, so producers (``AsyncResult.get``, Flower's API) see the result as
+usual.
+
+Messages this path does not take go to Celery's own strategy: `[runner] execution = "pool"`,
+prefork and gevent pools, task events switched on (Flower's live view needs Celery's
+request machinery), an ETA or countdown (retries), expiry, revoked ids, and canvas
+members (callbacks, chains, chords).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+from celery import bootsteps
+from celery.worker.strategy import default as default_strategy
+
+from agentflow import _aio
+from agentflow.broker.queues import RUN_EVENT_TASK
+from agentflow.config import get_settings
+from agentflow.metrics import get_metrics
+from agentflow.tasks.runner import ENQUEUED_AT_HEADER, ResultMeta, RetryLater, get_runner
+
+log = logging.getLogger("agentflow.direct")
+
+_DIRECT_POOLS = ("celery.concurrency.thread", "celery.concurrency.solo")
+_CANVAS_KEYS = ("callbacks", "errbacks", "chain", "chord")
+
+
+class _Tracker:
+    """Events running on the loop: a count for shutdown and a bound on concurrency."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.idle = threading.Event()
+        self.idle.set()
+        self.stopping = False
+        self.semaphore: asyncio.Semaphore | None = None
+        self.limit = 1
+        self.connection_errors: tuple[type[BaseException], ...] = ()
+
+    def started(self) -> None:
+        with self.lock:
+            self.running += 1
+            self.idle.clear()
+
+    def finished(self) -> None:
+        with self.lock:
+            self.running -= 1
+            if self.running <= 0:
+                self.idle.set()
+
+
+tracker = _Tracker()
+
+
+def uses_direct(task: Any, consumer: Any) -> str | None:
+    """None when this worker runs events directly, else why not."""
+    if task.name != RUN_EVENT_TASK:
+        return "not an AgentFlow event task"
+    if get_settings().runner.execution != "direct":
+        return "[runner] execution = pool"
+    if type(consumer.pool).__module__ not in _DIRECT_POOLS:
+        return f"pool {type(consumer.pool).__module__.rsplit('.', 1)[-1]} runs tasks itself"
+    dispatcher = consumer.event_dispatcher
+    groups = getattr(dispatcher, "groups", None)
+    task_events = dispatcher is not None and dispatcher.enabled and (
+        not groups or "task" in groups
+    )
+    if task_events and task.send_events:
+        return "task events are on"
+    return None
+
+
+def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
+    """`run_event`'s strategy: direct execution where possible, Celery's default otherwise."""
+    fallback = default_strategy(task, app, consumer, **kwargs)
+    why_not = uses_direct(task, consumer)
+    if why_not is not None:
+        log.info("direct execution off: %s", why_not)
+        return fallback
+    tracker.limit = max(1, int(getattr(consumer.pool, "limit", 0) or 1))
+    tracker.connection_errors = tuple(consumer.connection_errors)
+    revoked = consumer.controller.state.revoked
+    backend = app.backend
+    meta_ttl = int(get_settings().broker.result_expires)
+
+    def handler(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any,
+                **extra: Any) -> Any:  # fmt: skip
+        headers = message.headers
+        if (
+            body is not None
+            or tracker.stopping
+            or not isinstance(headers, dict)
+            or headers.get("eta")
+            or headers.get("expires")
+            or headers.get("id") in revoked
+        ):
+            return fallback(message, body, ack, reject, callbacks, **extra)
+        try:
+            args, kwargs, embed = message.decode()
+        except Exception:
+            return fallback(message, body, ack, reject, callbacks, **extra)
+        if isinstance(embed, dict) and any(embed.get(k) for k in _CANVAS_KEYS):
+            return fallback(message, body, ack, reject, callbacks, **extra)
+        raw = args[0] if len(args) == 1 and not kwargs else {
+            "event": args[0] if args else None, "args": args[1:], "kwargs": kwargs}  # fmt: skip
+        task_id = str(headers["id"])
+        queue = (message.delivery_info or {}).get("routing_key")
+        meta = ResultMeta(backend.get_key_for_task(task_id).decode(), task_id, meta_ttl)
+        tracker.started()
+        try:
+            asyncio.run_coroutine_threadsafe(
+                _run(task, raw, args, kwargs, task_id, queue, headers, meta, ack, message),
+                _aio.get_loop(),
+            )
+        except BaseException:
+            tracker.finished()
+            raise
+        return None
+
+    log.info("direct execution on: events run on the worker's event loop, up to %d at once",
+             tracker.limit)  # fmt: skip
+    return handler
+
+
+def _agent_name(raw: Any, queue: str | None) -> str:
+    if isinstance(raw, dict) and raw.get("agent"):
+        return str(raw["agent"]).replace(".", "_")
+    return (queue or "unknown").rsplit(".", 1)[-1]
+
+
+def _ack(ack: Any, message: Any) -> None:
+    errors = tracker.connection_errors
+    if tracker.stopping:
+        # The consumer's loop no longer runs the callbacks it is handed: ack here.
+        message.ack_log_error(log, errors)
+    else:
+        ack(log, errors)  # runs message.ack on the consumer's own thread
+
+
+async def _run(
+    task: Any,
+    raw: Any,
+    args: Any,
+    kwargs: Any,
+    task_id: str,
+    queue: str | None,
+    headers: dict[str, Any],
+    meta: ResultMeta,
+    ack: Any,
+    message: Any,
+) -> None:
+    if tracker.semaphore is None:
+        tracker.semaphore = asyncio.Semaphore(tracker.limit)
+    try:
+        async with tracker.semaphore:
+            await _execute(task, raw, args, kwargs, task_id, queue, headers, meta, ack, message)
+    finally:
+        tracker.finished()
+
+
+async def _execute(
+    task: Any,
+    raw: Any,
+    args: Any,
+    kwargs: Any,
+    task_id: str,
+    queue: str | None,
+    headers: dict[str, Any],
+    meta: ResultMeta,
+    ack: Any,
+    message: Any,
+) -> None:
+    runner = get_runner()
+    metrics = get_metrics()
+    name = _agent_name(raw, queue)
+    started = time.time()
+    metrics.incr(f"events.received.{name}")
+    enqueued = headers.get(ENQUEUED_AT_HEADER)
+    if isinstance(enqueued, int | float):
+        metrics.timing(f"event.queue_wait.{name}", max(0.0, started - enqueued) * 1000)
+    try:
+        begun = runner.begin(raw, task_id, queue, headers)
+        if isinstance(begun, dict):  # finished before: answer for this task id too
+            _store_meta(runner, meta, begun)
+        else:
+            state = runner.load_state(begun)
+            try:
+                result = await runner.run_agent_async(begun.agent, begun.event, state)
+            except Exception as exc:
+                raise runner.failure(begun, exc) from exc
+            runner.finish(begun, result, meta=meta)
+        now = time.time()
+        metrics.timing(f"event.run_time.{name}", (now - started) * 1000)
+        metrics.incr(f"events.succeeded.{name}")
+        if isinstance(enqueued, int | float):
+            metrics.timing(f"event.latency.{name}", max(0.0, now - enqueued) * 1000)
+    except RetryLater as later:
+        metrics.incr(f"events.retried.{name}")
+        try:
+            _retry_later(task, args, kwargs, task_id, queue, headers, later)
+        except Exception:
+            log.exception("event %s: could not schedule its retry; left for redelivery", task_id)
+            return
+    except Exception as exc:
+        metrics.incr(f"events.failed.{name}")
+        try:
+            task.backend.mark_as_failure(task_id, exc)
+        except Exception:
+            log.exception("event %s: could not store its failure; left for redelivery", task_id)
+            return
+    _ack(ack, message)
+
+
+def _store_meta(runner: Any, meta: ResultMeta, payload: dict[str, Any]) -> None:
+    import json
+
+    key, head, tail = meta.parts()
+    value = head + json.dumps(payload, separators=(",", ":")) + tail
+    pipe = runner.redis.pipeline(transaction=False)
+    pipe.set(key, value, ex=meta.ttl)
+    pipe.publish(key, value)
+    pipe.execute()
+
+
+def _retry_later(
+    task: Any,
+    args: Any,
+    kwargs: Any,
+    task_id: str,
+    queue: str | None,
+    headers: dict[str, Any],
+    later: RetryLater,
+) -> None:
+    """Publish the event again with a countdown (what ``Task.retry`` does), same task id."""
+    stamps = {k: v for k, v in headers.items() if k.startswith("agentflow_")}
+    task.apply_async(
+        args=args, kwargs=kwargs, task_id=task_id, countdown=later.countdown, queue=queue,
+        retries=int(headers.get("retries") or 0) + 1, headers=stamps,
+    )  # fmt: skip
+    # Celery's own wording, so that log searches for retries find these too.
+    log.info("Task %s[%s] retry: Retry in %ss: %s", RUN_EVENT_TASK, task_id,
+             round(later.countdown, 3), later.reason)  # fmt: skip
+
+
+class DirectExecution(bootsteps.StartStopStep):
+    """Consumer bootstep: on shutdown, let events running on the loop finish and ack."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        tracker.stopping = False
+
+    def stop(self, c: Any) -> None:
+        tracker.stopping = True
+        limit = get_settings().runner.hard_time_limit
+        if not tracker.idle.wait(limit):
+            log.warning("%d direct events still running at shutdown; they will be redelivered",
+                        tracker.running)  # fmt: skip
+
+    def shutdown(self, c: Any) -> None:
+        self.stop(c)

@@ -1,0 +1,59 @@
+"""The plain Celery app the benchmark submitter measures AgentFlow against.
+
+What an engineer would write without AgentFlow, doing the same work per event: a no-op task
+(W0) and a task making one chat call to the same mock LLM over a shared sync httpx client
+(W1). Redis broker and result backend, JSON, otherwise Celery's defaults. It imports nothing
+of AgentFlow, so none of AgentFlow's signal handlers or settings touch it.
+
+Run by scripts/benchmark_submitter.py as
+``celery -A plain_celery_app worker`` (default: prefork, one process per core) and
+``celery -A plain_celery_app worker -P threads -c 200`` (tuned for I/O), from this folder.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import httpx
+from celery import Celery
+
+BROKER = os.environ.get("PLAIN_CELERY_URL", "redis://127.0.0.1:6379/13")
+LLM_URL = os.environ.get("PLAIN_CELERY_LLM_URL", "http://127.0.0.1:8765/v1")
+
+app = Celery("plain", broker=BROKER, backend=BROKER)
+app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+
+_lock = threading.Lock()
+_client: httpx.Client | None = None
+
+
+def _http() -> httpx.Client:
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                _client = httpx.Client(
+                    limits=httpx.Limits(max_connections=400, max_keepalive_connections=400),
+                    timeout=30,
+                )
+    return _client
+
+
+@app.task(name="plain.noop")
+def noop(event: dict[str, Any]) -> None:
+    """W0: nothing."""
+    return None
+
+
+@app.task(name="plain.chat")
+def chat(event: dict[str, Any]) -> dict[str, Any]:
+    """W1: one chat completion, the reply's text as the result."""
+    prompt = (event.get("data") or {}).get("prompt", "")
+    response = _http().post(
+        LLM_URL + "/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]},
+    )
+    response.raise_for_status()
+    return {"content": response.json()["choices"][0]["message"]["content"]}
