@@ -228,17 +228,18 @@ class Client:
     def _publish_round(self, pending: dict[str, list[tuple[str, str]]]) -> int:
         runner = self.settings.runner
         now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
         order = list(pending)
+        calls: list[list[Any]] = []
         for queue in order:
             items = pending[queue]
             args: list[Any] = [now, now + self._inflight_ttl, runner.max_concurrent_events,
                                runner.event_buffer_size, len(items)]  # fmt: skip
             for event_id, message in items:
                 args += [event_id, message]
-            self._admit(keys=[self._inflight_key, queue], args=args, client=pipe)
+            calls.append([2, self._inflight_key, queue, *args])
         sent = 0
-        for queue, (admitted, _inflight, _queued) in zip(order, pipe.execute(), strict=True):
+        for queue, (admitted, _inflight, _queued) in zip(order, self._admit_all(calls),
+                                                         strict=True):  # fmt: skip
             admitted = int(admitted)
             sent += admitted
             rest = pending[queue][admitted:]
@@ -247,6 +248,26 @@ class Client:
             else:
                 del pending[queue]
         return sent
+
+    def _admit_all(self, calls: list[list[Any]]) -> list[Any]:
+        """Run the admission script once per queue in one pipeline (EVALSHA only).
+
+        redis-py's pipeline asks SCRIPT EXISTS before every execute when a Script object is
+        queued in it: a second round trip per emit. Here the script is loaded only when Redis
+        says it does not know it (after a restart or SCRIPT FLUSH); then nothing ran, and the
+        round is sent again.
+        """
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                pipe.evalsha(self._admit.sha, *call)
+            try:
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self._admit.sha = str(self.redis.script_load(_ADMIT))
+        raise AssertionError("unreachable")
 
     # -- results ---------------------------------------------------------------------------
     def handle(self, event_id: str) -> EventHandle:

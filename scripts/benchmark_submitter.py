@@ -64,7 +64,7 @@ class Shape:
 
 SHAPES: dict[str, list[Shape]] = {
     "W0": [Shape(50)],
-    "W1": [Shape(200), Shape(200, rate=500)],
+    "W1": [Shape(200), Shape(200, rate=400), Shape(200, rate=500)],
 }
 PLAIN_TASK = {"W0": "plain.noop", "W1": "plain.chat"}
 

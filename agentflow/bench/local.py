@@ -53,6 +53,9 @@ def local_cluster(opts: LocalOptions) -> Iterator[tuple[LocalCluster, Client]]:
     env = {
         "AGENTFLOW_RUNNER__MAX_CONCURRENT_EVENTS": bound,
         "AGENTFLOW_RUNNER__EVENT_BUFFER_SIZE": bound,
+        # One pooled connection per event a worker may run at once: LLM calls never queue
+        # for a connection (the default pool, 30, is sized for a production provider's quota).
+        "AGENTFLOW_LLM__OPENAI__MAX_CONNECTIONS": str(max(opts.concurrency, 1)),
         **opts.env,
     }
     spec = ClusterSpec(

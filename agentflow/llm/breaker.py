@@ -63,6 +63,7 @@ class CircuitBreaker:
         self.key = key
         self.recheck = recheck
         self._closed_until = 0.0
+        self._checking = False
         self.max_failures = max_failures
         self.timeout = timeout
         self._allow = client.register_script(_ALLOW)
@@ -72,11 +73,17 @@ class CircuitBreaker:
     async def before_call(self) -> None:
         """Raise CircuitOpen while the breaker is open; otherwise let the call through."""
         now = time.monotonic()
-        if now < self._closed_until:
-            return
-        state = int(await self._allow(keys=[self.key], args=[time.time(), self.timeout]))
+        if now < self._closed_until or (self._checking and self._closed_until):
+            return  # closed a moment ago, or being rechecked by another call right now
+        self._checking = True
+        try:
+            state = int(await self._allow(keys=[self.key], args=[time.time(), self.timeout]))
+        finally:
+            self._checking = False
         if state == 1 and not self._dirty:
             self._closed_until = now + self.recheck
+        elif state != 1:
+            self._closed_until = 0.0
         if state == 0:
             raise CircuitOpen(f"circuit open for {self.key.rsplit(':', 2)[-2:]}",
                               retry_after=self.timeout)  # fmt: skip

@@ -1,0 +1,82 @@
+"""Direct execution (events on the worker's event loop) and the pool path behave the same."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from celery import Celery
+
+from agentflow import Client, StateStore
+from agentflow.broker.queues import RUN_EVENT_TASK, agent_queue
+from tests.conftest import TEST_PREFIX
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("execution", ["direct", "pool"])
+def test_both_execution_modes_give_the_same_results(
+    execution: str, start_worker, client: Client, redis_client
+) -> None:
+    worker = start_worker(env={"AGENTFLOW_RUNNER__EXECUTION": execution}, concurrency=8)
+    handles = client.emit_many(
+        {"type": "t", "agent": "tally", "session_id": f"s-{execution}", "data": {"n": 3}}
+        for _ in range(40)
+    )
+    results = [h.result(timeout=60) for h in handles]
+    assert all(r.agent == "tally" and r.error is None for r in results)
+    state = StateStore(redis_client, prefix=TEST_PREFIX).load(f"s-{execution}")
+    assert state["total"] == 120
+    expected = "direct execution on" if execution == "direct" else "direct execution off"
+    assert expected in worker.log()
+
+
+def test_a_plain_celery_producer_reads_a_directly_run_result(start_worker, redis_url) -> None:
+    """The finish script writes Celery's own result entry: AsyncResult.get sees it."""
+    start_worker()
+    plain = Celery("plain-producer", broker=redis_url, backend=redis_url)
+    try:
+        async_result = plain.send_task(
+            RUN_EVENT_TASK, args=[{"type": "t", "agent": "echo", "data": {"x": 1}}],
+            queue=agent_queue("echo"),
+        )  # fmt: skip
+        value = async_result.get(timeout=30)
+        assert async_result.status == "SUCCESS"
+        assert async_result.date_done is not None
+    finally:
+        plain.close()
+    assert value["output"] == {"echo": {"x": 1}, "type": "t"}
+
+
+def test_warm_shutdown_lets_running_events_finish_once(
+    start_worker, client: Client, redis_client
+) -> None:
+    """SIGTERM while events run: they finish and are acked; none is run a second time."""
+    worker = start_worker(concurrency=8)
+    handles = client.emit_many(
+        {"type": "t", "agent": "sleepy", "data": {"seconds": 1.5}} for _ in range(6)
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # all six are running
+        started = sum(redis_client.llen(f"{TEST_PREFIX}:test:started:{h.id}") for h in handles)
+        if started == 6:
+            break
+        time.sleep(0.05)
+    worker.stop(timeout=30)
+    assert worker.proc.returncode == 0
+    for h in handles:
+        assert h.ready()  # finished before the worker exited, not left for redelivery
+    start_worker()  # a second worker would run anything that was left unacked
+    time.sleep(2)
+    runs = [redis_client.llen(f"{TEST_PREFIX}:test:started:{h.id}") for h in handles]
+    assert runs == [1] * 6
+    assert [h.result(timeout=5).output["slept"] for h in handles] == [1.5] * 6
+
+
+def test_producer_and_worker_survive_a_script_flush(start_worker, client: Client, redis_client):
+    """Redis restarted or SCRIPT FLUSH: Lua scripts are loaded again, no event is lost."""
+    start_worker()
+    assert client.emit({"type": "t", "agent": "echo"}).result(timeout=30).error is None
+    redis_client.script_flush()
+    handles = client.emit_many({"type": "t", "agent": "echo", "data": {"i": i}} for i in range(5))
+    assert [h.result(timeout=30).output["echo"]["i"] for h in handles] == list(range(5))
