@@ -54,7 +54,11 @@ class RunnerConfig(_Section):
     event_buffer_size: int = Field(default=1000, ge=1)
     worker_pool_size: int = Field(default=50, ge=1)
     event_timeout: Duration = 30.0
-    pool: Literal["threads", "prefork", "gevent", "solo"] = "threads"
+    pool: Literal["threads", "prefork", "solo"] = Field(
+        default="threads",
+        description="Celery pool. gevent/eventlet are refused: the per-process asyncio loop "
+        "that carries LLM calls cannot run under their monkey-patching.",
+    )
     execution: Literal["direct", "pool"] = Field(
         default="direct",
         description="direct: on threads/solo workers events run on the worker's event loop "

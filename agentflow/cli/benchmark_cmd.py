@@ -22,7 +22,7 @@ def local_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--concurrency", default=200, show_default=True,
                      help="Local worker concurrency (threads per worker)."),
         click.option("--pool", default="threads", show_default=True,
-                     type=click.Choice(["threads", "prefork", "gevent", "solo"])),
+                     type=click.Choice(["threads", "prefork", "solo"])),
         click.option("--redis-url", help="With --local: use this Redis instead of an embedded one."),
         click.option("--mock-latency", default="50ms", show_default=True,
                      help="With --local: mock LLM latency."),

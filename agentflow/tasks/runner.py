@@ -117,7 +117,7 @@ class EventRunner:
         elif self.settings.runner.pool == "prefork":
             value = agent.run(event, state)  # the pool's soft time limit interrupts it
         else:
-            # threads/gevent enforce no time limit: run the agent on a helper thread and stop
+            # threads/solo enforce no time limit: run the agent on a helper thread and stop
             # waiting at the timeout (the event is dead-lettered; the thread finishes unseen).
             future = self._sync_executor().submit(agent.run, event, state)
             try:

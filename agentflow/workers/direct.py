@@ -15,7 +15,7 @@ entry and publishes it, so producers (``AsyncResult.get``, Flower's API) see the
 usual.
 
 Messages this path does not take go to Celery's own strategy: `[runner] execution = "pool"`,
-prefork and gevent pools, task events switched on (Flower's live view needs Celery's
+the prefork pool, task events switched on (Flower's live view needs Celery's
 request machinery), an ETA or countdown (retries), expiry, revoked ids, and canvas
 members (callbacks, chains, chords).
 """
@@ -34,6 +34,7 @@ from celery.worker.strategy import default as default_strategy
 from agentflow import _aio
 from agentflow.broker.queues import RUN_EVENT_TASK
 from agentflow.config import get_settings
+from agentflow.errors import ConfigError
 from agentflow.metrics import get_metrics
 from agentflow.tasks.runner import ENQUEUED_AT_HEADER, ResultMeta, RetryLater, get_runner
 
@@ -262,11 +263,18 @@ def _retry_later(
 
 
 class DirectExecution(bootsteps.StartStopStep):
-    """Consumer bootstep: on shutdown, let events running on the loop finish and ack."""
+    """Consumer bootstep: refuse green pools; on shutdown, let running events finish and ack."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def start(self, c: Any) -> None:
+        pool = type(c.pool).__module__.rsplit(".", 1)[-1]
+        if pool in ("gevent", "eventlet"):
+            raise ConfigError(
+                f"AgentFlow workers cannot run on the {pool} pool: its monkey-patching breaks "
+                "the per-process asyncio loop that carries LLM calls (events would never "
+                "finish). Use -P threads (the default, with direct execution) or -P prefork."
+            )
         tracker.stopping = False
 
     def stop(self, c: Any) -> None:

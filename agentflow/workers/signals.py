@@ -69,7 +69,7 @@ def init_process(**_: Any) -> None:
 
 @signals.worker_init.connect
 def init_worker(sender: Any = None, **_: Any) -> None:
-    """In a threads/gevent/solo worker there is no fork: warm up here."""
+    """In a threads/solo worker there is no fork: warm up here."""
     pool = getattr(getattr(sender, "app", None), "conf", None)
     if pool is not None and pool.worker_pool != "prefork":
         _warm_llm()

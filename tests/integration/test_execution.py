@@ -80,3 +80,19 @@ def test_producer_and_worker_survive_a_script_flush(start_worker, client: Client
     redis_client.script_flush()
     handles = client.emit_many({"type": "t", "agent": "echo", "data": {"i": i}} for i in range(5))
     assert [h.result(timeout=30).output["echo"]["i"] for h in handles] == list(range(5))
+
+
+def test_a_gevent_worker_is_refused_with_the_reason(redis_client) -> None:
+    """Under gevent the event loop never runs: the worker must stop at once, saying why."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, cli_env
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "agentflow", "worker", "-P", "gevent", "-c", "4",
+         "--without-mingle", "--without-gossip", "-l", "INFO"],
+        env=cli_env(), cwd=str(ROOT), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "cannot run on the gevent pool" in proc.stdout + proc.stderr
