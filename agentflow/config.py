@@ -198,6 +198,18 @@ class LLMConfig(_Section):
     )
 
 
+class ToolsConfig(_Section):
+    """`[tools]`: how tool calls fan out and run."""
+
+    timeout: Duration = Field(default=30.0, description="Per-call time limit unless the tool sets one.")
+    queue_per_tool: bool = Field(
+        default=False, description="true: each tool on `agentflow.tool.<name>`; else `agentflow.tools`."
+    )
+    cache_ttl: Duration = Field(default=3600.0, description="TTL of cacheable tools' results.")
+    stream_batch_size: int = Field(default=100, ge=1, description="Items per streamed batch.")
+    max_steps: int = Field(default=8, ge=1, description="LLM → tools rounds an agent may take.")
+
+
 class AgentsConfig(_Section):
     """`[agents]`: modules imported at start-up so their agents and tools register."""
 
@@ -231,6 +243,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import time
 
-from agentflow import AgentResult, Event, State, StateUpdate, agent
+from agentflow import Agent, AgentResult, Event, State, StateUpdate, agent
 from agentflow.broker.connection import get_redis
 from agentflow.config import get_settings
+from agentflow.tools import CallTools, tool
 
 
 @agent("sleepy")
@@ -33,3 +34,38 @@ def tally(event: Event, state: State) -> AgentResult:
         output={"seen": state.get("total", 0)},
         state_updates=StateUpdate(incr={"total": n}, set={f"seen:{event.id}": True}),
     )
+
+
+@tool("explode")
+def explode(why: str = "no reason") -> None:
+    """A tool that always raises."""
+    raise ValueError(f"exploded: {why}")
+
+
+@tool("crawl", timeout=0.3)
+def crawl(seconds: float = 2.0) -> float:
+    """A tool slower than its own 0.3 s time limit."""
+    time.sleep(seconds)
+    return seconds
+
+
+@tool("marked_sleep")
+def marked_sleep(seconds: float, mark: str) -> float:
+    """Sleep, recording each start under `mark` (redelivery shows as a second start)."""
+    prefix = get_settings().broker.key_prefix
+    get_redis().rpush(f"{prefix}:test:tool:{mark}", os.getpid())
+    time.sleep(seconds)
+    return seconds
+
+
+@agent("greedy")
+class Greedy(Agent):
+    """Asks for a tool every round, forever (max_steps stops it)."""
+
+    max_steps = 2
+
+    def run(self, event: Event, state: State) -> CallTools:
+        return CallTools.of(("add", {"a": 1, "b": 1}))
+
+    def resume(self, event: Event, state: State, context: dict, results: list) -> CallTools:
+        return CallTools.of(("add", {"a": len(results), "b": 1}))

@@ -8,6 +8,7 @@ from typing import Any
 
 from agentflow.models import AgentResult, Event
 from agentflow.state import State
+from agentflow.tools.calls import ToolResult
 
 RunResult = AgentResult | dict[str, Any] | Any
 
@@ -29,9 +30,22 @@ class Agent:
     direct execution runs it on a helper thread; False when it returns at once and may run
     on the worker's event loop itself. Ignored for async agents."""
 
+    max_steps: int | None = None
+    """How many times the agent may ask for tools; None means `[tools] max_steps`."""
+
     def run(self, event: Event, state: State) -> RunResult | Awaitable[RunResult]:
-        """Handle one event."""
+        """Handle one event; return a result, or ``CallTools(...)`` to fan out tool calls."""
         raise NotImplementedError
+
+    def resume(
+        self, event: Event, state: State, context: dict[str, Any], results: list[ToolResult]
+    ) -> RunResult | Awaitable[RunResult]:
+        """Continue after the tool calls asked for by `run` (or a previous `resume`) ran.
+
+        `results` are in the order of the calls; a failed or timed-out call has `error` set.
+        Return the final result, or ``CallTools(...)`` again for another round.
+        """
+        raise NotImplementedError(f"agent {self.name!r} asked for tools but has no resume()")
 
     @property
     def is_async(self) -> bool:

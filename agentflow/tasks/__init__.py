@@ -8,7 +8,9 @@ from celery import Task
 
 from agentflow.app import app
 from agentflow.broker.queues import RUN_EVENT_TASK
-from agentflow.tasks.runner import RetryLater, get_runner
+from agentflow.tasks.runner import FanOut, RetryLater, get_runner
+from agentflow.tools.fanout import RESUME_TASK
+from agentflow.tools.tasks import run_tool
 
 
 @app.task(
@@ -26,11 +28,40 @@ def run_event(self: Task, event: Any = None, *args: Any, **kwargs: Any) -> dict[
     raw = event if not args and not kwargs else {"event": event, "args": args, "kwargs": kwargs}
     delivery = request.delivery_info or {}
     try:
-        return get_runner().execute(
+        outcome = get_runner().execute(
             raw, request.id, delivery.get("routing_key"), request.headers or {}
         )
     except RetryLater as later:
         raise self.retry(countdown=later.countdown, exc=later) from None
+    if isinstance(outcome, FanOut):
+        return self.replace(outcome.signature)
+    return outcome
 
 
-__all__ = ["run_event"]
+@app.task(
+    name=RESUME_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+    typing=False,
+)
+def resume_event(
+    self: Task, results: Any, event: Any, context: dict[str, Any]
+) -> dict[str, Any]:
+    """A fan-out's chord body: continue the event's agent with its tool results."""
+    request = self.request
+    delivery = request.delivery_info or {}
+    try:
+        outcome = get_runner().resume(
+            results, event, context, request.id, delivery.get("routing_key"),
+            request.headers or {},
+        )  # fmt: skip
+    except RetryLater as later:
+        raise self.retry(countdown=later.countdown, exc=later) from None
+    if isinstance(outcome, FanOut):
+        return self.replace(outcome.signature)
+    return outcome
+
+
+__all__ = ["resume_event", "run_event", "run_tool"]

@@ -39,6 +39,7 @@ from agentflow.errors import AgentError, EventRejected, LLMUnavailable, UnknownA
 from agentflow.models import AgentResult, Event
 from agentflow.state import State, StateStore
 from agentflow.tasks import _scripts
+from agentflow.tools.calls import CallTools, ToolResult
 
 log = logging.getLogger("agentflow.run_event")
 
@@ -109,7 +110,7 @@ class EventRunner:
             event.agent = name
         return event, get_agent(name)
 
-    def run_agent(self, agent: Agent, event: Event, state: State) -> AgentResult:
+    def run_agent(self, agent: Agent, event: Event, state: State) -> AgentResult | CallTools:
         """Call the agent, sync or async, with its time limit; normalise its return value."""
         timeout = agent.timeout or self.settings.runner.event_timeout
         if agent.is_async:
@@ -127,7 +128,43 @@ class EventRunner:
                 raise TimeoutError(timeout) from None
         if inspect.isawaitable(value):
             value = _aio.run(_await(value), timeout=timeout)
-        return to_result(value, event, agent.name)
+        return value if isinstance(value, CallTools) else to_result(value, event, agent.name)
+
+    def resume_agent(
+        self, agent: Agent, event: Event, state: State, context: dict[str, Any],
+        results: list[ToolResult],
+    ) -> AgentResult | CallTools:  # fmt: skip
+        """Call the agent's `resume` with its tool results (sync or async, time-limited)."""
+        timeout = agent.timeout or self.settings.runner.event_timeout
+        if inspect.iscoroutinefunction(agent.resume):
+            value = _aio.run(agent.resume(event, state, context, results),
+                             timeout=timeout)  # fmt: skip
+        else:
+            future = self._sync_executor().submit(agent.resume, event, state, context, results)
+            try:
+                value = future.result(timeout)
+            except FutureTimeout:
+                future.cancel()
+                raise TimeoutError(timeout) from None
+        if inspect.isawaitable(value):
+            value = _aio.run(_await(value), timeout=timeout)
+        return value if isinstance(value, CallTools) else to_result(value, event, agent.name)
+
+    def fan_out(self, begun: Begun, request: CallTools, step: int) -> FanOut:
+        """The chord that runs `request`'s calls and then resumes the agent (step `step`)."""
+        from agentflow.app import app
+        from agentflow.tools import fanout
+
+        limit = begun.agent.max_steps or self.settings.tools.max_steps
+        if step > limit:
+            self._release(keys=[begun.claim_key, self.inflight_key], args=[begun.event.id])
+            raise self.dead_letter(
+                f"agent {begun.agent.name!r} asked for tools more than max_steps={limit} times",
+                begun.raw, begun.task_id, begun.queue, "agent",
+            )  # fmt: skip
+        signature = fanout.build(app, request, begun.raw, begun.agent.name, begun.task_id,
+                                 step, self.settings, self.redis)  # fmt: skip
+        return FanOut(signature, len(request.calls), step)
 
     def _sync_executor(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -139,7 +176,9 @@ class EventRunner:
                     )
         return self._executor
 
-    async def run_agent_async(self, agent: Agent, event: Event, state: State) -> AgentResult:
+    async def run_agent_async(
+        self, agent: Agent, event: Event, state: State
+    ) -> AgentResult | CallTools:
         """:meth:`run_agent` for a caller already on the process loop (direct execution).
 
         Async agents and non-blocking sync agents run on the loop itself; blocking sync
@@ -157,7 +196,7 @@ class EventRunner:
             value = await asyncio.wait_for(future, timeout)
             if inspect.isawaitable(value):
                 value = await asyncio.wait_for(_await(value), timeout)
-        return to_result(value, event, agent.name)
+        return value if isinstance(value, CallTools) else to_result(value, event, agent.name)
 
     def begin(
         self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any]
@@ -262,8 +301,10 @@ class EventRunner:
             return dict(json.loads(winner))
         return payload
 
-    def execute(self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any]) -> dict:
-        """Run one event end to end in the calling pool thread; returns the result."""
+    def execute(
+        self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any]
+    ) -> dict[str, Any] | FanOut:
+        """Run one event in the calling pool thread: its result, or the fan-out to send."""
         begun = self.begin(raw, task_id, queue, headers)
         if isinstance(begun, dict):
             return begun
@@ -272,7 +313,43 @@ class EventRunner:
             result = self.run_agent(begun.agent, begun.event, state)
         except Exception as exc:
             raise self.failure(begun, exc) from exc
+        if isinstance(result, CallTools):
+            return self.fan_out(begun, result, step=1)
         return self.finish(begun, result)
+
+    def resume(
+        self, raw_results: Any, raw: Any, context: dict[str, Any], task_id: str,
+        queue: str | None, headers: dict[str, Any],
+    ) -> dict[str, Any] | FanOut:  # fmt: skip
+        """Continue an agent after a fan-out (the chord's body): its result, or the next one."""
+        from agentflow.tools import fanout
+
+        event, agent = self.parse(raw)
+        done_key = f"{self.prefix}:done:{event.dedup_key}"
+        stored = self.redis.get(done_key)
+        if stored is not None:  # a redelivered continuation: the first one finished
+            return dict(json.loads(stored))  # type: ignore[arg-type]
+        begun = Begun(event, agent, raw, task_id, queue, headers, time.time(), done_key,
+                      f"{self.prefix}:claim:{event.dedup_key}")  # fmt: skip
+        step = fanout.step_of(context)
+        results = fanout.results_in_order(raw_results, context)
+        try:
+            state = self.load_state(begun)
+            result = self.resume_agent(agent, event, state, fanout.user_context(context), results)
+        except Exception as exc:
+            raise self.failure(begun, exc) from exc
+        if isinstance(result, CallTools):
+            return self.fan_out(begun, result, step=step + 1)
+        return self.finish(begun, result)
+
+
+@dataclass
+class FanOut:
+    """An agent asked for tools: send `signature` in place of the current task."""
+
+    signature: Any
+    calls: int
+    step: int
 
 
 @dataclass

@@ -37,6 +37,7 @@ from agentflow.config import get_settings
 from agentflow.errors import ConfigError
 from agentflow.metrics import get_metrics
 from agentflow.tasks.runner import ENQUEUED_AT_HEADER, ResultMeta, RetryLater, get_runner
+from agentflow.tools.calls import CallTools
 
 log = logging.getLogger("agentflow.direct")
 
@@ -208,6 +209,16 @@ async def _execute(
                 result = await runner.run_agent_async(begun.agent, begun.event, state)
             except Exception as exc:
                 raise runner.failure(begun, exc) from exc
+            if isinstance(result, CallTools):
+                # Task.replace, by hand (no Celery request here): the chord's body takes
+                # this task's id and stores the event's result when the agent is done.
+                fan = runner.fan_out(begun, result, step=1)
+                fan.signature.freeze(task_id)
+                fan.signature.set(replaced_task_nesting=1)
+                fan.signature.apply_async()
+                metrics.incr(f"events.fanned_out.{name}")
+                _ack(ack, message)
+                return
             runner.finish(begun, result, meta=meta)
         now = time.time()
         metrics.timing(f"event.run_time.{name}", (now - started) * 1000)

@@ -1,0 +1,133 @@
+"""`agentflow.run_tool`: one tool call as a Celery task, on the tools queue.
+
+The task never raises: a failing, timed-out or unknown tool gives a result with `error`, so
+the chord it belongs to always completes and the agent decides what to do (a chord whose
+header task fails never calls its body — one of the Celery pitfalls this avoids). A worker
+killed mid-call loses nothing: the task is acked late and redelivered.
+
+Streaming tools (generators) send their items to the event's Redis stream in batches of
+`[tools] stream_batch_size`; their result's output is ``{"streamed": <count>}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentflow import _aio
+from agentflow.app import app
+from agentflow.broker.connection import get_redis
+from agentflow.config import get_settings
+from agentflow.errors import ToolError
+from agentflow.metrics import get_metrics
+from agentflow.tools import cache
+from agentflow.tools.calls import ToolCall, ToolResult
+from agentflow.tools.registry import Tool, get_tool
+
+RUN_TOOL_TASK = "agentflow.run_tool"
+_executor: ThreadPoolExecutor | None = None
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="agentflow-tool")
+    return _executor
+
+
+def _stream(tool: Tool, args: dict[str, Any], event_id: str | None, timeout: float) -> Any:
+    from agentflow.streams import AsyncStreamWriter, StreamWriter
+
+    settings = get_settings()
+    prefix = settings.broker.key_prefix
+    batch = settings.tools.stream_batch_size
+    if event_id is None:
+        raise ToolError(f"streaming tool {tool.name!r} needs an event to stream to")
+    if inspect.isasyncgenfunction(tool.fn):
+
+        async def consume() -> int:
+            from agentflow.broker.connection import get_async_redis
+
+            writer = AsyncStreamWriter(get_async_redis(), event_id, prefix=prefix,
+                                       batch_size=batch)  # fmt: skip
+            async for item in tool.call(args):
+                await writer.add(item)
+            await writer.flush()
+            return writer.count
+
+        return {"streamed": _aio.run(consume(), timeout=timeout)}
+    deadline = time.monotonic() + timeout
+    writer = StreamWriter(get_redis(), event_id, prefix=prefix, batch_size=batch)
+    for item in tool.call(args):
+        writer.add(item)
+        if time.monotonic() > deadline:
+            writer.flush()
+            raise TimeoutError(timeout)
+    writer.flush()
+    return {"streamed": writer.count}
+
+
+def _invoke(tool: Tool, args: dict[str, Any], event_id: str | None, timeout: float) -> Any:
+    if tool.is_streaming:
+        return _stream(tool, args, event_id, timeout)
+    if tool.is_async:
+        return _aio.run(tool.call(args), timeout=timeout)
+    future = _threads().submit(tool.call, args)
+    try:
+        value = future.result(timeout)
+    except FutureTimeout:
+        future.cancel()
+        raise TimeoutError(timeout) from None
+    if inspect.isawaitable(value):
+        value = _aio.run(_awaited(value), timeout=timeout)
+    return value
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+def execute_tool(raw: Any, event_id: str | None = None) -> ToolResult:
+    """Run one call; always a ToolResult (errors and timeouts included)."""
+    started = time.time()
+    try:
+        call = ToolCall.model_validate(raw)
+    except ValidationError as exc:
+        return ToolResult(id=str((raw or {}).get("id", "?")) if isinstance(raw, dict) else "?",
+                          name="?", error=f"invalid tool call: {exc.errors()[0]['msg']}",
+                          started=started, finished=time.time())  # fmt: skip
+    settings = get_settings()
+    error: str | None = None
+    output: Any = None
+    try:
+        tool = get_tool(call.name)
+        timeout = tool.timeout or settings.tools.timeout
+        try:
+            output = _invoke(tool, call.args, event_id, timeout)
+        except TimeoutError:
+            error = f"tool {call.name!r} timed out after {timeout:g}s"
+        if error is None and tool.cacheable:
+            cache.store(get_redis(), settings.broker.key_prefix, call, output,
+                        tool.cache_ttl or settings.tools.cache_ttl)  # fmt: skip
+    except ToolError as exc:
+        error = str(exc)
+    except Exception as exc:
+        error = f"tool {call.name!r} raised {type(exc).__name__}: {exc}"
+    finished = time.time()
+    metrics = get_metrics()
+    metrics.timing(f"tool.call.{call.name}", (finished - started) * 1000)
+    if error is not None:
+        metrics.incr(f"tool.errors.{call.name}")
+    return ToolResult(id=call.id, name=call.name, output=output, error=error,
+                      seconds=finished - started, started=started, finished=finished)  # fmt: skip
+
+
+@app.task(name=RUN_TOOL_TASK, acks_late=True, reject_on_worker_lost=True, typing=False)
+def run_tool(call: Any, event_id: str | None = None) -> dict[str, Any]:
+    """Run one tool call; the result (never an exception) goes to the chord's body."""
+    return execute_tool(call, event_id).model_dump(mode="json")
