@@ -31,9 +31,11 @@ from agentflow.errors import (
     UnknownAgent,
 )
 from agentflow.models import AgentResult, Event, StateUpdate, Usage
+from agentflow.orchestration import FlowHandle, Orchestrator
 from agentflow.state import MutableState, State, StateStore
 from agentflow.streams import AsyncStreamWriter, StreamWriter, iter_stream
 from agentflow.tasks import run_event
+from agentflow.tools import CallTools, Tool, ToolCall, ToolResult, get_tool, tool
 
 __version__ = "0.1.0"
 
@@ -45,6 +47,7 @@ __all__ = [
     "AsyncStreamWriter",
     "BackpressureError",
     "BrokerUnavailable",
+    "CallTools",
     "CircuitOpen",
     "Client",
     "ConfigError",
@@ -55,6 +58,7 @@ __all__ = [
     "EventHandle",
     "EventRejected",
     "EventTimeout",
+    "FlowHandle",
     "FunctionAgent",
     "InvalidEvent",
     "LLMError",
@@ -62,6 +66,7 @@ __all__ = [
     "LLMUnavailable",
     "MCPError",
     "MutableState",
+    "Orchestrator",
     "RateLimited",
     "Settings",
     "State",
@@ -69,7 +74,10 @@ __all__ = [
     "StateUpdate",
     "StreamFailed",
     "StreamWriter",
+    "Tool",
+    "ToolCall",
     "ToolError",
+    "ToolResult",
     "UnknownAgent",
     "Usage",
     "__version__",
@@ -78,7 +86,9 @@ __all__ = [
     "app",
     "get_agent",
     "get_settings",
+    "get_tool",
     "iter_stream",
     "load_settings",
     "run_event",
+    "tool",
 ]

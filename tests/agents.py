@@ -69,3 +69,24 @@ class Greedy(Agent):
 
     def resume(self, event: Event, state: State, context: dict, results: list) -> CallTools:
         return CallTools.of(("add", {"a": len(results), "b": 1}))
+
+
+@agent("upper", blocking=False)
+def upper(event: Event, state: State) -> dict[str, str]:
+    """Upper-case `data.input.text` (a previous step's output) or `data.text`."""
+    source = event.data.get("input") or event.data
+    return {"text": str(source.get("text", "")).upper()}
+
+
+@agent("exclaim", blocking=False)
+def exclaim(event: Event, state: State) -> dict[str, str]:
+    """Append "!" to `data.input.text` or `data.text`."""
+    source = event.data.get("input") or event.data
+    return {"text": str(source.get("text", "")) + "!"}
+
+
+@agent("climb", blocking=False)
+def climb(event: Event, state: State) -> dict[str, object]:
+    """n + 1 each time it runs; done once n reaches `data.target`."""
+    n = int((event.data.get("input") or {}).get("n", 0)) + 1
+    return {"n": n, "done": n >= int(event.data.get("target", 3))}

@@ -82,6 +82,7 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
             "agentflow.workers.signals",
             "agentflow.workers.metrics_signals",
             "agentflow.workers.profiling",
+            "agentflow.orchestration",
             *s.agents.modules,
         ),
     }
