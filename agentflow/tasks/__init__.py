@@ -45,6 +45,7 @@ def run_event(self: Task, event: Any = None, *args: Any, **kwargs: Any) -> dict[
     reject_on_worker_lost=True,
     max_retries=None,
     typing=False,
+    Strategy="agentflow.workers.direct:strategy",
 )
 def resume_event(
     self: Task, results: Any, event: Any, context: dict[str, Any]

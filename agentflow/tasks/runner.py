@@ -317,11 +317,11 @@ class EventRunner:
             return self.fan_out(begun, result, step=1)
         return self.finish(begun, result)
 
-    def resume(
+    def prepare_resume(
         self, raw_results: Any, raw: Any, context: dict[str, Any], task_id: str,
         queue: str | None, headers: dict[str, Any],
-    ) -> dict[str, Any] | FanOut:  # fmt: skip
-        """Continue an agent after a fan-out (the chord's body): its result, or the next one."""
+    ) -> tuple[Begun, list[ToolResult], int] | dict[str, Any]:  # fmt: skip
+        """A continuation's event, results in call order and step; or the stored result."""
         from agentflow.tools import fanout
 
         event, agent = self.parse(raw)
@@ -331,16 +331,47 @@ class EventRunner:
             return dict(json.loads(stored))  # type: ignore[arg-type]
         begun = Begun(event, agent, raw, task_id, queue, headers, time.time(), done_key,
                       f"{self.prefix}:claim:{event.dedup_key}")  # fmt: skip
-        step = fanout.step_of(context)
-        results = fanout.results_in_order(raw_results, context)
+        return begun, fanout.results_in_order(raw_results, context), fanout.step_of(context)
+
+    def resume(
+        self, raw_results: Any, raw: Any, context: dict[str, Any], task_id: str,
+        queue: str | None, headers: dict[str, Any],
+    ) -> dict[str, Any] | FanOut:  # fmt: skip
+        """Continue an agent after a fan-out (the chord's body): its result, or the next one."""
+        from agentflow.tools import fanout
+
+        prepared = self.prepare_resume(raw_results, raw, context, task_id, queue, headers)
+        if isinstance(prepared, dict):
+            return prepared
+        begun, results, step = prepared
         try:
             state = self.load_state(begun)
-            result = self.resume_agent(agent, event, state, fanout.user_context(context), results)
+            result = self.resume_agent(begun.agent, begun.event, state,
+                                       fanout.user_context(context), results)  # fmt: skip
         except Exception as exc:
             raise self.failure(begun, exc) from exc
         if isinstance(result, CallTools):
             return self.fan_out(begun, result, step=step + 1)
         return self.finish(begun, result)
+
+    async def resume_agent_async(
+        self, agent: Agent, event: Event, state: State, context: dict[str, Any],
+        results: list[ToolResult],
+    ) -> AgentResult | CallTools:  # fmt: skip
+        """:meth:`resume_agent` on the process loop (direct execution)."""
+        timeout = agent.timeout or self.settings.runner.event_timeout
+        if inspect.iscoroutinefunction(agent.resume) or not agent.blocking:
+            value: Any = agent.resume(event, state, context, results)
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(_await(value), timeout)
+        else:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._sync_executor(), agent.resume, event, state,
+                                          context, results)  # fmt: skip
+            value = await asyncio.wait_for(future, timeout)
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(_await(value), timeout)
+        return value if isinstance(value, CallTools) else to_result(value, event, agent.name)
 
 
 @dataclass

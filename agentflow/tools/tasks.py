@@ -11,10 +11,10 @@ Streaming tools (generators) send their items to the event's Redis stream in bat
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from pydantic import ValidationError
@@ -40,29 +40,14 @@ def _threads() -> ThreadPoolExecutor:
     return _executor
 
 
-def _stream(tool: Tool, args: dict[str, Any], event_id: str | None, timeout: float) -> Any:
-    from agentflow.streams import AsyncStreamWriter, StreamWriter
+def _stream_sync(tool: Tool, args: dict[str, Any], event_id: str, timeout: float) -> Any:
+    """A generator tool, on a helper thread: items to the stream in batches."""
+    from agentflow.streams import StreamWriter
 
     settings = get_settings()
-    prefix = settings.broker.key_prefix
-    batch = settings.tools.stream_batch_size
-    if event_id is None:
-        raise ToolError(f"streaming tool {tool.name!r} needs an event to stream to")
-    if inspect.isasyncgenfunction(tool.fn):
-
-        async def consume() -> int:
-            from agentflow.broker.connection import get_async_redis
-
-            writer = AsyncStreamWriter(get_async_redis(), event_id, prefix=prefix,
-                                       batch_size=batch)  # fmt: skip
-            async for item in tool.call(args):
-                await writer.add(item)
-            await writer.flush()
-            return writer.count
-
-        return {"streamed": _aio.run(consume(), timeout=timeout)}
     deadline = time.monotonic() + timeout
-    writer = StreamWriter(get_redis(), event_id, prefix=prefix, batch_size=batch)
+    writer = StreamWriter(get_redis(), event_id, prefix=settings.broker.key_prefix,
+                          batch_size=settings.tools.stream_batch_size)  # fmt: skip
     for item in tool.call(args):
         writer.add(item)
         if time.monotonic() > deadline:
@@ -72,19 +57,36 @@ def _stream(tool: Tool, args: dict[str, Any], event_id: str | None, timeout: flo
     return {"streamed": writer.count}
 
 
-def _invoke(tool: Tool, args: dict[str, Any], event_id: str | None, timeout: float) -> Any:
+async def _stream_async(tool: Tool, args: dict[str, Any], event_id: str) -> Any:
+    """An async generator tool, on the loop."""
+    from agentflow.broker.connection import get_async_redis
+    from agentflow.streams import AsyncStreamWriter
+
+    settings = get_settings()
+    writer = AsyncStreamWriter(get_async_redis(), event_id, prefix=settings.broker.key_prefix,
+                               batch_size=settings.tools.stream_batch_size)  # fmt: skip
+    async for item in tool.call(args):
+        await writer.add(item)
+    await writer.flush()
+    return {"streamed": writer.count}
+
+
+async def _invoke(tool: Tool, args: dict[str, Any], event_id: str | None, timeout: float) -> Any:
+    loop = asyncio.get_running_loop()
     if tool.is_streaming:
-        return _stream(tool, args, event_id, timeout)
+        if event_id is None:
+            raise ToolError(f"streaming tool {tool.name!r} needs an event to stream to")
+        if inspect.isasyncgenfunction(tool.fn):
+            return await asyncio.wait_for(_stream_async(tool, args, event_id), timeout)
+        return await asyncio.wait_for(
+            loop.run_in_executor(_threads(), _stream_sync, tool, args, event_id, timeout),
+            timeout + 1,
+        )
     if tool.is_async:
-        return _aio.run(tool.call(args), timeout=timeout)
-    future = _threads().submit(tool.call, args)
-    try:
-        value = future.result(timeout)
-    except FutureTimeout:
-        future.cancel()
-        raise TimeoutError(timeout) from None
+        return await asyncio.wait_for(tool.call(args), timeout)
+    value = await asyncio.wait_for(loop.run_in_executor(_threads(), tool.call, args), timeout)
     if inspect.isawaitable(value):
-        value = _aio.run(_awaited(value), timeout=timeout)
+        value = await asyncio.wait_for(_awaited(value), timeout)
     return value
 
 
@@ -92,8 +94,12 @@ async def _awaited(value: Any) -> Any:
     return await value
 
 
-def execute_tool(raw: Any, event_id: str | None = None) -> ToolResult:
-    """Run one call; always a ToolResult (errors and timeouts included)."""
+async def execute_tool_async(raw: Any, event_id: str | None = None) -> ToolResult:
+    """Run one call on the process loop; always a ToolResult (errors and timeouts included).
+
+    Async tools run on the loop, sync ones on a helper thread; the time limit is the tool's
+    `timeout` or `[tools] timeout`.
+    """
     started = time.time()
     try:
         call = ToolCall.model_validate(raw)
@@ -108,7 +114,7 @@ def execute_tool(raw: Any, event_id: str | None = None) -> ToolResult:
         tool = get_tool(call.name)
         timeout = tool.timeout or settings.tools.timeout
         try:
-            output = _invoke(tool, call.args, event_id, timeout)
+            output = await _invoke(tool, call.args, event_id, timeout)
         except TimeoutError:
             error = f"tool {call.name!r} timed out after {timeout:g}s"
         if error is None and tool.cacheable:
@@ -127,7 +133,18 @@ def execute_tool(raw: Any, event_id: str | None = None) -> ToolResult:
                       seconds=finished - started, started=started, finished=finished)  # fmt: skip
 
 
-@app.task(name=RUN_TOOL_TASK, acks_late=True, reject_on_worker_lost=True, typing=False)
+def execute_tool(raw: Any, event_id: str | None = None) -> ToolResult:
+    """:func:`execute_tool_async` from a pool thread."""
+    return _aio.run(execute_tool_async(raw, event_id))
+
+
+@app.task(
+    name=RUN_TOOL_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    typing=False,
+    Strategy="agentflow.workers.direct:strategy",
+)
 def run_tool(call: Any, event_id: str | None = None) -> dict[str, Any]:
     """Run one tool call; the result (never an exception) goes to the chord's body."""
     return execute_tool(call, event_id).model_dump(mode="json")

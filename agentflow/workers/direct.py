@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from celery import bootsteps
+from celery.app.task import Context
 from celery.worker.strategy import default as default_strategy
 
 from agentflow import _aio
@@ -38,10 +39,13 @@ from agentflow.errors import ConfigError
 from agentflow.metrics import get_metrics
 from agentflow.tasks.runner import ENQUEUED_AT_HEADER, ResultMeta, RetryLater, get_runner
 from agentflow.tools.calls import CallTools
+from agentflow.tools.fanout import RESUME_TASK
+from agentflow.tools.tasks import RUN_TOOL_TASK
 
 log = logging.getLogger("agentflow.direct")
 
 _DIRECT_POOLS = ("celery.concurrency.thread", "celery.concurrency.solo")
+_KINDS = {RUN_EVENT_TASK: "event", RUN_TOOL_TASK: "tool", RESUME_TASK: "resume"}
 _CANVAS_KEYS = ("callbacks", "errbacks", "chain", "chord")
 
 
@@ -75,8 +79,8 @@ tracker = _Tracker()
 
 def uses_direct(task: Any, consumer: Any) -> str | None:
     """None when this worker runs events directly, else why not."""
-    if task.name != RUN_EVENT_TASK:
-        return "not an AgentFlow event task"
+    if task.name not in _KINDS:
+        return "not an AgentFlow task"
     if get_settings().runner.execution != "direct":
         return "[runner] execution = pool"
     if type(consumer.pool).__module__ not in _DIRECT_POOLS:
@@ -104,6 +108,8 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
     backend = app.backend
     meta_ttl = int(get_settings().broker.result_expires)
 
+    kind = _KINDS[task.name]
+
     def handler(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any,
                 **extra: Any) -> Any:  # fmt: skip
         headers = message.headers
@@ -120,21 +126,34 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
             args, kwargs, embed = message.decode()
         except Exception:
             return fallback(message, body, ack, reject, callbacks, **extra)
-        if isinstance(embed, dict) and any(embed.get(k) for k in _CANVAS_KEYS):
+        embed = embed if isinstance(embed, dict) else {}
+        # A tool call may be a chord's member (Celery's backend then counts it in); anything
+        # else on a canvas (callbacks, chains, a chord around an event) takes Celery's path.
+        allowed = ("chord",) if kind == "tool" else ()
+        if any(embed.get(k) for k in _CANVAS_KEYS if k not in allowed):
             return fallback(message, body, ack, reject, callbacks, **extra)
-        raw = args[0] if len(args) == 1 and not kwargs else {
-            "event": args[0] if args else None, "args": args[1:], "kwargs": kwargs}  # fmt: skip
         task_id = str(headers["id"])
         queue = (message.delivery_info or {}).get("routing_key")
-        meta = ResultMeta(backend.get_key_for_task(task_id).decode(), task_id, meta_ttl)
+        work: Any
+        if kind == "tool":
+            request = Context({**headers, **embed, "args": args, "kwargs": kwargs,
+                               "delivery_info": message.delivery_info, "is_eager": False,
+                               "hostname": consumer.hostname})  # fmt: skip
+            work = _run_tool(task, args, kwargs, task_id, request)
+        else:
+            meta = ResultMeta(backend.get_key_for_task(task_id).decode(), task_id, meta_ttl)
+            if kind == "resume":
+                work = _run_resume(task, args, kwargs, task_id, queue, headers, meta)
+            else:
+                raw = args[0] if len(args) == 1 and not kwargs else {
+                    "event": args[0] if args else None, "args": args[1:], "kwargs": kwargs}  # fmt: skip
+                work = _execute(task, raw, args, kwargs, task_id, queue, headers, meta)
         tracker.started()
         try:
-            asyncio.run_coroutine_threadsafe(
-                _run(task, raw, args, kwargs, task_id, queue, headers, meta, ack, message),
-                _aio.get_loop(),
-            )
+            asyncio.run_coroutine_threadsafe(_run(work, ack, message), _aio.get_loop())
         except BaseException:
             tracker.finished()
+            work.close()
             raise
         return None
 
@@ -158,23 +177,14 @@ def _ack(ack: Any, message: Any) -> None:
         ack(log, errors)  # runs message.ack on the consumer's own thread
 
 
-async def _run(
-    task: Any,
-    raw: Any,
-    args: Any,
-    kwargs: Any,
-    task_id: str,
-    queue: str | None,
-    headers: dict[str, Any],
-    meta: ResultMeta,
-    ack: Any,
-    message: Any,
-) -> None:
+async def _run(work: Any, ack: Any, message: Any) -> None:
+    """Run one message's work under the concurrency bound; ack when it says so."""
     if tracker.semaphore is None:
         tracker.semaphore = asyncio.Semaphore(tracker.limit)
     try:
         async with tracker.semaphore:
-            await _execute(task, raw, args, kwargs, task_id, queue, headers, meta, ack, message)
+            if await work:
+                _ack(ack, message)
     finally:
         tracker.finished()
 
@@ -188,9 +198,8 @@ async def _execute(
     queue: str | None,
     headers: dict[str, Any],
     meta: ResultMeta,
-    ack: Any,
-    message: Any,
-) -> None:
+) -> bool:
+    """An event (`agentflow.run_event`); True when its message may be acked."""
     runner = get_runner()
     metrics = get_metrics()
     name = _agent_name(raw, queue)
@@ -217,8 +226,7 @@ async def _execute(
                 fan.signature.set(replaced_task_nesting=1)
                 fan.signature.apply_async()
                 metrics.incr(f"events.fanned_out.{name}")
-                _ack(ack, message)
-                return
+                return True
             runner.finish(begun, result, meta=meta)
         now = time.time()
         metrics.timing(f"event.run_time.{name}", (now - started) * 1000)
@@ -231,15 +239,84 @@ async def _execute(
             _retry_later(task, args, kwargs, task_id, queue, headers, later)
         except Exception:
             log.exception("event %s: could not schedule its retry; left for redelivery", task_id)
-            return
+            return False
     except Exception as exc:
         metrics.incr(f"events.failed.{name}")
+        return _store_failure(task, task_id, exc)
+    return True
+
+
+def _store_failure(task: Any, task_id: str, exc: BaseException) -> bool:
+    try:
+        task.backend.mark_as_failure(task_id, exc)
+    except Exception:
+        log.exception("task %s: could not store its failure; left for redelivery", task_id)
+        return False
+    return True
+
+
+async def _run_tool(task: Any, args: Any, kwargs: Any, task_id: str, request: Any) -> bool:
+    """A tool call (`agentflow.run_tool`), maybe a chord member: Celery's backend stores
+    the result and, for the chord's last member, sends the chord's body."""
+    from agentflow.tools.tasks import execute_tool_async
+
+    call = args[0] if args else kwargs.get("call")
+    event_id = args[1] if len(args) > 1 else kwargs.get("event_id")
+    result = await execute_tool_async(call, event_id)
+    try:
+        task.backend.mark_as_done(task_id, result.model_dump(mode="json"), request=request)
+    except Exception:
+        log.exception("tool call %s: could not store its result; left for redelivery", task_id)
+        return False
+    return True
+
+
+async def _run_resume(
+    task: Any, args: Any, kwargs: Any, task_id: str, queue: str | None,
+    headers: dict[str, Any], meta: ResultMeta,
+) -> bool:  # fmt: skip
+    """A fan-out's continuation (`agentflow.resume_event`, the chord's body)."""
+    from agentflow.tools import fanout
+
+    runner = get_runner()
+    metrics = get_metrics()
+    results, raw, context = [*list(args), None, None, None][:3]
+    context = context or {}
+    try:
+        prepared = runner.prepare_resume(results, raw, context, task_id, queue, headers)
+        if isinstance(prepared, dict):
+            _store_meta(runner, meta, prepared)
+            return True
+        begun, ordered, step = prepared
+        name = begun.agent.name.replace(".", "_")
+        state = runner.load_state(begun)
         try:
-            task.backend.mark_as_failure(task_id, exc)
+            result = await runner.resume_agent_async(
+                begun.agent, begun.event, state, fanout.user_context(context), ordered
+            )
+        except Exception as exc:
+            raise runner.failure(begun, exc) from exc
+        if isinstance(result, CallTools):
+            fan = runner.fan_out(begun, result, step=step + 1)
+            fan.signature.freeze(task_id)
+            fan.signature.set(replaced_task_nesting=int(headers.get("replaced_task_nesting")
+                                                        or 0) + 1)  # fmt: skip
+            fan.signature.apply_async()
+            return True
+        runner.finish(begun, result, meta=meta)
+        metrics.incr(f"events.succeeded.{name}")
+        enqueued = headers.get(ENQUEUED_AT_HEADER)
+        if isinstance(enqueued, int | float):
+            metrics.timing(f"event.latency.{name}", max(0.0, time.time() - enqueued) * 1000)
+    except RetryLater as later:
+        try:
+            _retry_later(task, args, kwargs, task_id, queue, headers, later)
         except Exception:
-            log.exception("event %s: could not store its failure; left for redelivery", task_id)
-            return
-    _ack(ack, message)
+            log.exception("task %s: could not schedule its retry; left for redelivery", task_id)
+            return False
+    except Exception as exc:
+        return _store_failure(task, task_id, exc)
+    return True
 
 
 def _store_meta(runner: Any, meta: ResultMeta, payload: dict[str, Any]) -> None:
