@@ -86,13 +86,17 @@ class EventHandle:
         return self.client.result(self.id, timeout=timeout)
 
     def stream(self, timeout: float | None = 60.0) -> Iterator[Any]:
-        """Items the event streams while it runs (LLM tokens, tool results), in order."""
+        """Items the event streams while it runs (LLM tokens, tool results), in order.
+
+        One reader per event: what it has read is trimmed from Redis, which is what the
+        writer's backpressure watches.
+        """
         from agentflow.broker.connection import get_redis
         from agentflow.streams import iter_stream
 
         prefix = self.client.settings.broker.key_prefix
         yield from iter_stream(get_redis(), self.id, prefix=prefix, timeout=timeout,
-                               done=self.ready)  # fmt: skip
+                               done=self.ready, trim=True)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<EventHandle {self.id} → {self.queue}>"

@@ -8,11 +8,19 @@ start of the stream, so a reader that starts late still sees every item, in orde
 
 Every stream expires `ttl` seconds after its last write; its length is capped (approximate
 ``MAXLEN``) so that a runaway writer cannot fill Redis.
+
+Backpressure: a reader that passes ``trim=True`` (``handle.stream()`` does) trims what it has
+read (``XTRIM MINID``), so the stream's length is what is still unread. A writer whose stream
+holds more than `high_water` entries waits (up to `max_wait` seconds, then goes on, logging
+once) until the reader has caught up below half of it. Without a reader nothing is trimmed
+until the stream expires.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -24,6 +32,9 @@ from agentflow.errors import StreamFailed
 
 DEFAULT_TTL = 3600
 DEFAULT_MAXLEN = 1_000_000
+DEFAULT_HIGH_WATER = 20_000
+DEFAULT_MAX_WAIT = 30.0
+log = logging.getLogger("agentflow.streams")
 _END = b"end"
 _ITEM = b"d"
 
@@ -57,13 +68,20 @@ class StreamWriter:
         batch_size: int = 100,
         ttl: int = DEFAULT_TTL,
         maxlen: int = DEFAULT_MAXLEN,
+        high_water: int = DEFAULT_HIGH_WATER,
+        max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         self.redis = client
         self.key = stream_key(event_id, prefix)
         self.batch_size = max(1, batch_size)
         self.ttl = ttl
         self.maxlen = maxlen
+        self.high_water = high_water
+        self.max_wait = max_wait
+        self.waited = 0.0
+        """Seconds spent waiting for the reader (backpressure)."""
         self._buffer: list[str] = []
+        self._no_reader = False
         self.count = 0
         self.closed = False
 
@@ -101,9 +119,25 @@ class StreamWriter:
         if end:
             pipe.xadd(self.key, end, maxlen=self.maxlen, approximate=True)
         pipe.expire(self.key, self.ttl)
-        pipe.execute()
+        pipe.xlen(self.key)
+        length = pipe.execute()[-1]
         self.count += len(self._buffer)
         self._buffer.clear()
+        if length > self.high_water and not end and not self._no_reader:
+            self._wait_for_reader()
+
+    def _wait_for_reader(self) -> None:
+        started = time.monotonic()
+        delay = 0.001
+        while int(self.redis.xlen(self.key)) > self.high_water // 2:  # type: ignore[arg-type]
+            if time.monotonic() - started > self.max_wait:
+                self._no_reader = True
+                log.warning("stream %s: no reader caught up in %.0fs; writing on", self.key,
+                            self.max_wait)  # fmt: skip
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        self.waited += time.monotonic() - started
 
     def __enter__(self) -> StreamWriter:
         return self
@@ -124,12 +158,18 @@ class AsyncStreamWriter:
         batch_size: int = 1,
         ttl: int = DEFAULT_TTL,
         maxlen: int = DEFAULT_MAXLEN,
+        high_water: int = DEFAULT_HIGH_WATER,
+        max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         self.redis = client
         self.key = stream_key(event_id, prefix)
         self.batch_size = max(1, batch_size)
         self.ttl = ttl
         self.maxlen = maxlen
+        self.high_water = high_water
+        self.max_wait = max_wait
+        self.waited = 0.0
+        self._no_reader = False
         self._buffer: list[str] = []
         self.count = 0
         self.closed = False
@@ -163,9 +203,22 @@ class AsyncStreamWriter:
         if end:
             pipe.xadd(self.key, end, maxlen=self.maxlen, approximate=True)
         pipe.expire(self.key, self.ttl)
-        await pipe.execute()
+        pipe.xlen(self.key)
+        length = (await pipe.execute())[-1]
         self.count += len(self._buffer)
         self._buffer.clear()
+        if length > self.high_water and not end and not self._no_reader:
+            started = time.monotonic()
+            delay = 0.001
+            while int(await self.redis.xlen(self.key)) > self.high_water // 2:
+                if time.monotonic() - started > self.max_wait:
+                    self._no_reader = True
+                    log.warning("stream %s: no reader caught up in %.0fs; writing on",
+                                self.key, self.max_wait)  # fmt: skip
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            self.waited += time.monotonic() - started
 
 
 def iter_stream(
@@ -177,12 +230,15 @@ def iter_stream(
     done: Callable[[], bool] | None = None,
     block_ms: int = 500,
     count: int = 1000,
+    trim: bool = False,
 ) -> Iterator[Any]:
     """Yield the items of an event's stream in order until it ends.
 
     Stops at the end entry (raising :class:`StreamFailed` if it carries an error), or when
     `done()` turns true and the stream holds nothing more (the event finished without
     streaming), or raises :class:`TimeoutError` after `timeout` seconds without an item.
+    With `trim`, entries already read are trimmed after each read (a single reader; this is
+    what lets a writer's backpressure see how far behind the reader is).
     """
     key = stream_key(event_id, prefix)
     last_id = b"0-0"
@@ -191,6 +247,8 @@ def iter_stream(
         reply = cast(list[Any], client.xread({key: last_id}, count=count, block=block_ms))
         if reply:
             quiet_since = time.monotonic()
+            if trim:
+                client.xtrim(key, minid=reply[-1][1][-1][0], approximate=False)
             for _key, entries in reply:
                 for entry_id, fields in entries:
                     last_id = entry_id
