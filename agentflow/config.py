@@ -210,6 +210,27 @@ class ToolsConfig(_Section):
     max_steps: int = Field(default=8, ge=1, description="LLM → tools rounds an agent may take.")
 
 
+class MCPServerConfig(_Section):
+    """`[mcp.servers.<name>]`: one MCP server whose tools agents may call."""
+
+    transport: Literal["stdio", "http"] = "stdio"
+    command: str | None = Field(default=None, description="stdio: the server's executable.")
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    url: str | None = Field(default=None, description="http: the streamable-HTTP endpoint.")
+    pool_size: int = Field(default=2, ge=1, le=64)
+    connect_timeout: Duration = 10.0
+    call_timeout: Duration = 30.0
+    health_interval: Duration = 30.0
+    tools_ttl: Duration = 300.0
+
+
+class MCPConfig(_Section):
+    """`[mcp]`: MCP servers; their tools are named ``<server>__<tool>``."""
+
+    servers: dict[str, MCPServerConfig] = Field(default_factory=dict)
+
+
 class AgentsConfig(_Section):
     """`[agents]`: modules imported at start-up so their agents and tools register."""
 
@@ -244,6 +265,7 @@ class Settings(BaseSettings):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    mcp: MCPConfig = Field(default_factory=MCPConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -48,6 +48,8 @@ class Tool:
     """A queue of its own (e.g. for a tool that needs special workers)."""
     model_arg: bool = False
     """True when `fn` takes the params model itself rather than keyword arguments."""
+    json_schema: dict[str, Any] | None = None
+    """A schema given as JSON (MCP tools): `fn` then takes the arguments as one dict."""
 
     @property
     def is_async(self) -> bool:
@@ -61,7 +63,10 @@ class Tool:
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI function-calling schema of this tool."""
-        parameters = self.params.model_json_schema()
+        if self.json_schema is not None:
+            parameters = dict(self.json_schema)
+        else:
+            parameters = self.params.model_json_schema()
         parameters.pop("title", None)
         return {
             "type": "function",
@@ -84,6 +89,12 @@ class Tool:
 
     def call(self, args: dict[str, Any] | None) -> Any:
         """Validate and call the function (its return value, coroutine or generator)."""
+        if self.json_schema is not None:
+            given = dict(args or {})
+            missing = [k for k in self.json_schema.get("required") or [] if k not in given]
+            if missing:
+                raise ToolError(f"tool {self.name!r}: invalid arguments: missing {missing}")
+            return self.fn(given)
         model = self.validate(args)
         if self.model_arg:
             return self.fn(model)
@@ -168,11 +179,17 @@ def tool(
 
 
 def get_tool(name: str) -> Tool:
-    """The tool registered as `name`, or ToolError."""
-    try:
-        return _tools[name]
-    except KeyError:
-        raise ToolError(f"no tool named {name!r} (registered: {sorted(_tools)})") from None
+    """The tool registered as `name` (or an MCP server's ``<server>__<tool>``), or ToolError."""
+    found = _tools.get(name)
+    if found is not None:
+        return found
+    if "__" in name:
+        from agentflow.mcp.tools import resolve
+
+        resolved = resolve(name)
+        if resolved is not None:
+            return resolved
+    raise ToolError(f"no tool named {name!r} (registered: {sorted(_tools)})")
 
 
 def tool_names() -> list[str]:

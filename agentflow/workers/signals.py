@@ -48,6 +48,10 @@ def announce_agents(sender: Any = None, **_: Any) -> None:
     from agentflow.client import known_agents_key
     from agentflow.config import get_settings
 
+    if getattr(getattr(sender, "app", None), "conf", None) is not None and (
+        sender.app.conf.worker_pool != "prefork"
+    ):
+        _start_mcp()  # here rather than at worker_init: logging is set up by now
     names = agent_names()
     prefix = get_settings().broker.key_prefix
     pipe = get_redis().pipeline(transaction=False)
@@ -65,6 +69,7 @@ def init_process(**_: Any) -> None:
 
     reset_runner()
     _warm_llm()
+    _start_mcp()
 
 
 @signals.worker_init.connect
@@ -86,6 +91,21 @@ def _warm_llm() -> None:
         log.warning("could not warm LLM connections: %s", exc)
 
 
+def _start_mcp() -> None:
+    """Connect to the configured MCP servers and register their tools (best effort)."""
+    from agentflow.config import get_settings
+
+    if not get_settings().mcp.servers:
+        return
+    try:
+        from agentflow.mcp import register_server_tools
+
+        names = _aio.run(register_server_tools(), timeout=30)
+        log.info("MCP tools registered: %s", ", ".join(names) or "none")
+    except Exception as exc:
+        log.warning("MCP servers not ready at start: %s", exc)
+
+
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def close_process(**_: Any) -> None:
@@ -96,4 +116,10 @@ def close_process(**_: Any) -> None:
         _aio.run(aclose_all(), timeout=10)
     except Exception as exc:
         log.warning("closing LLM clients failed: %s", exc)
+    try:
+        from agentflow.mcp.pool import aclose_all as close_mcp
+
+        _aio.run(close_mcp(), timeout=10)
+    except Exception as exc:
+        log.warning("closing MCP sessions failed: %s", exc)
     _aio.stop()
