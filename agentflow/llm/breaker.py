@@ -18,6 +18,7 @@ import time
 import redis.asyncio as aioredis
 
 from agentflow.errors import CircuitOpen
+from agentflow.metrics import get_metrics
 
 # KEYS: hash. ARGV: now, probe_timeout. Returns 1 closed, 2 half-open probe, 0 open.
 _ALLOW = """
@@ -61,6 +62,7 @@ class CircuitBreaker:
         recheck: float = 0.1,
     ) -> None:
         self.key = key
+        self.name = key.rsplit(":", 1)[-1].replace(".", "_")
         self.recheck = recheck
         self._closed_until = 0.0
         self._checking = False
@@ -85,6 +87,7 @@ class CircuitBreaker:
         elif state != 1:
             self._closed_until = 0.0
         if state == 0:
+            get_metrics().incr(f"llm.breaker.rejected.{self.name}")
             raise CircuitOpen(f"circuit open for {self.key.rsplit(':', 2)[-2:]}",
                               retry_after=self.timeout)  # fmt: skip
         if state == 2:
@@ -97,5 +100,10 @@ class CircuitBreaker:
         if not ok:
             self._closed_until = 0.0
         args = [1 if ok else 0, time.time(), self.max_failures, self.timeout]
-        await self._record(keys=[self.key], args=args)
+        open_until = float(await self._record(keys=[self.key], args=args) or 0)
         self._dirty = not ok
+        metrics = get_metrics()
+        if open_until:
+            metrics.incr(f"llm.breaker.opened.{self.name}")
+        # 1 while this process last saw the breaker open, 0 once a success closed it.
+        metrics.gauge(f"llm.breaker.open.{self.name}", 1 if open_until else 0)

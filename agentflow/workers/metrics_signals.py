@@ -10,7 +10,12 @@ Names (prefix ``agentflow.`` from `[monitoring] statsd_prefix`):
 - ``queue.depth.<agent>`` and ``events.in_flight`` — gauges, every `metrics_interval`
 
 LLM calls add ``llm.call.<provider>`` (ms), ``llm.errors.<provider>``, ``llm.cache.hit`` /
-``llm.cache.miss`` and ``llm.tokens.{prompt,completion}.<model>``.
+``llm.cache.miss`` and ``llm.tokens.{prompt,completion}.<model>``; the shared breaker
+``llm.breaker.open.<provider>`` (gauge 0/1), ``llm.breaker.opened.<provider>`` and
+``llm.breaker.rejected.<provider>``; tools ``tool.call.<tool>`` (ms) and
+``tool.errors.<tool>``. Events that run directly on the worker's loop (see
+agentflow.workers.direct) send the same event metrics from there, plus
+``events.fanned_out.<agent>``.
 """
 
 from __future__ import annotations
