@@ -56,10 +56,17 @@ class DemoReport:
 
 
 def demo_events(count: int, sessions: int = 10) -> list[dict[str, Any]]:
-    """`count` events spread over echo (with sessions), chat and noop."""
+    """`count` events spread over echo (with sessions), chat, noop and a tool fan-out."""
     events: list[dict[str, Any]] = []
     for i in range(count):
-        kind = i % 3
+        kind = i % 4
+        if kind == 3:
+            events.append({"type": "demo.tools", "agent": "tools", "data": {"calls": [
+                {"name": "sleep", "args": {"seconds": 0.05}},
+                {"name": "sleep", "args": {"seconds": 0.05}},
+                {"name": "add", "args": {"a": i, "b": 1}},
+            ]}})  # fmt: skip
+            continue
         if kind == 0:
             events.append({"type": "demo.echo", "agent": "echo", "data": {"i": i},
                            "session_id": f"demo-session-{i % sessions}"})  # fmt: skip
@@ -110,7 +117,7 @@ def _done_time(meta: dict[str, Any]) -> float | None:
 
 def run_demo(
     count: int = 300,
-    workers: int = 1,
+    workers: int = 2,
     concurrency: int = 100,
     latency: str = "50ms",
     redis_url: str | None = None,
@@ -118,7 +125,8 @@ def run_demo(
 ) -> DemoReport:
     """Run the whole demo and return its report; everything started is stopped again."""
     spec = ClusterSpec(workers=workers, concurrency=concurrency, redis_url=redis_url,
-                       mock_latency=latency, key_prefix="agentflow-demo")  # fmt: skip
+                       mock_latency=latency, key_prefix="agentflow-demo",
+                       env={"AGENTFLOW_LLM__OPENAI__MAX_CONNECTIONS": str(concurrency)})  # fmt: skip
     echo("starting embedded Redis, mock LLM and worker ..." if not redis_url else "starting ...")
     with LocalCluster(spec) as cluster:
         echo(f"redis {cluster.redis_url}  mock LLM {cluster.mock_url}  "
