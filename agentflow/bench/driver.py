@@ -151,6 +151,7 @@ class LoadDriver:
         self._t0 = 0.0
         self._last_done = 0.0
         self._current_users = 0
+        self._peak_in_flight = 0
         self._agent = ""
 
     # -- completions -------------------------------------------------------------------------
@@ -205,16 +206,21 @@ class LoadDriver:
                     if meta.get("status") in FINAL_STATES:
                         self._complete(tid, meta)
 
+    def _take_sample(self, now: float) -> None:
+        with self._cond:
+            completed, in_flight = self._completed, len(self._pending)
+            self._peak_in_flight = max(self._peak_in_flight, in_flight)
+        self._samples.append(Sample(
+            t=round(now - self._t0, 3), completed=completed, in_flight=in_flight,
+            users=self._current_users, worker_rss_mb=round(self.workers.rss_mb(), 1),
+        ))  # fmt: skip
+
     def _sample(self) -> None:
         last_sweep = time.monotonic()
+        self._take_sample(last_sweep)
         while not self._stop.wait(self.sample_interval):
             now = time.monotonic()
-            with self._cond:
-                completed, in_flight = self._completed, len(self._pending)
-            self._samples.append(Sample(
-                t=round(now - self._t0, 3), completed=completed, in_flight=in_flight,
-                users=self._current_users, worker_rss_mb=round(self.workers.rss_mb(), 1),
-            ))  # fmt: skip
+            self._take_sample(now)
             if now - last_sweep >= self.sweep_interval:
                 last_sweep = now
                 self._sweep()
@@ -245,6 +251,7 @@ class LoadDriver:
             for e in events:
                 self._pending[e.id] = now
             self._sent += count
+            self._peak_in_flight = max(self._peak_in_flight, len(self._pending))
         try:
             self.client.emit_many(events, timeout=5.0)
         except BackpressureError as exc:
@@ -297,6 +304,7 @@ class LoadDriver:
             self._stop.set()
             sampler.join(5)
             listener.join(5)
+            self._take_sample(time.monotonic())  # short runs end between two samples
         with self._cond:
             lost = list(self._pending)
             self._pending.clear()
@@ -310,5 +318,5 @@ class LoadDriver:
             name=self.name, agent=self._agent, seconds=max(end - self._t0, 1e-6),
             sent=self._sent, completed=self._completed, errors=self._errors,
             latencies_ms=self._latencies, samples=self._samples,
-            error_examples=self._examples,
+            error_examples=self._examples, in_flight_peak=self._peak_in_flight,
         )  # fmt: skip

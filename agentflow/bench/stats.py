@@ -56,6 +56,8 @@ class BenchReport:
     samples: list[Sample] = field(default_factory=list)
     error_examples: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    in_flight_peak: int = 0
+    """Peak events in flight as the driver counted them when emitting."""
 
     @property
     def requests_per_second(self) -> float:
@@ -85,7 +87,7 @@ class BenchReport:
     @property
     def max_in_flight(self) -> int:
         """Peak events in flight (emitted, not finished) seen in the samples."""
-        return max((s.in_flight for s in self.samples), default=0)
+        return max(self.in_flight_peak, max((s.in_flight for s in self.samples), default=0))
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers, JSON-ready."""

@@ -18,16 +18,22 @@ end
 return {2, n}
 """
 
-# KEYS: done, claim, inflight, state (or ""), meta (Celery's result key, or "").
+# KEYS: done, claim, inflight, state (or ""), meta (Celery's result key, or ""),
+#       unacked, unacked_index (kombu's unacked hash and index, or "").
 # ARGV: result, result_ttl, event_id, state_ttl, meta_head, meta_tail, meta_ttl,
-#       nset, k1, v1, ..., ndel, k..., nincr, k, n, ...
+#       delivery_tag, nset, k1, v1, ..., ndel, k..., nincr, k, n, ...
 # Stores the result unless another run already did (then returns that one) and applies the
 # state delta only for the run that wins, so a redelivered event never applies it twice.
 # With a meta key it also writes Celery's backend entry (head .. result .. tail) and
-# publishes it, as Celery's Redis backend does, for whichever result stands.
+# publishes it, as Celery's Redis backend does, for whichever result stands. With kombu's
+# unacked keys it also settles the message in Redis (what kombu's ack would do next).
 FINISH = """
 local existing = redis.call('GET', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[3])
+if KEYS[6] ~= '' then
+  redis.call('HDEL', KEYS[6], ARGV[8])
+  redis.call('ZREM', KEYS[7], ARGV[8])
+end
 local stored = existing or ARGV[1]
 if KEYS[5] ~= '' then
   local meta = ARGV[5] .. stored .. ARGV[6]
@@ -41,7 +47,7 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('DEL', KEYS[2])
 if KEYS[4] ~= '' then
-  local i = 8
+  local i = 9
   local nset = tonumber(ARGV[i]); i = i + 1
   for _ = 1, nset do
     redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2

@@ -268,12 +268,18 @@ class EventRunner:
         return AgentError(reason)
 
     def finish(
-        self, begun: Begun, result: AgentResult, meta: ResultMeta | None = None
+        self,
+        begun: Begun,
+        result: AgentResult,
+        meta: ResultMeta | None = None,
+        settle: tuple[str, str, str] | None = None,
     ) -> dict[str, Any]:
         """Store the result and the state delta (first run to finish wins); the result.
 
         With `meta`, the same script also writes Celery's result-backend entry for the task
-        and publishes it (direct execution: no separate backend round trip).
+        and publishes it (direct execution: no separate backend round trip). With `settle`
+        (kombu's unacked hash, its index, the delivery tag) it also removes the message from
+        kombu's unacked bookkeeping, so the ack that follows needs no round trip.
         """
         finished = time.time()
         event = begun.event
@@ -292,10 +298,12 @@ class EventRunner:
             state_key = self.states.key(event.session_id)
             state_args = self.states.delta_args(result.state_updates)
         meta_key, head, tail = meta.parts() if meta is not None else ("", "", "")
+        unacked, unacked_index, tag = settle if settle is not None else ("", "", "")
         winner = self._finish(
-            keys=[begun.done_key, begun.claim_key, self.inflight_key, state_key, meta_key],
+            keys=[begun.done_key, begun.claim_key, self.inflight_key, state_key, meta_key,
+                  unacked, unacked_index],
             args=[encoded, self.result_ttl, event.id, self.states.ttl, head, tail,
-                  meta.ttl if meta is not None else 0, *state_args],
+                  meta.ttl if meta is not None else 0, tag, *state_args],
         )  # fmt: skip
         if winner is not None:
             return dict(json.loads(winner))

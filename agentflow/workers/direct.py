@@ -34,6 +34,7 @@ from celery.worker.strategy import default as default_strategy
 
 from agentflow import _aio
 from agentflow.broker.queues import RUN_EVENT_TASK
+from agentflow.broker.transport import QoS as TransportQoS
 from agentflow.config import get_settings
 from agentflow.errors import ConfigError
 from agentflow.metrics import get_metrics
@@ -147,7 +148,8 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
             else:
                 raw = args[0] if len(args) == 1 and not kwargs else {
                     "event": args[0] if args else None, "args": args[1:], "kwargs": kwargs}  # fmt: skip
-                work = _execute(task, raw, args, kwargs, task_id, queue, headers, meta)
+                work = _execute(task, raw, args, kwargs, task_id, queue, headers, meta,
+                                message)  # fmt: skip
         tracker.started()
         try:
             asyncio.run_coroutine_threadsafe(_run(work, ack, message), _aio.get_loop())
@@ -198,6 +200,7 @@ async def _execute(
     queue: str | None,
     headers: dict[str, Any],
     meta: ResultMeta,
+    message: Any = None,
 ) -> bool:
     """An event (`agentflow.run_event`); True when its message may be acked."""
     runner = get_runner()
@@ -227,7 +230,10 @@ async def _execute(
                 fan.signature.apply_async()
                 metrics.incr(f"events.fanned_out.{name}")
                 return True
-            runner.finish(begun, result, meta=meta)
+            settle = _settle_args(message)
+            runner.finish(begun, result, meta=meta, settle=settle)
+            if settle is not None:
+                message.channel.qos.settled(message.delivery_tag)
         now = time.time()
         metrics.timing(f"event.run_time.{name}", (now - started) * 1000)
         metrics.incr(f"events.succeeded.{name}")
@@ -244,6 +250,15 @@ async def _execute(
         metrics.incr(f"events.failed.{name}")
         return _store_failure(task, task_id, exc)
     return True
+
+
+def _settle_args(message: Any) -> tuple[str, str, str] | None:
+    """kombu's unacked keys and the delivery tag, when the channel is AgentFlow's."""
+    qos = getattr(getattr(message, "channel", None), "qos", None)
+    if not isinstance(qos, TransportQoS) or message.delivery_tag is None:
+        return None
+    unacked, index = qos.settle_keys()
+    return unacked, index, str(message.delivery_tag)
 
 
 def _store_failure(task: Any, task_id: str, exc: BaseException) -> bool:
