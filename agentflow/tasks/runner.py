@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -112,15 +113,29 @@ class EventRunner:
 
     def run_agent(self, agent: Agent, event: Event, state: State) -> AgentResult | CallTools:
         """Call the agent, sync or async, with its time limit; normalise its return value."""
+        return self._call(agent, event, agent.is_async, agent.run, event, state)
+
+    def resume_agent(
+        self, agent: Agent, event: Event, state: State, context: dict[str, Any],
+        results: list[ToolResult],
+    ) -> AgentResult | CallTools:  # fmt: skip
+        """Call the agent's `resume` with its tool results (sync or async, time-limited)."""
+        return self._call(agent, event, inspect.iscoroutinefunction(agent.resume), agent.resume,
+                          event, state, context, results)  # fmt: skip
+
+    def _call(
+        self, agent: Agent, event: Event, is_async: bool, fn: Callable[..., Any], *args: Any
+    ) -> AgentResult | CallTools:
+        """`fn(*args)` from a pool thread: async on the process loop, sync under a time limit."""
         timeout = agent.timeout or self.settings.runner.event_timeout
-        if agent.is_async:
-            value = _aio.run(agent.run(event, state), timeout=timeout)  # type: ignore[arg-type]
+        if is_async:
+            value = _aio.run(_await(fn(*args)), timeout=timeout)
         elif self.settings.runner.pool == "prefork":
-            value = agent.run(event, state)  # the pool's soft time limit interrupts it
+            value = fn(*args)  # the pool's soft time limit interrupts it
         else:
-            # threads/solo enforce no time limit: run the agent on a helper thread and stop
-            # waiting at the timeout (the event is dead-lettered; the thread finishes unseen).
-            future = self._sync_executor().submit(agent.run, event, state)
+            # threads/solo enforce no time limit: run it on a helper thread and stop waiting
+            # at the timeout (the event is dead-lettered; the thread finishes unseen).
+            future = self._sync_executor().submit(fn, *args)
             try:
                 value = future.result(timeout)
             except FutureTimeout:
@@ -130,24 +145,19 @@ class EventRunner:
             value = _aio.run(_await(value), timeout=timeout)
         return value if isinstance(value, CallTools) else to_result(value, event, agent.name)
 
-    def resume_agent(
-        self, agent: Agent, event: Event, state: State, context: dict[str, Any],
-        results: list[ToolResult],
-    ) -> AgentResult | CallTools:  # fmt: skip
-        """Call the agent's `resume` with its tool results (sync or async, time-limited)."""
+    async def _call_async(
+        self, agent: Agent, event: Event, is_async: bool, fn: Callable[..., Any], *args: Any
+    ) -> AgentResult | CallTools:
+        """`fn(*args)` on the process loop: async and non-blocking sync code run on the loop,
+        blocking sync code on a helper thread; the time limit cancels or stops waiting."""
         timeout = agent.timeout or self.settings.runner.event_timeout
-        if inspect.iscoroutinefunction(agent.resume):
-            value = _aio.run(agent.resume(event, state, context, results),
-                             timeout=timeout)  # fmt: skip
+        if is_async or not agent.blocking:
+            value: Any = fn(*args)
         else:
-            future = self._sync_executor().submit(agent.resume, event, state, context, results)
-            try:
-                value = future.result(timeout)
-            except FutureTimeout:
-                future.cancel()
-                raise TimeoutError(timeout) from None
+            pending = asyncio.get_running_loop().run_in_executor(self._sync_executor(), fn, *args)
+            value = await asyncio.wait_for(pending, timeout)
         if inspect.isawaitable(value):
-            value = _aio.run(_await(value), timeout=timeout)
+            value = await asyncio.wait_for(_await(value), timeout)
         return value if isinstance(value, CallTools) else to_result(value, event, agent.name)
 
     def fan_out(self, begun: Begun, request: CallTools, step: int) -> FanOut:
@@ -179,24 +189,8 @@ class EventRunner:
     async def run_agent_async(
         self, agent: Agent, event: Event, state: State
     ) -> AgentResult | CallTools:
-        """:meth:`run_agent` for a caller already on the process loop (direct execution).
-
-        Async agents and non-blocking sync agents run on the loop itself; blocking sync
-        agents run on a helper thread. The time limit cancels (async) or stops waiting
-        (sync) and raises TimeoutError.
-        """
-        timeout = agent.timeout or self.settings.runner.event_timeout
-        if agent.is_async or not agent.blocking:
-            value: Any = agent.run(event, state)
-            if inspect.isawaitable(value):
-                value = await asyncio.wait_for(_await(value), timeout)
-        else:
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._sync_executor(), agent.run, event, state)
-            value = await asyncio.wait_for(future, timeout)
-            if inspect.isawaitable(value):
-                value = await asyncio.wait_for(_await(value), timeout)
-        return value if isinstance(value, CallTools) else to_result(value, event, agent.name)
+        """:meth:`run_agent` for a caller already on the process loop (direct execution)."""
+        return await self._call_async(agent, event, agent.is_async, agent.run, event, state)
 
     def begin(
         self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any]
@@ -367,19 +361,8 @@ class EventRunner:
         results: list[ToolResult],
     ) -> AgentResult | CallTools:  # fmt: skip
         """:meth:`resume_agent` on the process loop (direct execution)."""
-        timeout = agent.timeout or self.settings.runner.event_timeout
-        if inspect.iscoroutinefunction(agent.resume) or not agent.blocking:
-            value: Any = agent.resume(event, state, context, results)
-            if inspect.isawaitable(value):
-                value = await asyncio.wait_for(_await(value), timeout)
-        else:
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._sync_executor(), agent.resume, event, state,
-                                          context, results)  # fmt: skip
-            value = await asyncio.wait_for(future, timeout)
-            if inspect.isawaitable(value):
-                value = await asyncio.wait_for(_await(value), timeout)
-        return value if isinstance(value, CallTools) else to_result(value, event, agent.name)
+        return await self._call_async(agent, event, inspect.iscoroutinefunction(agent.resume),
+                                      agent.resume, event, state, context, results)  # fmt: skip
 
 
 @dataclass

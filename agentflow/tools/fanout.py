@@ -17,7 +17,7 @@ from typing import Any
 from celery import chord, group
 from celery.canvas import Signature
 
-from agentflow.broker.queues import agent_queue
+from agentflow.broker.queues import TOOLS_QUEUE, agent_queue
 from agentflow.config import Settings
 from agentflow.tools import cache
 from agentflow.tools.calls import CallTools, ToolCall, ToolResult
@@ -64,7 +64,7 @@ def build(
         try:
             queue = get_tool(call.name).queue_name(per_tool)
         except Exception:
-            queue = "agentflow.tools"
+            queue = TOOLS_QUEUE
         header.append(app.signature("agentflow.run_tool", args=(call.model_dump(), event_id),
                                     queue=queue))  # fmt: skip
     return chord(group(header), resume)

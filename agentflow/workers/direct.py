@@ -23,6 +23,7 @@ members (callbacks, chains, chords).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -335,8 +336,6 @@ async def _run_resume(
 
 
 def _store_meta(runner: Any, meta: ResultMeta, payload: dict[str, Any]) -> None:
-    import json
-
     key, head, tail = meta.parts()
     value = head + json.dumps(payload, separators=(",", ":")) + tail
     pipe = runner.redis.pipeline(transaction=False)
