@@ -10,8 +10,8 @@ Every system gets the same load from the same driver (agentflow.bench.driver: cl
 with N users, or open loop at a rate), and the table goes into docs/benchmarks.md between
 the ``<!-- results -->`` markers, with the raw summaries in docs/benchmarks.json.
 
-    python scripts/benchmark_submitter.py                  # W0 and W1, 20 s each
-    python scripts/benchmark_submitter.py --duration 60 --workloads W0
+    python scripts/benchmark_submitter.py                  # W0, W1 and W2, 20 s each
+    python scripts/benchmark_submitter.py --duration 60 --workloads W0   # other rows stay
 
 Redis: ``--redis-url`` (default redis://127.0.0.1:6379/13, flushed before each run), else
 an embedded one when nothing answers there.
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, chord, group
 
 from agentflow.bench.driver import LoadDriver, WorkerWatch
 from agentflow.bench.local import LocalOptions
@@ -65,8 +65,9 @@ class Shape:
 SHAPES: dict[str, list[Shape]] = {
     "W0": [Shape(50)],
     "W1": [Shape(200), Shape(200, rate=400), Shape(200, rate=500)],
+    "W2": [Shape(100), Shape(100, rate=250)],
 }
-PLAIN_TASK = {"W0": "plain.noop", "W1": "plain.chat"}
+PLAIN_TASK = {"W0": "plain.noop", "W1": "plain.chat", "W2": "plain.after_tools"}
 
 
 class PlainClient:
@@ -79,7 +80,15 @@ class PlainClient:
 
     def emit_many(self, events: list[Event], timeout: float | None = None) -> None:
         for e in events:
-            self.app.send_task(self.task, args=[e.model_dump(mode="json")], task_id=e.id)
+            body = e.model_dump(mode="json")
+            if self.task == "plain.after_tools":  # W2: chord(3 x sleep) -> chat
+                seconds = float(e.data.get("tool_seconds", 0.02))
+                header = group(self.app.signature("plain.sleep", args=(seconds,))
+                               for _ in range(int(e.data.get("tools", 3))))  # fmt: skip
+                callback = self.app.signature(self.task, args=(body,), task_id=e.id)
+                chord(header, callback).apply_async()
+            else:
+                self.app.send_task(self.task, args=[body], task_id=e.id)
 
     def close(self) -> None:
         self.app.close()
@@ -195,7 +204,7 @@ def write_docs(rows: list[dict[str, Any]], seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per row")
-    parser.add_argument("--workloads", default="W0,W1")
+    parser.add_argument("--workloads", default="W0,W1,W2")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--workers", type=int, default=2, help="AgentFlow worker processes")
     parser.add_argument("--concurrency", type=int, default=200)
@@ -232,7 +241,10 @@ def main() -> None:
         if stop_redis is not None:
             stop_redis()
     if not args.no_write:
-        write_docs(rows, args.duration)
+        ran = set(args.workloads.split(","))
+        kept = [r for r in (json.loads(RAW.read_text()) if RAW.exists() else [])
+                if r.get("workload") not in ran]  # rows of workloads not run this time stay
+        write_docs(sorted([*kept, *rows], key=lambda r: str(r["workload"])), args.duration)
         print(f"wrote {DOCS.relative_to(ROOT)} and {RAW.relative_to(ROOT)}")
 
 

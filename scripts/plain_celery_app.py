@@ -1,8 +1,8 @@
 """The plain Celery app the benchmark submitter measures AgentFlow against.
 
 What an engineer would write without AgentFlow, doing the same work per event: a no-op task
-(W0) and a task making one chat call to the same mock LLM over a shared sync httpx client
-(W1). Redis broker and result backend, JSON, otherwise Celery's defaults. It imports nothing
+(W0), a task making one chat call to the same mock LLM over a shared sync httpx client (W1),
+and a chord of three sleeping tasks whose body makes the chat call (W2). Redis broker and result backend, JSON, otherwise Celery's defaults. It imports nothing
 of AgentFlow, so none of AgentFlow's signal handlers or settings touch it.
 
 Run by scripts/benchmark_submitter.py as
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -45,6 +46,20 @@ def _http() -> httpx.Client:
 def noop(event: dict[str, Any]) -> None:
     """W0: nothing."""
     return None
+
+
+@app.task(name="plain.sleep")
+def sleep(seconds: float) -> float:
+    """W2's tool: wait `seconds`."""
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="plain.after_tools")
+def after_tools(results: list[Any], event: dict[str, Any]) -> dict[str, Any]:
+    """W2's chord body: one chat call with the tools' results."""
+    reply = chat(event)
+    return {"content": reply["content"], "tools": len(results)}
 
 
 @app.task(name="plain.chat")
