@@ -201,9 +201,12 @@ class LLMConfig(_Section):
 class ToolsConfig(_Section):
     """`[tools]`: how tool calls fan out and run."""
 
-    timeout: Duration = Field(default=30.0, description="Per-call time limit unless the tool sets one.")
+    timeout: Duration = Field(
+        default=30.0, description="Per-call time limit unless the tool sets one."
+    )
     queue_per_tool: bool = Field(
-        default=False, description="true: each tool on `agentflow.tool.<name>`; else `agentflow.tools`."
+        default=False,
+        description="true: each tool on `agentflow.tool.<name>`; else `agentflow.tools`.",
     )
     cache_ttl: Duration = Field(default=3600.0, description="TTL of cacheable tools' results.")
     stream_batch_size: int = Field(default=100, ge=1, description="Items per streamed batch.")

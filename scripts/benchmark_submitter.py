@@ -242,8 +242,11 @@ def main() -> None:
             stop_redis()
     if not args.no_write:
         ran = set(args.workloads.split(","))
-        kept = [r for r in (json.loads(RAW.read_text()) if RAW.exists() else [])
-                if r.get("workload") not in ran]  # rows of workloads not run this time stay
+        kept = [
+            r
+            for r in (json.loads(RAW.read_text()) if RAW.exists() else [])
+            if r.get("workload") not in ran
+        ]  # rows of workloads not run this time stay
         write_docs(sorted([*kept, *rows], key=lambda r: str(r["workload"])), args.duration)
         print(f"wrote {DOCS.relative_to(ROOT)} and {RAW.relative_to(ROOT)}")
 

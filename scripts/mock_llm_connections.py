@@ -89,8 +89,7 @@ async def _run(url: str, n: int) -> tuple[list[str], float, float]:
     opened: list[int] = []
     answered: list[int] = []
     tasks = [
-        asyncio.create_task(_one(host, int(port), opened, start, again, answered))
-        for _ in range(n)
+        asyncio.create_task(_one(host, int(port), opened, start, again, answered)) for _ in range(n)
     ]
     while len(opened) < n:  # every connection open before the first request goes out
         await asyncio.sleep(0.05)

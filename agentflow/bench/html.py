@@ -46,7 +46,9 @@ def _lines(series: Sequence[tuple[str, str, list[tuple[float, float]]]]) -> str:
             f"{_PAD + (_W - 2 * _PAD) * t / tmax:.1f},{_H - _PAD - (_H - 2 * _PAD) * v / vmax:.1f}"
             for t, v in pts
         )
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>')
+        parts.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>'
+        )
         parts.append(f'<text x="{_W - _PAD}" y="{_PAD - 10 + 14 * i}" font-size="12" '
                      f'text-anchor="end" fill="{colour}">{html.escape(label)}</text>')  # fmt: skip
     parts += [

@@ -49,13 +49,19 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {
     "W0": Workload("W0", "noop", "no-op agent: the pipeline's own cost", lambda i: {}),
     "W1": Workload(
-        "W1", "chat", "one 50 ms mock-LLM call per event",
-        lambda i: {"prompt": f"benchmark request {i}", "cache": False}, needs_llm=True,
+        "W1",
+        "chat",
+        "one 50 ms mock-LLM call per event",
+        lambda i: {"prompt": f"benchmark request {i}", "cache": False},
+        needs_llm=True,
     ),
     "W2": Workload(
-        "W2", "bench_fanout", "3 parallel 20 ms tools (chord), then one 50 ms LLM call",
+        "W2",
+        "bench_fanout",
+        "3 parallel 20 ms tools (chord), then one 50 ms LLM call",
         lambda i: {"prompt": f"benchmark request {i}", "tool_seconds": 0.02, "tools": 3},
-        needs_llm=True, needs_module="agentflow.tools",
+        needs_llm=True,
+        needs_module="agentflow.tools",
     ),
 }
 

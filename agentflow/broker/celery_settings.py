@@ -28,8 +28,14 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
     from agentflow.agents.registry import agent_names, load_modules
 
     s = settings or get_settings()
-    load_modules(["agentflow.agents.builtin", "agentflow.agents.tooling", "agentflow.tools.builtin",
-                  *s.agents.modules])
+    load_modules(
+        [
+            "agentflow.agents.builtin",
+            "agentflow.agents.tooling",
+            "agentflow.tools.builtin",
+            *s.agents.modules,
+        ]
+    )
     runner = s.runner
     visibility = int(runner.effective_visibility_timeout)
     transport_options = {

@@ -10,8 +10,9 @@ from agentflow.cli._util import friendly_errors
 @click.command("demo")
 @click.option("--events", "count", default=300, show_default=True, help="Events to emit.")
 @click.option("--workers", default=2, show_default=True, help="Worker processes (one per core).")
-@click.option("--concurrency", default=100, show_default=True,
-              help="Events each worker runs at once.")
+@click.option(
+    "--concurrency", default=100, show_default=True, help="Events each worker runs at once."
+)
 @click.option("--latency", default="50ms", show_default=True, help="Mock LLM latency.")
 @click.option("--redis-url", help="Use this Redis instead of a private embedded one.")
 @friendly_errors

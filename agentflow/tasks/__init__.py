@@ -47,9 +47,7 @@ def run_event(self: Task, event: Any = None, *args: Any, **kwargs: Any) -> dict[
     typing=False,
     Strategy="agentflow.workers.direct:strategy",
 )
-def resume_event(
-    self: Task, results: Any, event: Any, context: dict[str, Any]
-) -> dict[str, Any]:
+def resume_event(self: Task, results: Any, event: Any, context: dict[str, Any]) -> dict[str, Any]:
     """A fan-out's chord body: continue the event's agent with its tool results."""
     request = self.request
     delivery = request.delivery_info or {}

@@ -2,10 +2,12 @@
 
 Celery hands every task message to its *strategy* (a documented extension point:
 ``Task.Strategy``), which by default wraps it in a ``Request`` and queues it on the pool. On a
-``threads`` or ``solo`` worker, `agentflow.run_event`'s strategy instead starts the event as
-a coroutine on the process's asyncio loop (:mod:`agentflow._aio`): async agents and their LLM
-calls share that loop, so hundreds of events are in flight without hundreds of threads
-fighting over the GIL. Blocking sync agents still get a helper thread.
+``threads`` or ``solo`` worker, the strategy of AgentFlow's three tasks — `agentflow.run_event`
+(an event), `agentflow.run_tool` (one tool call, maybe a chord member) and
+`agentflow.resume_event` (a fan-out's continuation) — instead starts the work as a coroutine
+on the process's asyncio loop (:mod:`agentflow._aio`): async agents, tools and their LLM calls
+share that loop, so hundreds of events are in flight without hundreds of threads fighting over
+the GIL. Blocking sync agents and tools still get a helper thread.
 
 Nothing about delivery changes: the message stays unacked (``acks_late``) until the result is
 stored, so a killed worker's events are redelivered; the claim/finish scripts keep a
@@ -17,7 +19,7 @@ usual.
 Messages this path does not take go to Celery's own strategy: `[runner] execution = "pool"`,
 the prefork pool, task events switched on (Flower's live view needs Celery's
 request machinery), an ETA or countdown (retries), expiry, revoked ids, and canvas
-members (callbacks, chains, chords).
+members other than a tool call in a chord (callbacks, chains, an event inside a chord).
 """
 
 from __future__ import annotations
@@ -89,20 +91,18 @@ def uses_direct(task: Any, consumer: Any) -> str | None:
         return f"pool {type(consumer.pool).__module__.rsplit('.', 1)[-1]} runs tasks itself"
     dispatcher = consumer.event_dispatcher
     groups = getattr(dispatcher, "groups", None)
-    task_events = dispatcher is not None and dispatcher.enabled and (
-        not groups or "task" in groups
-    )
+    task_events = dispatcher is not None and dispatcher.enabled and (not groups or "task" in groups)
     if task_events and task.send_events:
         return "task events are on"
     return None
 
 
 def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
-    """`run_event`'s strategy: direct execution where possible, Celery's default otherwise."""
+    """The strategy of AgentFlow's tasks: direct execution where possible, else Celery's."""
     fallback = default_strategy(task, app, consumer, **kwargs)
     why_not = uses_direct(task, consumer)
     if why_not is not None:
-        log.info("direct execution off: %s", why_not)
+        log.info("direct execution off for %s: %s", task.name, why_not)
         return fallback
     tracker.limit = max(1, int(getattr(consumer.pool, "limit", 0) or 1))
     tracker.connection_errors = tuple(consumer.connection_errors)
@@ -160,8 +160,8 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
             raise
         return None
 
-    log.info("direct execution on: events run on the worker's event loop, up to %d at once",
-             tracker.limit)  # fmt: skip
+    log.info("direct execution on for %s: runs on the worker's event loop, up to %d at once",
+             task.name, tracker.limit)  # fmt: skip
     return handler
 
 
@@ -188,6 +188,9 @@ async def _run(work: Any, ack: Any, message: Any) -> None:
         async with tracker.semaphore:
             if await work:
                 _ack(ack, message)
+    except Exception:
+        # Not acked: the message is redelivered after the visibility timeout.
+        log.exception("direct execution failed unexpectedly; the message stays unacked")
     finally:
         tracker.finished()
 

@@ -65,7 +65,9 @@ def test_assistant_loops_llm_and_tools_until_it_answers(
         "AGENTFLOW_LLM__PROVIDER": "openai",
         "AGENTFLOW_LLM__OPENAI__ENDPOINT": mock_llm.url + "/v1",
     })  # fmt: skip
-    prompt = 'CALL add {"a": 2, "b": 3}\nCALL add {"a": 10, "b": 1}\nTHEN\nCALL add {"a": 5, "b": 5}'
+    prompt = (
+        'CALL add {"a": 2, "b": 3}\nCALL add {"a": 10, "b": 1}\nTHEN\nCALL add {"a": 5, "b": 5}'
+    )
     handle = client.emit({"type": "q", "agent": "assistant",
                           "data": {"prompt": prompt, "tools": ["add"], "cache": False}})  # fmt: skip
     result = handle.result(timeout=60)

@@ -27,7 +27,9 @@ def client(options: MockOptions) -> Iterator[TestClient]:
 
 
 def chat(client: TestClient, messages: list[dict[str, Any]], **body: Any) -> dict[str, Any]:
-    response = client.post("/v1/chat/completions", json={"model": "m", "messages": messages, **body})
+    response = client.post(
+        "/v1/chat/completions", json={"model": "m", "messages": messages, **body}
+    )
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -63,7 +65,7 @@ def test_scripted_tool_calls_then_a_final_answer(client: TestClient) -> None:
 
 
 def test_then_lines_script_several_rounds(client: TestClient) -> None:
-    user = {"role": "user", "content": "CALL a {}\nTHEN\nCALL b {\"n\": 2}"}
+    user = {"role": "user", "content": 'CALL a {}\nTHEN\nCALL b {"n": 2}'}
     messages: list[dict[str, Any]] = [user]
     names = []
     for _ in range(3):
@@ -115,7 +117,9 @@ def test_ollama_chat_and_embed(client: TestClient) -> None:
     reply = client.post("/api/chat", json={"model": "llama3.1", "messages": [
         {"role": "user", "content": "CALL lookup {\"id\": 1}"}], "tools": TOOLS}).json()  # fmt: skip
     assert reply["done"] is True
-    assert reply["message"]["tool_calls"] == [{"function": {"name": "lookup", "arguments": {"id": 1}}}]
+    assert reply["message"]["tool_calls"] == [
+        {"function": {"name": "lookup", "arguments": {"id": 1}}}
+    ]
     embed = client.post("/api/embed", json={"model": "e", "input": ["a", "b"]}).json()
     assert len(embed["embeddings"]) == 2
 
