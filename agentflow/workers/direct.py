@@ -283,7 +283,10 @@ async def _run_tool(task: Any, args: Any, kwargs: Any, task_id: str, request: An
     event_id = args[1] if len(args) > 1 else kwargs.get("event_id")
     result = await execute_tool_async(call, event_id)
     try:
-        task.backend.mark_as_done(task_id, result.model_dump(mode="json"), request=request)
+        # A chord member's result goes to the chord (Celery's backend stashes it for the body);
+        # a tool call outside a chord keeps its own result entry for whoever sent it.
+        task.backend.mark_as_done(task_id, result.model_dump(mode="json"), request=request,
+                                  store_result=not request.chord)  # fmt: skip
     except Exception:
         log.exception("tool call %s: could not store its result; left for redelivery", task_id)
         return False
