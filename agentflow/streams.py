@@ -52,16 +52,12 @@ def _encode(item: Any) -> str:
     return json.dumps(item, separators=(",", ":"), default=str)
 
 
-class StreamWriter:
-    """Append items to an event's stream from synchronous code (tools, sync agents).
-
-    Items are buffered and sent ``batch_size`` at a time in one pipeline; :meth:`flush`
-    sends what is buffered, :meth:`close` sends it and ends the stream.
-    """
+class _Writer:
+    """What both writers share: the key, the batch buffer, the end entry, the pipeline."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Any,
         event_id: str,
         *,
         prefix: str | None = None,
@@ -80,15 +76,59 @@ class StreamWriter:
         self.max_wait = max_wait
         self.waited = 0.0
         """Seconds spent waiting for the reader (backpressure)."""
-        self._buffer: list[str] = []
-        self._no_reader = False
         self.count = 0
         self.closed = False
+        self._buffer: list[str] = []
+        self._no_reader = False
+
+    def _queue(self, item: Any) -> bool:
+        """Buffer one item; True when the batch is full."""
+        self._buffer.append(_encode(item))
+        return len(self._buffer) >= self.batch_size
+
+    @staticmethod
+    def _end(error: str | None) -> dict[Any, Any]:
+        end: dict[Any, Any] = {_END: b"1"}
+        if error:
+            end[b"error"] = error.encode()
+        return end
+
+    def _pipeline(self, end: dict[Any, Any]) -> Any:
+        """A pipeline that adds the buffered items (and `end`), refreshes the TTL, asks XLEN."""
+        pipe = self.redis.pipeline(transaction=False)
+        for encoded in self._buffer:
+            pipe.xadd(self.key, {_ITEM: encoded}, maxlen=self.maxlen, approximate=True)
+        if end:
+            pipe.xadd(self.key, end, maxlen=self.maxlen, approximate=True)
+        pipe.expire(self.key, self.ttl)
+        pipe.xlen(self.key)
+        return pipe
+
+    def _sent(self, length: int, end: dict[Any, Any]) -> bool:
+        """Account for a sent batch; True when the writer should wait for the reader."""
+        self.count += len(self._buffer)
+        self._buffer.clear()
+        return length > self.high_water and not end and not self._no_reader
+
+    def _gave_up(self, started: float) -> bool:
+        if time.monotonic() - started <= self.max_wait:
+            return False
+        self._no_reader = True
+        log.warning("stream %s: no reader caught up in %.0fs; writing on", self.key,
+                    self.max_wait)  # fmt: skip
+        return True
+
+
+class StreamWriter(_Writer):
+    """Append items to an event's stream from synchronous code (tools, sync agents).
+
+    Items are buffered and sent ``batch_size`` at a time in one pipeline; :meth:`flush`
+    sends what is buffered, :meth:`close` sends it and ends the stream.
+    """
 
     def add(self, item: Any) -> None:
         """Queue one JSON-serialisable item; sent once the batch is full."""
-        self._buffer.append(_encode(item))
-        if len(self._buffer) >= self.batch_size:
+        if self._queue(item):
             self.flush()
 
     def extend(self, items: Any) -> None:
@@ -102,42 +142,23 @@ class StreamWriter:
 
     def close(self, error: str | None = None) -> None:
         """Send the buffered items and end the stream (with `error` if the writer failed)."""
-        if self.closed:
-            return
-        end: dict[Any, Any] = {_END: b"1"}
-        if error:
-            end[b"error"] = error.encode()
-        self._send(end)
-        self.closed = True
+        if not self.closed:
+            self._send(self._end(error))
+            self.closed = True
 
     def _send(self, end: dict[Any, Any]) -> None:
         if not self._buffer and not end:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for encoded in self._buffer:
-            pipe.xadd(self.key, {_ITEM: encoded}, maxlen=self.maxlen, approximate=True)
-        if end:
-            pipe.xadd(self.key, end, maxlen=self.maxlen, approximate=True)
-        pipe.expire(self.key, self.ttl)
-        pipe.xlen(self.key)
-        length = pipe.execute()[-1]
-        self.count += len(self._buffer)
-        self._buffer.clear()
-        if length > self.high_water and not end and not self._no_reader:
-            self._wait_for_reader()
-
-    def _wait_for_reader(self) -> None:
-        started = time.monotonic()
-        delay = 0.001
-        while int(self.redis.xlen(self.key)) > self.high_water // 2:  # type: ignore[arg-type]
-            if time.monotonic() - started > self.max_wait:
-                self._no_reader = True
-                log.warning("stream %s: no reader caught up in %.0fs; writing on", self.key,
-                            self.max_wait)  # fmt: skip
-                break
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        self.waited += time.monotonic() - started
+        length = int(self._pipeline(end).execute()[-1])
+        if self._sent(length, end):
+            started = time.monotonic()
+            delay = 0.001
+            while int(self.redis.xlen(self.key)) > self.high_water // 2:
+                if self._gave_up(started):
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            self.waited += time.monotonic() - started
 
     def __enter__(self) -> StreamWriter:
         return self
@@ -146,38 +167,16 @@ class StreamWriter:
         self.close(error=f"{type(exc).__name__}: {exc}" if exc is not None else None)
 
 
-class AsyncStreamWriter:
-    """:class:`StreamWriter` for code running on an asyncio loop (the LLM layer)."""
+class AsyncStreamWriter(_Writer):
+    """:class:`StreamWriter` for code running on an asyncio loop (the LLM layer, tools)."""
 
-    def __init__(
-        self,
-        client: aredis.Redis,
-        event_id: str,
-        *,
-        prefix: str | None = None,
-        batch_size: int = 1,
-        ttl: int = DEFAULT_TTL,
-        maxlen: int = DEFAULT_MAXLEN,
-        high_water: int = DEFAULT_HIGH_WATER,
-        max_wait: float = DEFAULT_MAX_WAIT,
-    ) -> None:
-        self.redis = client
-        self.key = stream_key(event_id, prefix)
-        self.batch_size = max(1, batch_size)
-        self.ttl = ttl
-        self.maxlen = maxlen
-        self.high_water = high_water
-        self.max_wait = max_wait
-        self.waited = 0.0
-        self._no_reader = False
-        self._buffer: list[str] = []
-        self.count = 0
-        self.closed = False
+    def __init__(self, client: aredis.Redis, event_id: str, *, batch_size: int = 1,
+                 **options: Any) -> None:  # fmt: skip
+        super().__init__(client, event_id, batch_size=batch_size, **options)
 
     async def add(self, item: Any) -> None:
         """Queue one item; sent once the batch is full."""
-        self._buffer.append(_encode(item))
-        if len(self._buffer) >= self.batch_size:
+        if self._queue(item):
             await self.flush()
 
     async def flush(self) -> None:
@@ -186,35 +185,19 @@ class AsyncStreamWriter:
 
     async def close(self, error: str | None = None) -> None:
         """Send the buffered items and end the stream."""
-        if self.closed:
-            return
-        end: dict[Any, Any] = {_END: b"1"}
-        if error:
-            end[b"error"] = error.encode()
-        await self._send(end)
-        self.closed = True
+        if not self.closed:
+            await self._send(self._end(error))
+            self.closed = True
 
     async def _send(self, end: dict[Any, Any]) -> None:
         if not self._buffer and not end:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for encoded in self._buffer:
-            pipe.xadd(self.key, {_ITEM: encoded}, maxlen=self.maxlen, approximate=True)
-        if end:
-            pipe.xadd(self.key, end, maxlen=self.maxlen, approximate=True)
-        pipe.expire(self.key, self.ttl)
-        pipe.xlen(self.key)
-        length = (await pipe.execute())[-1]
-        self.count += len(self._buffer)
-        self._buffer.clear()
-        if length > self.high_water and not end and not self._no_reader:
+        length = int((await self._pipeline(end).execute())[-1])
+        if self._sent(length, end):
             started = time.monotonic()
             delay = 0.001
             while int(await self.redis.xlen(self.key)) > self.high_water // 2:
-                if time.monotonic() - started > self.max_wait:
-                    self._no_reader = True
-                    log.warning("stream %s: no reader caught up in %.0fs; writing on",
-                                self.key, self.max_wait)  # fmt: skip
+                if self._gave_up(started):
                     break
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)

@@ -54,6 +54,19 @@ def build_local(local: bool, workers: int, concurrency: int, pool: str, redis_ur
                         redis_url=redis_url, mock_latency=mock_latency)  # fmt: skip
 
 
+def run_and_report(opts: Any, progress: bool | None, as_json: bool, html_path: Path | None) -> None:
+    """Run with a progress bar (on a terminal unless told), then print/write the report."""
+    from agentflow.bench.output import emit_outputs, progress_bar
+    from agentflow.bench.run import run
+
+    show = sys.stderr.isatty() if progress is None else progress
+    with progress_bar(show) as on_progress:
+        report = run(opts, on_progress)
+    emit_outputs(report, as_json, html_path)
+    if opts.profile and not as_json:
+        click.echo(f"{opts.profile} profile: {opts.profile_output}")
+
+
 def check_profile(profile: str | None, output: Path | None) -> Path | None:
     """--profile needs --output (a default name otherwise)."""
     if profile and output is None:
@@ -82,8 +95,7 @@ def benchmark(
     output: Path | None, as_json: bool, html_path: Path | None, progress: bool | None,
 ) -> None:  # fmt: skip
     """Drive a steady load (N concurrent users) and report requests/s, latency, memory."""
-    from agentflow.bench.output import emit_outputs, progress_bar
-    from agentflow.bench.run import RunOptions, run
+    from agentflow.bench.run import RunOptions
     from agentflow.bench.workloads import WORKLOADS, for_agent
 
     if workload:
@@ -104,9 +116,4 @@ def benchmark(
         profile_output=check_profile(profile, output), max_users=users,
         extra={"concurrent_users": users, "rate": rate},
     )  # fmt: skip
-    show = sys.stderr.isatty() if progress is None else progress
-    with progress_bar(show) as on_progress:
-        report = run(opts, on_progress)
-    emit_outputs(report, as_json, html_path)
-    if profile and not as_json:
-        click.echo(f"{profile} profile: {opts.profile_output}")
+    run_and_report(opts, progress, as_json, html_path)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from agentflow.cli._util import friendly_errors, parse_json_object
-from agentflow.cli.benchmark_cmd import build_local, check_profile, local_options
+from agentflow.cli.benchmark_cmd import (
+    build_local,
+    check_profile,
+    local_options,
+    run_and_report,
+)
 from agentflow.durations import parse_duration
 
 
@@ -28,8 +32,7 @@ def loadtest(
     html_path: Path | None, progress: bool | None,
 ) -> None:  # fmt: skip
     """Ramp virtual users through stages and report as `benchmark` does."""
-    from agentflow.bench.output import emit_outputs, progress_bar
-    from agentflow.bench.run import RunOptions, run
+    from agentflow.bench.run import RunOptions
     from agentflow.bench.stages import parse_stages, total_seconds, users_at
     from agentflow.bench.workloads import WORKLOADS, for_agent
 
@@ -51,9 +54,4 @@ def loadtest(
         profile_output=check_profile(profile, output), max_users=peak,
         extra={"stages": stages, "peak_users": peak}, warmup_users=shape[0].users or 1,
     )  # fmt: skip
-    show = sys.stderr.isatty() if progress is None else progress
-    with progress_bar(show) as on_progress:
-        report = run(opts, on_progress)
-    emit_outputs(report, as_json, html_path)
-    if profile and not as_json:
-        click.echo(f"{profile} profile: {opts.profile_output}")
+    run_and_report(opts, progress, as_json, html_path)

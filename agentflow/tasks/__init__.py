@@ -12,16 +12,18 @@ from agentflow.tasks.runner import FanOut, RetryLater, get_runner
 from agentflow.tools.fanout import RESUME_TASK
 from agentflow.tools.tasks import run_tool
 
+# At-least-once, retried by AgentFlow's own policy, run directly on threads/solo workers.
+_EVENT_TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "max_retries": None,
+    "typing": False,
+    "Strategy": "agentflow.workers.direct:strategy",
+}
 
-@app.task(
-    name=RUN_EVENT_TASK,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=None,
-    typing=False,
-    Strategy="agentflow.workers.direct:strategy",
-)
+
+@app.task(name=RUN_EVENT_TASK, **_EVENT_TASK_OPTIONS)
 def run_event(self: Task, event: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Run one event (a JSON object) through its agent and return the agent result."""
     request = self.request
@@ -38,15 +40,7 @@ def run_event(self: Task, event: Any = None, *args: Any, **kwargs: Any) -> dict[
     return outcome
 
 
-@app.task(
-    name=RESUME_TASK,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=None,
-    typing=False,
-    Strategy="agentflow.workers.direct:strategy",
-)
+@app.task(name=RESUME_TASK, **_EVENT_TASK_OPTIONS)
 def resume_event(self: Task, results: Any, event: Any, context: dict[str, Any]) -> dict[str, Any]:
     """A fan-out's chord body: continue the event's agent with its tool results."""
     request = self.request

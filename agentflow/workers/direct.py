@@ -245,11 +245,7 @@ async def _execute(
             metrics.timing(f"event.latency.{name}", max(0.0, now - enqueued) * 1000)
     except RetryLater as later:
         metrics.incr(f"events.retried.{name}")
-        try:
-            _retry_later(task, args, kwargs, task_id, queue, headers, later)
-        except Exception:
-            log.exception("event %s: could not schedule its retry; left for redelivery", task_id)
-            return False
+        return _retry_later(task, args, kwargs, task_id, queue, headers, later)
     except Exception as exc:
         metrics.incr(f"events.failed.{name}")
         return _store_failure(task, task_id, exc)
@@ -331,11 +327,7 @@ async def _run_resume(
         if isinstance(enqueued, int | float):
             metrics.timing(f"event.latency.{name}", max(0.0, time.time() - enqueued) * 1000)
     except RetryLater as later:
-        try:
-            _retry_later(task, args, kwargs, task_id, queue, headers, later)
-        except Exception:
-            log.exception("task %s: could not schedule its retry; left for redelivery", task_id)
-            return False
+        return _retry_later(task, args, kwargs, task_id, queue, headers, later)
     except Exception as exc:
         return _store_failure(task, task_id, exc)
     return True
@@ -358,16 +350,25 @@ def _retry_later(
     queue: str | None,
     headers: dict[str, Any],
     later: RetryLater,
-) -> None:
-    """Publish the event again with a countdown (what ``Task.retry`` does), same task id."""
+) -> bool:
+    """Publish the message again with a countdown (what ``Task.retry`` does), same task id.
+
+    True when the retry is on its way (ack the original); False leaves the original unacked,
+    to be redelivered after the visibility timeout.
+    """
     stamps = {k: v for k, v in headers.items() if k.startswith("agentflow_")}
-    task.apply_async(
-        args=args, kwargs=kwargs, task_id=task_id, countdown=later.countdown, queue=queue,
-        retries=int(headers.get("retries") or 0) + 1, headers=stamps,
-    )  # fmt: skip
+    try:
+        task.apply_async(
+            args=args, kwargs=kwargs, task_id=task_id, countdown=later.countdown, queue=queue,
+            retries=int(headers.get("retries") or 0) + 1, headers=stamps,
+        )  # fmt: skip
+    except Exception:
+        log.exception("task %s: could not schedule its retry; left for redelivery", task_id)
+        return False
     # Celery's own wording, so that log searches for retries find these too.
-    log.info("Task %s[%s] retry: Retry in %ss: %s", RUN_EVENT_TASK, task_id,
+    log.info("Task %s[%s] retry: Retry in %ss: %s", task.name, task_id,
              round(later.countdown, 3), later.reason)  # fmt: skip
+    return True
 
 
 class DirectExecution(bootsteps.StartStopStep):
