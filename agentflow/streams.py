@@ -204,6 +204,19 @@ class AsyncStreamWriter(_Writer):
             self.waited += time.monotonic() - started
 
 
+def _decode(reply: list[Any], last_id: bytes) -> tuple[list[Any], bytes, bool, str | None]:
+    """Items of an XREAD reply up to the end entry: (items, last id, ended, writer's error)."""
+    items: list[Any] = []
+    for _key, entries in reply:
+        for entry_id, fields in entries:
+            last_id = entry_id
+            if _END in fields:
+                error = fields.get(b"error")
+                return items, last_id, True, error.decode(errors="replace") if error else None
+            items.append(json.loads(fields[_ITEM]))
+    return items, last_id, False, None
+
+
 def iter_stream(
     client: redis.Redis,
     event_id: str,
@@ -228,32 +241,20 @@ def iter_stream(
     quiet_since = time.monotonic()
     while True:
         reply = cast(list[Any], client.xread({key: last_id}, count=count, block=block_ms))
+        finished = False
         if reply:
             quiet_since = time.monotonic()
             if trim:
                 client.xtrim(key, minid=reply[-1][1][-1][0], approximate=False)
-            for _key, entries in reply:
-                for entry_id, fields in entries:
-                    last_id = entry_id
-                    if _END in fields:
-                        error = fields.get(b"error")
-                        if error:
-                            raise StreamFailed(error.decode(errors="replace"))
-                        return
-                    yield json.loads(fields[_ITEM])
-            continue
-        if done is not None and done():
+        elif done is not None and done():
             # Finished: whatever it wrote is in the stream by now; drain and stop.
-            tail = cast(list[Any], client.xread({key: last_id}, count=count))
-            for _key, entries in tail or []:
-                for entry_id, fields in entries:
-                    last_id = entry_id
-                    if _END in fields:
-                        error = fields.get(b"error")
-                        if error:
-                            raise StreamFailed(error.decode(errors="replace"))
-                        return
-                    yield json.loads(fields[_ITEM])
+            reply = cast(list[Any], client.xread({key: last_id}, count=count)) or []
+            finished = True
+        items, last_id, ended, error = _decode(reply, last_id)
+        yield from items
+        if error is not None:
+            raise StreamFailed(error)
+        if ended or (finished and not items):
             return
         if timeout is not None and time.monotonic() - quiet_since > timeout:
             raise TimeoutError(f"no item on the stream of event {event_id} for {timeout:g}s")
