@@ -226,12 +226,7 @@ async def _execute(
             except Exception as exc:
                 raise runner.failure(begun, exc) from exc
             if isinstance(result, CallTools):
-                # Task.replace, by hand (no Celery request here): the chord's body takes
-                # this task's id and stores the event's result when the agent is done.
-                fan = runner.fan_out(begun, result, step=1)
-                fan.signature.freeze(task_id)
-                fan.signature.set(replaced_task_nesting=1)
-                fan.signature.apply_async()
+                _replace(runner.fan_out(begun, result, step=1), task_id, headers)
                 metrics.incr(f"events.fanned_out.{name}")
                 return True
             settle = _settle_args(message)
@@ -250,6 +245,14 @@ async def _execute(
         metrics.incr(f"events.failed.{name}")
         return _store_failure(task, task_id, exc)
     return True
+
+
+def _replace(fan: Any, task_id: str, headers: dict[str, Any]) -> None:
+    """``Task.replace`` by hand (there is no Celery request here): the fan-out's chord body
+    takes this task's id, so it stores the event's result when the agent is done."""
+    fan.signature.freeze(task_id)
+    fan.signature.set(replaced_task_nesting=int(headers.get("replaced_task_nesting") or 0) + 1)
+    fan.signature.apply_async()
 
 
 def _settle_args(message: Any) -> tuple[str, str, str] | None:
@@ -315,11 +318,7 @@ async def _run_resume(
         except Exception as exc:
             raise runner.failure(begun, exc) from exc
         if isinstance(result, CallTools):
-            fan = runner.fan_out(begun, result, step=step + 1)
-            fan.signature.freeze(task_id)
-            fan.signature.set(replaced_task_nesting=int(headers.get("replaced_task_nesting")
-                                                        or 0) + 1)  # fmt: skip
-            fan.signature.apply_async()
+            _replace(runner.fan_out(begun, result, step=step + 1), task_id, headers)
             return True
         runner.finish(begun, result, meta=meta)
         metrics.incr(f"events.succeeded.{name}")
