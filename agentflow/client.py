@@ -13,10 +13,7 @@ is enqueued that was not admitted, and `BackpressureError.sent` says how many we
 
 from __future__ import annotations
 
-import base64
-import json
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, cast
 
@@ -26,6 +23,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from pydantic import ValidationError
 
+from agentflow.broker.messages import encode_body, envelope
 from agentflow.broker.queues import RUN_EVENT_TASK, agent_queue
 from agentflow.broker.routes import resolve_agent
 from agentflow.config import Settings, get_settings
@@ -162,9 +160,8 @@ class Client:
 
     def _message(self, event: Event, queue: str) -> str:
         payload = event.model_dump(mode="json")
-        body = json.dumps([[payload], {}, {"callbacks": None, "errbacks": None,
-                                            "chain": None, "chord": None}],
-                          separators=(",", ":")).encode()  # fmt: skip
+        body = encode_body([payload], {}, {"callbacks": None, "errbacks": None,
+                                           "chain": None, "chord": None})  # fmt: skip
         if len(body) > self.settings.runner.max_event_bytes:
             raise InvalidEvent(
                 f"event {event.id} is {len(body)} bytes; max_event_bytes="
@@ -176,21 +173,7 @@ class Client:
         )  # fmt: skip
         headers = dict(msg.headers)
         headers[ENQUEUED_AT_HEADER] = time.time()
-        envelope = {
-            "body": base64.b64encode(body).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": headers,
-            "properties": {
-                **msg.properties,
-                "delivery_info": {"exchange": queue, "routing_key": queue},
-                "delivery_tag": uuid.uuid4().hex,
-                "body_encoding": "base64",
-                "delivery_mode": 2,
-                "priority": 0,
-            },
-        }
-        return json.dumps(envelope, separators=(",", ":"), default=str)
+        return envelope(headers, dict(msg.properties), body, queue)
 
     # -- publishing ------------------------------------------------------------------------
     def emit(

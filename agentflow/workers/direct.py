@@ -250,9 +250,16 @@ async def _execute(
 def _replace(fan: Any, task_id: str, headers: dict[str, Any]) -> None:
     """``Task.replace`` by hand (there is no Celery request here): the fan-out's chord body
     takes this task's id, so it stores the event's result when the agent is done."""
-    fan.signature.freeze(task_id)
-    fan.signature.set(replaced_task_nesting=int(headers.get("replaced_task_nesting") or 0) + 1)
-    fan.signature.apply_async()
+    from agentflow.tools import fanout
+
+    signature = fan.signature
+    nesting = int(headers.get("replaced_task_nesting") or 0) + 1
+    if fanout.send(signature.app, signature, task_id, root_id=headers.get("root_id"),
+                   nesting=nesting):  # fmt: skip
+        return
+    signature.freeze(task_id)
+    signature.set(replaced_task_nesting=nesting)
+    signature.apply_async()
 
 
 def _settle_args(message: Any) -> tuple[str, str, str] | None:

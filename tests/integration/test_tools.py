@@ -30,6 +30,20 @@ def test_three_tools_run_in_parallel(start_worker, client: Client) -> None:
     assert max(r["started"] for r in results) < min(r["finished"] for r in results)
 
 
+def test_a_fan_out_sent_directly_runs_on_celerys_own_worker_path(
+    start_worker, client: Client
+) -> None:
+    """The agent's worker publishes the chord itself (direct execution); the tools worker
+    runs the calls through Celery's prefork pool and Celery's chord completes the body."""
+    start_worker(queues=[agent_queue("tools")], concurrency=8)
+    start_worker(queues=[TOOLS_QUEUE], pool="prefork", concurrency=2)
+    results = run_tools(client, {"name": "add", "args": {"a": 1, "b": 2}},
+                        {"name": "add", "args": {"a": 3, "b": 4}},
+                        {"name": "no_such_tool"})  # fmt: skip
+    assert [r["output"] for r in results[:2]] == [3, 7]
+    assert "no tool named 'no_such_tool'" in results[2]["error"]
+
+
 def test_failing_timed_out_and_unknown_tools_give_error_results(
     start_worker, client: Client
 ) -> None:
