@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -60,6 +61,19 @@ def parse_item(item: bytes | str, queue: str) -> dict[str, Any]:
     }
 
 
+def _unacked_entry(payload: dict[str, Any], item: bytes | str) -> tuple[Any, str]:
+    """(tag, kombu's unacked record ``[payload, exchange, routing_key]`` as JSON), reusing the
+    item's own JSON text instead of serializing the parsed payload again."""
+    properties = payload["properties"]
+    info = properties["delivery_info"]
+    tail = json.dumps([info.get("exchange"), info.get("routing_key")])[1:]
+    if payload.get("content-type") == MALFORMED_CONTENT_TYPE:
+        text = json.dumps(payload)
+    else:
+        text = bytes_to_str(item)
+    return properties["delivery_tag"], "[" + text + "," + tail
+
+
 class QoS(kombu_redis.QoS):
     """kombu's Redis QoS, plus acks for messages already settled in Redis.
 
@@ -72,6 +86,29 @@ class QoS(kombu_redis.QoS):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._settled: set[Any] = set()
+        self._recorded: set[Any] = set()
+
+    def record(self, entries: list[tuple[Any, str]]) -> None:
+        """Write the unacked entries of messages about to be delivered, in one transaction.
+
+        ``entries`` are ``(delivery_tag, json_of([payload, exchange, routing_key]))``, what
+        kombu's :meth:`append` writes one message at a time; the appends that follow for
+        these tags only update the in-memory bookkeeping.
+        """
+        now = time.time()
+        with self.channel.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            pipe.zadd(self.unacked_index_key, {tag: now for tag, _ in entries})
+            pipe.hset(self.unacked_key, mapping=dict(entries))
+            pipe.execute()
+        self._recorded.update(tag for tag, _ in entries)
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        if delivery_tag in self._recorded:
+            self._recorded.discard(delivery_tag)
+            kombu_virtual.QoS.append(self, message, delivery_tag)
+            return
+        super().append(message, delivery_tag)
 
     def settled(self, delivery_tag: Any) -> None:
         """The message's Redis entries are gone already (any thread)."""
@@ -102,6 +139,7 @@ class Channel(kombu_redis.Channel):
 
     QoS = QoS
     _shared_client: Any = None
+    _no_ack_queues: frozenset[str] = frozenset()
     max_pop = 16
     """Messages taken per wake-up: after BRPOP returns one, up to this many - 1 more are
     popped at once (RPOP with a count) if the prefetch limit leaves room. Each is handed
@@ -128,6 +166,11 @@ class Channel(kombu_redis.Channel):
             return []
         return list(items or [])
 
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._no_ack_queues = self._no_ack_queues | {queue}
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
     @contextlib.contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         if client:
@@ -150,9 +193,16 @@ class Channel(kombu_redis.Channel):
             raw_key, item = dest__item
             dest = bytes_to_str(raw_key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
-            self.connection._deliver(parse_item(item, dest), dest)
-            for more in self._pop_more(raw_key):
-                self.connection._deliver(parse_item(more, dest), dest)
+            more = self._pop_more(raw_key)
+            if not more:
+                self.connection._deliver(parse_item(item, dest), dest)
+                return True
+            payloads = [parse_item(i, dest) for i in (item, *more)]
+            if dest not in self._no_ack_queues:
+                self.qos.record([_unacked_entry(p, i) for p, i in zip(payloads, (item, *more),
+                                                                      strict=True)])  # fmt: skip
+            for payload in payloads:
+                self.connection._deliver(payload, dest)
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]  # kombu resets it to None too

@@ -97,6 +97,28 @@ def test_sigkill_mid_event_completes_elsewhere_with_one_result(start_worker, cli
     assert redis_client.llen(f"{TEST_PREFIX}:dlq") == 0
 
 
+def test_sigkill_after_a_batched_pop_loses_none_of_the_batch(start_worker, client, redis_client):
+    """A worker takes several queued messages in one wake-up (BRPOP, then RPOP with a count)
+    and records them unacked in one transaction; killed, every one of them is redelivered."""
+    env = {"AGENTFLOW_RUNNER__EVENT_TIMEOUT": "4s", "AGENTFLOW_RUNNER__VISIBILITY_TIMEOUT": "10s"}
+    handles = client.emit_many([{"type": "t", "agent": "sleepy", "data": {"seconds": 2},
+                                 "session_id": f"batch-{i}"} for i in range(12)])  # fmt: skip
+    victim = start_worker(concurrency=4, env=env)
+    deadline = time.monotonic() + 30
+    while redis_client.llen(agent_queue("sleepy")) > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert redis_client.hlen("unacked") >= 2  # more than one message taken and not yet acked
+    victim.kill()
+    survivor = start_worker(concurrency=12, env=env)
+    results = [h.result(timeout=90) for h in handles]
+    assert {r.output["pid"] for r in results} <= {victim.pid, survivor.pid}
+    assert survivor.pid in {r.output["pid"] for r in results}
+    time.sleep(1)
+    assert redis_client.llen(agent_queue("sleepy")) == 0
+    assert redis_client.llen(f"{TEST_PREFIX}:dlq") == 0
+
+
 def test_idempotency_key_gives_a_single_result(start_worker, client, redis_client):
     start_worker(concurrency=4)
     first = client.emit({"type": "t", "agent": "tally", "session_id": "idem",
