@@ -63,11 +63,15 @@ def build(
         _CACHED: {k: v.model_dump(mode="json") for k, v in hits.items()},
         _STEP: step,
     }
+    # The body's argsrepr (what Flower shows) is set here: Celery would otherwise walk the
+    # tool results and the event with saferepr when the last call completes.
+    shown = {"argsrepr": f"(<{len(request.calls)} tool results>, <event {event_id}>, <context>)",
+             "kwargsrepr": "{}"}  # fmt: skip
     resume = app.signature(RESUME_TASK, args=(raw_event, context),
-                           queue=agent_queue(agent_name))  # fmt: skip
+                           queue=agent_queue(agent_name), **shown)  # fmt: skip
     if not to_run:
         return app.signature(RESUME_TASK, args=([], raw_event, context),
-                             queue=agent_queue(agent_name))  # fmt: skip
+                             queue=agent_queue(agent_name), **shown)  # fmt: skip
     per_tool = settings.tools.queue_per_tool
     header = []
     for call in to_run:

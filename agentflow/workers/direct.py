@@ -145,7 +145,8 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
         else:
             meta = ResultMeta(backend.get_key_for_task(task_id).decode(), task_id, meta_ttl)
             if kind == "resume":
-                work = _run_resume(task, args, kwargs, task_id, queue, headers, meta)
+                work = _run_resume(task, args, kwargs, task_id, queue, headers, meta,
+                                   message)  # fmt: skip
             else:
                 raw = args[0] if len(args) == 1 and not kwargs else {
                     "event": args[0] if args else None, "args": args[1:], "kwargs": kwargs}  # fmt: skip
@@ -301,7 +302,7 @@ async def _run_tool(task: Any, args: Any, kwargs: Any, task_id: str, request: An
 
 async def _run_resume(
     task: Any, args: Any, kwargs: Any, task_id: str, queue: str | None,
-    headers: dict[str, Any], meta: ResultMeta,
+    headers: dict[str, Any], meta: ResultMeta, message: Any = None,
 ) -> bool:  # fmt: skip
     """A fan-out's continuation (`agentflow.resume_event`, the chord's body)."""
     from agentflow.tools import fanout
@@ -327,7 +328,10 @@ async def _run_resume(
         if isinstance(result, CallTools):
             _replace(runner.fan_out(begun, result, step=step + 1), task_id, headers)
             return True
-        runner.finish(begun, result, meta=meta)
+        settle = _settle_args(message)
+        runner.finish(begun, result, meta=meta, settle=settle)
+        if settle is not None:
+            message.channel.qos.settled(message.delivery_tag)
         metrics.incr(f"events.succeeded.{name}")
         enqueued = headers.get(ENQUEUED_AT_HEADER)
         if isinstance(enqueued, int | float):
