@@ -23,7 +23,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from pydantic import ValidationError
 
-from agentflow.broker.messages import encode_body, envelope
+from agentflow.broker.messages import encode_body, envelope, origin, short_repr
 from agentflow.broker.queues import RUN_EVENT_TASK, agent_queue
 from agentflow.broker.routes import resolve_agent
 from agentflow.config import Settings, get_settings
@@ -167,9 +167,10 @@ class Client:
                 f"event {event.id} is {len(body)} bytes; max_event_bytes="
                 f"{self.settings.runner.max_event_bytes}"
             )
+        args = (payload,)
         msg = self.app.amqp.as_task_v2(
-            event.id, RUN_EVENT_TASK, args=(payload,), kwargs={},
-            time_limit=None, soft_time_limit=None,
+            event.id, RUN_EVENT_TASK, args=args, kwargs={}, time_limit=None,
+            soft_time_limit=None, argsrepr=short_repr(args), kwargsrepr="{}", origin=origin(),
         )  # fmt: skip
         headers = dict(msg.headers)
         headers[ENQUEUED_AT_HEADER] = time.time()

@@ -16,17 +16,15 @@ the Redis result backend, written in one pipeline.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from celery import chord, group, signals
 from celery.backends.redis import RedisBackend
 from celery.canvas import Signature
 from celery.utils import uuid
-from celery.utils.nodenames import anon_nodename
 
 from agentflow.broker.connection import get_redis
-from agentflow.broker.messages import encode_body, envelope
+from agentflow.broker.messages import encode_body, envelope, origin, short_repr
 from agentflow.broker.queues import TOOLS_QUEUE, agent_queue
 from agentflow.config import Settings
 from agentflow.tools import cache
@@ -152,15 +150,23 @@ def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
     return True
 
 
+_send_ok: dict[int, bool] = {}
+
+
 def _direct_send_ok(app: Any) -> bool:
-    conf = app.conf
-    return (
-        isinstance(app.backend, RedisBackend)
-        and conf.task_serializer == "json"
-        and not conf.task_compression
-        and not conf.task_send_sent_event
-        and int(conf.task_protocol or 2) == 2
-    )
+    """Whether the app's settings allow :func:`send` (read once per app: a worker's Celery
+    settings are fixed once it runs)."""
+    ok = _send_ok.get(id(app))
+    if ok is None:
+        conf = app.conf
+        ok = _send_ok[id(app)] = (
+            isinstance(app.backend, RedisBackend)
+            and conf.task_serializer == "json"
+            and not conf.task_compression
+            and not conf.task_send_sent_event
+            and int(conf.task_protocol or 2) == 2
+        )
+    return ok
 
 
 def _same_redis(a: Any, b: Any) -> bool:
@@ -171,16 +177,6 @@ def _same_redis(a: Any, b: Any) -> bool:
 def _where(client: Any) -> tuple[Any, ...]:
     kw = client.connection_pool.connection_kwargs
     return kw.get("host"), kw.get("port"), kw.get("path"), kw.get("db", 0)
-
-
-@functools.cache
-def _origin() -> str:
-    return str(anon_nodename())
-
-
-def _short_repr(value: Any, limit: int = 1024) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _member_message(
@@ -199,7 +195,7 @@ def _member_message(
         member_id, name, args=args, kwargs=kwargs, group_id=group_id, group_index=index,
         chord=body, root_id=root, parent_id=parent, replaced_task_nesting=nesting,
         time_limit=limits.get("time_limit"), soft_time_limit=limits.get("soft_time_limit"),
-        argsrepr=_short_repr(args), kwargsrepr=_short_repr(kwargs), origin=_origin(),
+        argsrepr=short_repr(args), kwargsrepr=short_repr(kwargs), origin=origin(),
     )  # fmt: skip
     headers, properties, message_body = message.headers, dict(message.properties), message.body
     properties["reply_to"] = properties.get("reply_to") or app.thread_oid
