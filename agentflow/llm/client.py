@@ -182,9 +182,7 @@ class LLMClient:
         await asyncio.gather(*(s.client.aclose() for s in self._shards), return_exceptions=True)
 
     # -- the retry loop --------------------------------------------------------------------
-    async def _with_retries(
-        self, send: Callable[[_Shard], Awaitable[T]], tokens: int
-    ) -> T:
+    async def _with_retries(self, send: Callable[[_Shard], Awaitable[T]], tokens: int) -> T:
         """Run `send` under breaker, rate limit and retries with backoff and Retry-After."""
         c = self.config
         metrics = get_metrics()

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import chord, group, signals
-from celery.backends.redis import RedisBackend
+from celery import chord, group
 from celery.canvas import Signature
 from celery.utils import uuid
 
+from agentflow.broker import publish
 from agentflow.broker.connection import get_redis
-from agentflow.broker.messages import encode_body, envelope, origin, short_repr
 from agentflow.broker.queues import TOOLS_QUEUE, agent_queue
 from agentflow.config import Settings
 from agentflow.tools import cache
@@ -65,11 +64,11 @@ def build(
     # tool results and the event with saferepr when the last call completes.
     shown = {"argsrepr": f"(<{len(request.calls)} tool results>, <event {event_id}>, <context>)",
              "kwargsrepr": "{}"}  # fmt: skip
-    resume = app.signature(RESUME_TASK, args=(raw_event, context),
-                           queue=agent_queue(agent_name), **shown)  # fmt: skip
-    if not to_run:
-        return app.signature(RESUME_TASK, args=([], raw_event, context),
+    resume = ResumeSignature(RESUME_TASK, args=(raw_event, context), app=app,
                              queue=agent_queue(agent_name), **shown)  # fmt: skip
+    if not to_run:
+        return ResumeSignature(RESUME_TASK, args=([], raw_event, context), app=app,
+                               queue=agent_queue(agent_name), **shown)  # fmt: skip
     per_tool = settings.tools.queue_per_tool
     header = []
     for call in to_run:
@@ -118,9 +117,9 @@ def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
     with the event's id and a new group id, each call a group member carrying the body as
     its ``chord``, the chord size under the backend's ``.s`` key — but in one Redis
     pipeline (two when the result backend is another Redis), without the canvas's result
-    objects and per-message publish machinery. ``before/after_task_publish`` fire as usual.
+    objects and per-message publish machinery (:mod:`agentflow.broker.publish`).
     """
-    if not isinstance(signature, chord) or not _direct_send_ok(app):
+    if not isinstance(signature, chord) or not publish.direct_publish_ok(app):
         return False
     header = signature.tasks
     members: list[Signature] = list(header.tasks if isinstance(header, group) else header)
@@ -128,81 +127,68 @@ def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
     group_id, root = uuid(), root_id or task_id
     body.set(replaced_task_nesting=nesting)
     body.freeze(task_id, group_id=group_id, root_id=root)
-    items = [_member_message(app, m, i, group_id, body, root, task_id, nesting)
-             for i, m in enumerate(members)]  # fmt: skip
+    messages = []
+    for i, m in enumerate(members):
+        queue = str(m.options.get("queue") or TOOLS_QUEUE)
+        messages.append(publish.task_message(
+            app, m.task, tuple(m.args), dict(m.kwargs), task_id=uuid(), queue=queue,
+            group_id=group_id, group_index=i, chord=body, root_id=root, parent_id=task_id,
+            replaced_task_nesting=nesting,
+        ))  # fmt: skip
     backend = app.backend
     broker = get_redis()
     size_key = backend.get_key_for_group(group_id, ".s")
     expires = backend.chord_expires or None
-    if _same_redis(backend.client, broker):
-        pipe = broker.pipeline(transaction=False)
-        pipe.set(size_key, len(items), ex=expires)
-    else:
-        backend.ensure(backend.client.set, (size_key, len(items)), {"ex": expires})
-        pipe = broker.pipeline(transaction=False)
-    for queue, item, _name, _headers, _body in items:
-        pipe.lpush(queue, item)
-    pipe.execute()
-    if signals.after_task_publish.receivers:
-        for queue, _item, name, headers, message_body in items:
-            signals.after_task_publish.send(sender=name, body=message_body, headers=headers,
-                                            exchange="", routing_key=queue)  # fmt: skip
+    if not publish.same_redis(backend.client, broker):
+        backend.ensure(backend.client.set, (size_key, len(messages)), {"ex": expires})
+    pipe = broker.pipeline(transaction=False)
+    if publish.same_redis(backend.client, broker):
+        pipe.set(size_key, len(messages), ex=expires)
+    publish.push(pipe, messages)
     return True
 
 
-_send_ok: dict[int, bool] = {}
+_RESUME_TYPE = "agentflow_resume"
+_DIRECT_OPTIONS = frozenset({
+    "task_id", "group_id", "group_index", "root_id", "parent_id", "queue",
+    "replaced_task_nesting", "argsrepr", "kwargsrepr", "reply_to",
+})  # fmt: skip
 
 
-def _direct_send_ok(app: Any) -> bool:
-    """Whether the app's settings allow :func:`send` (read once per app: a worker's Celery
-    settings are fixed once it runs)."""
-    ok = _send_ok.get(id(app))
-    if ok is None:
-        conf = app.conf
-        ok = _send_ok[id(app)] = (
-            isinstance(app.backend, RedisBackend)
-            and conf.task_serializer == "json"
-            and not conf.task_compression
-            and not conf.task_send_sent_event
-            and int(conf.task_protocol or 2) == 2
-        )
-    return ok
+@Signature.register_type(name=_RESUME_TYPE)
+class ResumeSignature(Signature):
+    """The continuation's signature (Celery's canvas type registry knows it by name, so the
+    chord's copy comes back as this class): when the last tool call completes, Celery's
+    backend sends it with :func:`agentflow.broker.publish.push` — the same message, without
+    ``send_task``'s per-message machinery. Options Celery's path handles differently (links,
+    countdown, expiry, ...) keep Celery's path.
+    """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self["subtask_type"] = _RESUME_TYPE
 
-def _same_redis(a: Any, b: Any) -> bool:
-    """Whether two redis-py clients talk to the same server and database."""
-    return _where(a) == _where(b)
+    @classmethod
+    def from_dict(cls, d: Any, app: Any = None) -> ResumeSignature:
+        return cls(d, app=app)
 
-
-def _where(client: Any) -> tuple[Any, ...]:
-    kw = client.connection_pool.connection_kwargs
-    return kw.get("host"), kw.get("port"), kw.get("path"), kw.get("db", 0)
-
-
-def _member_message(
-    app: Any, member: Signature, index: int, group_id: str, body: Signature, root: str,
-    parent: str, nesting: int,
-) -> tuple[str, str, str, dict[str, Any], Any]:  # fmt: skip
-    """(queue, queue item, task name, headers, body) for one of the chord's tool calls."""
-    name = member.task
-    options = member.options
-    queue = str(options.get("queue") or TOOLS_QUEUE)
-    task = app.tasks.get(name)
-    limits = task._get_exec_options() if task is not None else {}
-    args, kwargs = tuple(member.args), dict(member.kwargs)
-    member_id = uuid()
-    message = app.amqp.as_task_v2(
-        member_id, name, args=args, kwargs=kwargs, group_id=group_id, group_index=index,
-        chord=body, root_id=root, parent_id=parent, replaced_task_nesting=nesting,
-        time_limit=limits.get("time_limit"), soft_time_limit=limits.get("soft_time_limit"),
-        argsrepr=short_repr(args), kwargsrepr=short_repr(kwargs), origin=origin(),
-    )  # fmt: skip
-    headers, properties, message_body = message.headers, dict(message.properties), message.body
-    properties["reply_to"] = properties.get("reply_to") or app.thread_oid
-    if signals.before_task_publish.receivers:
-        signals.before_task_publish.send(
-            sender=name, body=message_body, exchange="", routing_key=queue, declare=[],
-            headers=headers, properties=properties, retry_policy=None,
-        )  # fmt: skip
-    raw = encode_body(*message_body)
-    return queue, envelope(headers, properties, raw, queue), name, headers, message_body
+    def apply_async(self, args: Any = None, kwargs: Any = None, route_name: Any = None,
+                    **options: Any) -> Any:  # fmt: skip
+        app = self.app
+        options = {k: v for k, v in options.items() if v is not None}
+        merged_args, merged_kwargs, merged = self._merge(args or (), kwargs or {}, options)
+        merged = {k: v for k, v in merged.items() if v is not None}
+        if (
+            route_name is not None
+            or not publish.direct_publish_ok(app)
+            or not merged.get("queue")
+            or not set(merged) <= _DIRECT_OPTIONS
+        ):
+            return super().apply_async(args, kwargs, route_name, **options)
+        fields = {k: v for k, v in merged.items() if k not in ("task_id", "queue", "reply_to")}
+        task_id = merged.get("task_id") or uuid()
+        message = publish.task_message(app, self.task, tuple(merged_args), dict(merged_kwargs),
+                                       task_id=task_id, queue=str(merged["queue"]),
+                                       **fields)  # fmt: skip
+        publish.push(get_redis().pipeline(transaction=False), [message])
+        return app.AsyncResult(task_id)

@@ -44,6 +44,15 @@ def test_a_fan_out_sent_directly_runs_on_celerys_own_worker_path(
     assert "no tool named 'no_such_tool'" in results[2]["error"]
 
 
+def test_a_fan_out_through_celerys_canvas_completes(start_worker, client: Client) -> None:
+    """With `execution = "pool"` the event's task replaces itself with Celery's chord
+    (Task.replace); the continuation still resumes the agent with every result."""
+    start_worker(concurrency=8, env={"AGENTFLOW_RUNNER__EXECUTION": "pool"})
+    results = run_tools(client, {"name": "add", "args": {"a": 1, "b": 2}},
+                        {"name": "sleep", "args": {"seconds": 0.05}})  # fmt: skip
+    assert [r["output"] for r in results] == [3, 0.05]
+
+
 def test_failing_timed_out_and_unknown_tools_give_error_results(
     start_worker, client: Client
 ) -> None:
