@@ -65,7 +65,7 @@ class Shape:
 SHAPES: dict[str, list[Shape]] = {
     "W0": [Shape(50)],
     "W1": [Shape(200), Shape(200, rate=400), Shape(200, rate=500)],
-    "W2": [Shape(100), Shape(100, rate=250)],
+    "W2": [Shape(100), Shape(100, rate=200), Shape(100, rate=250)],
 }
 PLAIN_TASK = {"W0": "plain.noop", "W1": "plain.chat", "W2": "plain.after_tools"}
 
