@@ -40,6 +40,7 @@ from agentflow.errors import AgentError, EventRejected, LLMUnavailable, UnknownA
 from agentflow.models import AgentResult, Event
 from agentflow.state import State, StateStore
 from agentflow.tasks import _scripts
+from agentflow.tasks.script_batch import ScriptBatch
 from agentflow.tools.calls import CallTools, ToolResult
 
 log = logging.getLogger("agentflow.run_event")
@@ -199,6 +200,20 @@ class EventRunner:
 
         Raises EventRejected (dead-lettered) or RetryLater (another run holds the claim).
         """
+        begun, keys, args = self._claim_request(raw, task_id, queue, headers)
+        return self._claimed(begun, self._begin(keys=keys, args=args))
+
+    async def begin_async(
+        self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any],
+        scripts: ScriptBatch,
+    ) -> Begun | dict[str, Any]:  # fmt: skip
+        """:meth:`begin` on the event loop, its claim batched with the loop turn's others."""
+        begun, keys, args = self._claim_request(raw, task_id, queue, headers)
+        return self._claimed(begun, await scripts.call(self._begin, keys, args))
+
+    def _claim_request(
+        self, raw: Any, task_id: str, queue: str | None, headers: dict[str, Any]
+    ) -> tuple[Begun, list[Any], list[Any]]:
         started = time.time()
         try:
             event, agent = self.parse(raw)
@@ -213,10 +228,12 @@ class EventRunner:
         key = event.dedup_key
         begun = Begun(event, agent, raw, task_id, queue, headers, started,
                       f"{self.prefix}:done:{key}", f"{self.prefix}:claim:{key}")  # fmt: skip
-        status, value = self._begin(
-            keys=[begun.done_key, begun.claim_key, f"{self.prefix}:deliv:{task_id}"],
-            args=[task_id, self.claim_ttl, self.deliveries_ttl],
-        )
+        keys = [begun.done_key, begun.claim_key, f"{self.prefix}:deliv:{task_id}"]
+        return begun, keys, [task_id, self.claim_ttl, self.deliveries_ttl]
+
+    def _claimed(self, begun: Begun, reply: Any) -> Begun | dict[str, Any]:
+        status, value = reply
+        event, raw, task_id, queue = begun.event, begun.raw, begun.task_id, begun.queue
         if status == 1:  # already finished: a redelivery, or a duplicate idempotency key
             return dict(json.loads(value))
         begun.starts = int(value)
@@ -230,7 +247,7 @@ class EventRunner:
                 f"{last_error}", raw, task_id, queue, "worker",
             )  # fmt: skip
         if status == 2:
-            raise RetryLater(f"event {key} is running elsewhere", countdown=1.0)
+            raise RetryLater(f"event {event.dedup_key} is running elsewhere", countdown=1.0)
         return begun
 
     def load_state(self, begun: Begun) -> State:
@@ -275,6 +292,21 @@ class EventRunner:
         (kombu's unacked hash, its index, the delivery tag) it also removes the message from
         kombu's unacked bookkeeping, so the ack that follows needs no round trip.
         """
+        keys, args, payload = self._finish_request(begun, result, meta, settle)
+        return self._finished(self._finish(keys=keys, args=args), payload)
+
+    async def finish_async(
+        self, begun: Begun, result: AgentResult, scripts: ScriptBatch,
+        meta: ResultMeta | None = None, settle: tuple[str, str, str] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """:meth:`finish` on the event loop, batched with the loop turn's other scripts."""
+        keys, args, payload = self._finish_request(begun, result, meta, settle)
+        return self._finished(await scripts.call(self._finish, keys, args), payload)
+
+    def _finish_request(
+        self, begun: Begun, result: AgentResult, meta: ResultMeta | None,
+        settle: tuple[str, str, str] | None,
+    ) -> tuple[list[Any], list[Any], dict[str, Any]]:  # fmt: skip
         finished = time.time()
         event = begun.event
         enqueued = begun.headers.get(ENQUEUED_AT_HEADER)
@@ -293,12 +325,14 @@ class EventRunner:
             state_args = self.states.delta_args(result.state_updates)
         meta_key, head, tail = meta.parts() if meta is not None else ("", "", "")
         unacked, unacked_index, tag = settle if settle is not None else ("", "", "")
-        winner = self._finish(
-            keys=[begun.done_key, begun.claim_key, self.inflight_key, state_key, meta_key,
-                  unacked, unacked_index],
-            args=[encoded, self.result_ttl, event.id, self.states.ttl, head, tail,
-                  meta.ttl if meta is not None else 0, tag, *state_args],
-        )  # fmt: skip
+        keys = [begun.done_key, begun.claim_key, self.inflight_key, state_key, meta_key,
+                unacked, unacked_index]  # fmt: skip
+        args = [encoded, self.result_ttl, event.id, self.states.ttl, head, tail,
+                meta.ttl if meta is not None else 0, tag, *state_args]  # fmt: skip
+        return keys, args, payload
+
+    @staticmethod
+    def _finished(winner: Any, payload: dict[str, Any]) -> dict[str, Any]:
         if winner is not None:
             return dict(json.loads(winner))
         return payload

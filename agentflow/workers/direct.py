@@ -42,6 +42,7 @@ from agentflow.config import get_settings
 from agentflow.errors import ConfigError
 from agentflow.metrics import get_metrics
 from agentflow.tasks.runner import ENQUEUED_AT_HEADER, ResultMeta, RetryLater, get_runner
+from agentflow.tasks.script_batch import ScriptBatch
 from agentflow.tools.calls import CallTools
 from agentflow.tools.fanout import RESUME_TASK
 from agentflow.tools.tasks import RUN_TOOL_TASK
@@ -79,6 +80,15 @@ class _Tracker:
 
 
 tracker = _Tracker()
+_batch: ScriptBatch | None = None
+
+
+def _script_batch() -> ScriptBatch:
+    """The process's batch of begin/finish script calls (they all run on the one loop)."""
+    global _batch
+    if _batch is None:
+        _batch = ScriptBatch(get_runner().redis)
+    return _batch
 
 
 def uses_direct(task: Any, consumer: Any) -> str | None:
@@ -217,7 +227,7 @@ async def _execute(
     if isinstance(enqueued, int | float):
         metrics.timing(f"event.queue_wait.{name}", max(0.0, started - enqueued) * 1000)
     try:
-        begun = runner.begin(raw, task_id, queue, headers)
+        begun = await runner.begin_async(raw, task_id, queue, headers, _script_batch())
         if isinstance(begun, dict):  # finished before: answer for this task id too
             _store_meta(runner, meta, begun)
         else:
@@ -231,7 +241,7 @@ async def _execute(
                 metrics.incr(f"events.fanned_out.{name}")
                 return True
             settle = _settle_args(message)
-            runner.finish(begun, result, meta=meta, settle=settle)
+            await runner.finish_async(begun, result, _script_batch(), meta=meta, settle=settle)
             if settle is not None:
                 message.channel.qos.settled(message.delivery_tag)
         now = time.time()
@@ -329,7 +339,7 @@ async def _run_resume(
             _replace(runner.fan_out(begun, result, step=step + 1), task_id, headers)
             return True
         settle = _settle_args(message)
-        runner.finish(begun, result, meta=meta, settle=settle)
+        await runner.finish_async(begun, result, _script_batch(), meta=meta, settle=settle)
         if settle is not None:
             message.channel.qos.settled(message.delivery_tag)
         metrics.incr(f"events.succeeded.{name}")
