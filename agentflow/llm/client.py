@@ -101,12 +101,15 @@ class LLMClient:
         self._shard_count = max(1, min(32, config.max_connections // 8))
         self._timeout = httpx.Timeout(config.request_timeout, connect=config.connection_timeout)
         self._timeout_ext = self._timeout.as_dict()
-        self._json_headers = {
-            "accept": "application/json",
-            "content-type": "application/json",
-            "user-agent": _USER_AGENT,
-            **self.provider.headers(),
-        }
+        self._urls: dict[str, httpx.URL] = {}
+        self._json_headers = httpx.Headers(
+            {
+                "accept": "application/json",
+                "content-type": "application/json",
+                "user-agent": _USER_AGENT,
+                **self.provider.headers(),
+            }
+        )
         self._shards: list[_Shard] = [self._new_shard() for _ in range(self._shard_count)]
         self._next = itertools.count()
         self.redis = redis = get_async_redis()
@@ -246,7 +249,12 @@ class LLMClient:
         content = json.dumps(body, separators=(",", ":")).encode()
 
         async def send(shard: _Shard) -> dict[str, Any]:
-            request = httpx.Request("POST", url, headers=self._json_headers, content=content,
+            parsed = self._urls.get(url)
+            if parsed is None:  # a provider has a handful of endpoints: parse each once
+                if len(self._urls) > 64:
+                    self._urls.clear()
+                parsed = self._urls[url] = httpx.URL(url)
+            request = httpx.Request("POST", parsed, headers=self._json_headers, content=content,
                                     extensions={"timeout": self._timeout_ext})  # fmt: skip
             response = await shard.transport.handle_async_request(request)
             try:

@@ -25,10 +25,12 @@ members other than a tool call in a chord (callbacks, chains, an event inside a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import bootsteps
@@ -81,6 +83,17 @@ class _Tracker:
 
 tracker = _Tracker()
 _batch: ScriptBatch | None = None
+
+
+_backend_pool: ThreadPoolExecutor | None = None
+
+
+def _backend_threads() -> ThreadPoolExecutor:
+    """Threads for Celery result-backend calls that block (a chord member's result)."""
+    global _backend_pool
+    if _backend_pool is None:
+        _backend_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentflow-backend")
+    return _backend_pool
 
 
 def _script_batch() -> ScriptBatch:
@@ -302,8 +315,12 @@ async def _run_tool(task: Any, args: Any, kwargs: Any, task_id: str, request: An
     try:
         # A chord member's result goes to the chord (Celery's backend stashes it for the body);
         # a tool call outside a chord keeps its own result entry for whoever sent it.
-        task.backend.mark_as_done(task_id, result.model_dump(mode="json"), request=request,
+        # On a helper thread: Celery's chord bookkeeping makes up to six blocking round
+        # trips for the last member, and the loop has other events to run meanwhile.
+        store = functools.partial(task.backend.mark_as_done, task_id,
+                                  result.model_dump(mode="json"), request=request,
                                   store_result=not request.chord)  # fmt: skip
+        await asyncio.get_running_loop().run_in_executor(_backend_threads(), store)
     except Exception:
         log.exception("tool call %s: could not store its result; left for redelivery", task_id)
         return False
