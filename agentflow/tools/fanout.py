@@ -108,8 +108,8 @@ def step_of(context: dict[str, Any]) -> int:
     return int(context.get(_STEP) or 1)
 
 
-def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
-         nesting: int) -> bool:  # fmt: skip
+def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None, nesting: int,
+         settle: tuple[str, str, str] | None = None) -> bool:  # fmt: skip
     """Publish a fan-out from :func:`build` as task `task_id`'s replacement; False when the
     app's settings need Celery's own canvas (the caller then uses ``apply_async``).
 
@@ -117,7 +117,9 @@ def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
     with the event's id and a new group id, each call a group member carrying the body as
     its ``chord``, the chord size under the backend's ``.s`` key — but in one Redis
     pipeline (two when the result backend is another Redis), without the canvas's result
-    objects and per-message publish machinery (:mod:`agentflow.broker.publish`).
+    objects and per-message publish machinery (:mod:`agentflow.broker.publish`). With
+    `settle` (kombu's unacked hash, its index, a delivery tag) the same pipeline removes
+    the replaced task's message from kombu's unacked records.
     """
     if not isinstance(signature, chord) or not publish.direct_publish_ok(app):
         return False
@@ -144,6 +146,10 @@ def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
     pipe = broker.pipeline(transaction=False)
     if publish.same_redis(backend.client, broker):
         pipe.set(size_key, len(messages), ex=expires)
+    if settle is not None:
+        unacked, index, tag = settle
+        pipe.hdel(unacked, tag)
+        pipe.zrem(index, tag)
     publish.push(pipe, messages)
     return True
 

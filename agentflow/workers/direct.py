@@ -164,7 +164,7 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
             request = Context({**headers, **embed, "args": args, "kwargs": kwargs,
                                "delivery_info": message.delivery_info, "is_eager": False,
                                "hostname": consumer.hostname})  # fmt: skip
-            work = _run_tool(task, args, kwargs, task_id, request)
+            work = _run_tool(task, args, kwargs, task_id, request, message)
         else:
             meta = ResultMeta(backend.get_key_for_task(task_id).decode(), task_id, meta_ttl)
             if kind == "resume":
@@ -250,7 +250,7 @@ async def _execute(
             except Exception as exc:
                 raise runner.failure(begun, exc) from exc
             if isinstance(result, CallTools):
-                _replace(runner.fan_out(begun, result, step=1), task_id, headers)
+                _replace(runner.fan_out(begun, result, step=1), task_id, headers, message)
                 metrics.incr(f"events.fanned_out.{name}")
                 return True
             settle = _settle_args(message)
@@ -271,15 +271,20 @@ async def _execute(
     return True
 
 
-def _replace(fan: Any, task_id: str, headers: dict[str, Any]) -> None:
+def _replace(fan: Any, task_id: str, headers: dict[str, Any], message: Any = None) -> None:
     """``Task.replace`` by hand (there is no Celery request here): the fan-out's chord body
-    takes this task's id, so it stores the event's result when the agent is done."""
+    takes this task's id, so it stores the event's result when the agent is done. The
+    pipeline that sends the chord also settles the event's own message (see
+    :meth:`QoS.settled`)."""
     from agentflow.tools import fanout
 
     signature = fan.signature
     nesting = int(headers.get("replaced_task_nesting") or 0) + 1
+    settle = _settle_args(message)
     if fanout.send(signature.app, signature, task_id, root_id=headers.get("root_id"),
-                   nesting=nesting):  # fmt: skip
+                   nesting=nesting, settle=settle):  # fmt: skip
+        if settle is not None:
+            message.channel.qos.settled(message.delivery_tag)
         return
     signature.freeze(task_id)
     signature.set(replaced_task_nesting=nesting)
@@ -304,7 +309,9 @@ def _store_failure(task: Any, task_id: str, exc: BaseException) -> bool:
     return True
 
 
-async def _run_tool(task: Any, args: Any, kwargs: Any, task_id: str, request: Any) -> bool:
+async def _run_tool(
+    task: Any, args: Any, kwargs: Any, task_id: str, request: Any, message: Any = None
+) -> bool:
     """A tool call (`agentflow.run_tool`), maybe a chord member: Celery's backend stores
     the result and, for the chord's last member, sends the chord's body."""
     from agentflow.tools.tasks import execute_tool_async
@@ -312,17 +319,38 @@ async def _run_tool(task: Any, args: Any, kwargs: Any, task_id: str, request: An
     call = args[0] if args else kwargs.get("call")
     event_id = args[1] if len(args) > 1 else kwargs.get("event_id")
     result = await execute_tool_async(call, event_id)
+    settle = _settle_args(message)
     try:
-        # A chord member's result goes to the chord (Celery's backend stashes it for the body);
-        # a tool call outside a chord keeps its own result entry for whoever sent it.
         # On a helper thread: Celery's chord bookkeeping makes up to six blocking round
         # trips for the last member, and the loop has other events to run meanwhile.
-        store = functools.partial(task.backend.mark_as_done, task_id,
-                                  result.model_dump(mode="json"), request=request,
-                                  store_result=not request.chord)  # fmt: skip
-        await asyncio.get_running_loop().run_in_executor(_backend_threads(), store)
+        store = functools.partial(_store_tool_result, task, task_id,
+                                  result.model_dump(mode="json"), request, settle)  # fmt: skip
+        settled = await asyncio.get_running_loop().run_in_executor(_backend_threads(), store)
     except Exception:
         log.exception("tool call %s: could not store its result; left for redelivery", task_id)
+        return False
+    if settled:
+        message.channel.qos.settled(message.delivery_tag)
+    return True
+
+
+def _store_tool_result(
+    task: Any, task_id: str, value: Any, request: Any, settle: tuple[str, str, str] | None
+) -> bool:
+    """Store a tool call's result, then settle its message; True when it is settled."""
+    # A chord member's result goes to the chord (Celery's backend stashes it for the body);
+    # a tool call outside a chord keeps its own result entry for whoever sent it.
+    task.backend.mark_as_done(task_id, value, request=request, store_result=not request.chord)
+    if settle is None:
+        return False
+    unacked, index, tag = settle
+    try:
+        pipe = get_runner().redis.pipeline(transaction=False)
+        pipe.hdel(unacked, tag)
+        pipe.zrem(index, tag)
+        pipe.execute()
+    except Exception:
+        log.warning("tool call %s: settling its message failed; kombu acks it", task_id)
         return False
     return True
 
@@ -353,7 +381,8 @@ async def _run_resume(
         except Exception as exc:
             raise runner.failure(begun, exc) from exc
         if isinstance(result, CallTools):
-            _replace(runner.fan_out(begun, result, step=step + 1), task_id, headers)
+            _replace(runner.fan_out(begun, result, step=step + 1), task_id, headers,
+                     message)  # fmt: skip
             return True
         settle = _settle_args(message)
         await runner.finish_async(begun, result, _script_batch(), meta=meta, settle=settle)
