@@ -8,6 +8,7 @@ created lazily and again after fork, so prefork children each get their own.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import threading
 from collections.abc import Coroutine
@@ -40,6 +41,61 @@ def get_loop() -> asyncio.AbstractEventLoop:
             ready.wait()
             _loop, _pid = new_loop, os.getpid()
         return _loop
+
+
+class _Inbox:
+    """Coroutines handed to the loop from other threads, started in batches.
+
+    ``run_coroutine_threadsafe`` wakes the loop (a write to its self-pipe) and builds a
+    ``concurrent.futures.Future`` for every coroutine; a consumer that delivers messages
+    in bursts needs neither: one wake-up starts every coroutine queued so far.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: collections.deque[Coroutine[Any, Any, Any]] = collections.deque()
+        self.lock = threading.Lock()
+        self.scheduled = False
+        self.running: set[asyncio.Task[Any]] = set()
+
+    def put(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.queue.append(coro)
+        with self.lock:
+            if self.scheduled:
+                return
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self.drain)
+        except BaseException:
+            with self.lock:
+                self.scheduled = False
+            raise
+
+    def drain(self) -> None:
+        with self.lock:
+            self.scheduled = False  # what arrives from now on schedules another drain
+        queue, running = self.queue, self.running
+        while queue:
+            task = self.loop.create_task(queue.popleft())
+            running.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(running.discard)
+
+
+_inbox: _Inbox | None = None
+
+
+def submit(coro: Coroutine[Any, Any, Any]) -> None:
+    """Start `coro` on the process loop and return at once (fire and forget: the coroutine
+    handles its own errors). Coroutines submitted while the loop is busy start together."""
+    global _inbox
+    loop = get_loop()
+    inbox = _inbox
+    if inbox is None or inbox.loop is not loop:
+        with _lock:
+            if _inbox is None or _inbox.loop is not loop:
+                _inbox = _Inbox(loop)
+            inbox = _inbox
+    inbox.put(coro)
 
 
 def in_loop_thread() -> bool:

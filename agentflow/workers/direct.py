@@ -177,7 +177,7 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
                                 message)  # fmt: skip
         tracker.started()
         try:
-            asyncio.run_coroutine_threadsafe(_run(work, ack, message), _aio.get_loop())
+            _aio.submit(_run(work, ack, message))
         except BaseException:
             tracker.finished()
             work.close()
