@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,16 +23,19 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
 
+log = logging.getLogger("agentflow.transport")
 MALFORMED_CONTENT_TYPE = "application/x-agentflow-malformed"
 MALFORMED_HEADER = "agentflow_malformed"
 
 
 def _is_envelope(value: Any) -> bool:
+    properties = value.get("properties") if isinstance(value, dict) else None
     return (
-        isinstance(value, dict)
+        isinstance(properties, dict)
         and "body" in value
-        and isinstance(value.get("properties"), dict)
         and isinstance(value.get("headers", {}), dict)
+        and properties.get("delivery_tag") is not None
+        and isinstance(properties.get("delivery_info"), dict)
     )
 
 
@@ -171,6 +175,16 @@ class Channel(kombu_redis.Channel):
             self._no_ack_queues = self._no_ack_queues | {queue}
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
+    def _put_back(self, raw_key: bytes, items: tuple[bytes, ...]) -> None:
+        """Return popped items whose unacked records could not be written to the end of
+        the queue they came from (the next to be popped), first popped first again."""
+        try:
+            with self.conn_or_acquire() as client:
+                client.rpush(raw_key, *reversed(items))
+        except Exception:
+            log.error("%d messages taken from %s could not be recorded or put back",
+                      len(items), bytes_to_str(raw_key))  # fmt: skip
+
     @contextlib.contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         if client:
@@ -197,10 +211,15 @@ class Channel(kombu_redis.Channel):
             if not more:
                 self.connection._deliver(parse_item(item, dest), dest)
                 return True
-            payloads = [parse_item(i, dest) for i in (item, *more)]
+            items = (item, *more)
+            payloads = [parse_item(i, dest) for i in items]
             if dest not in self._no_ack_queues:
-                self.qos.record([_unacked_entry(p, i) for p, i in zip(payloads, (item, *more),
-                                                                      strict=True)])  # fmt: skip
+                try:
+                    self.qos.record([_unacked_entry(p, i)
+                                     for p, i in zip(payloads, items, strict=True)])  # fmt: skip
+                except BaseException:
+                    self._put_back(raw_key, items)
+                    raise
             for payload in payloads:
                 self.connection._deliver(payload, dest)
             return True

@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -81,10 +82,24 @@ def _user_agent() -> str:
 _USER_AGENT = _user_agent()
 
 
-class _Shard:
-    """One httpx client and the transport (connection pool) under it."""
+def _proxied(url: str) -> bool:
+    """Whether the environment sends `url` through a proxy (``HTTP(S)_PROXY``, ``ALL_PROXY``,
+    not excluded by ``NO_PROXY``), as httpx's ``trust_env`` would."""
+    parsed = httpx.URL(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parsed.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parsed.host)
 
-    def __init__(self, client: httpx.AsyncClient, transport: httpx.AsyncHTTPTransport) -> None:
+
+class _Shard:
+    """One httpx client and the transport (connection pool) under it; no transport of our
+    own when the environment routes the provider through a proxy (httpx then mounts the
+    proxy's transport itself)."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, transport: httpx.AsyncHTTPTransport | None
+    ) -> None:
         self.client = client
         self.transport = transport
         self.born = time.monotonic()
@@ -99,6 +114,7 @@ class LLMClient:
         self.config = config
         self.provider: Provider = PROVIDERS[provider](config)
         self._shard_count = max(1, min(32, config.max_connections // 8))
+        self._through_proxy = _proxied(self.provider.base_url)
         self._timeout = httpx.Timeout(config.request_timeout, connect=config.connection_timeout)
         self._timeout_ext = self._timeout.as_dict()
         self._urls: dict[str, httpx.URL] = {}
@@ -140,6 +156,10 @@ class LLMClient:
         per_shard = max(1, c.max_connections // self._shard_count)
         limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard,
                               keepalive_expiry=c.idle_timeout)  # fmt: skip
+        if self._through_proxy:
+            client = httpx.AsyncClient(limits=limits, timeout=self._timeout,
+                                       headers=self.provider.headers())  # fmt: skip
+            return _Shard(client, None)
         transport = httpx.AsyncHTTPTransport(limits=limits)
         client = httpx.AsyncClient(transport=transport, timeout=self._timeout,
                                    headers=self.provider.headers())  # fmt: skip
@@ -254,13 +274,18 @@ class LLMClient:
                 if len(self._urls) > 64:
                     self._urls.clear()
                 parsed = self._urls[url] = httpx.URL(url)
-            request = httpx.Request("POST", parsed, headers=self._json_headers, content=content,
-                                    extensions={"timeout": self._timeout_ext})  # fmt: skip
-            response = await shard.transport.handle_async_request(request)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
+            if shard.transport is None:  # through a proxy: the client mounts its transport
+                response = await shard.client.post(parsed, content=content,
+                                                   headers=self._json_headers)  # fmt: skip
+            else:
+                request = httpx.Request("POST", parsed, headers=self._json_headers,
+                                        content=content,
+                                        extensions={"timeout": self._timeout_ext})  # fmt: skip
+                response = await shard.transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
             if response.status_code >= 400:
                 raise _HTTPStatus(response.status_code, response.text,
                                   retry_after_seconds(response))  # fmt: skip

@@ -116,12 +116,17 @@ def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None, n
     What ``chord.apply_async`` sends for this shape, message for message: the body frozen
     with the event's id and a new group id, each call a group member carrying the body as
     its ``chord``, the chord size under the backend's ``.s`` key — but in one Redis
-    pipeline (two when the result backend is another Redis), without the canvas's result
+    transaction (the result backend must be the broker's database), without the canvas's result
     objects and per-message publish machinery (:mod:`agentflow.broker.publish`). With
-    `settle` (kombu's unacked hash, its index, a delivery tag) the same pipeline removes
+    `settle` (kombu's unacked hash, its index, a delivery tag) the same transaction removes
     the replaced task's message from kombu's unacked records.
     """
-    if not isinstance(signature, chord) or not publish.direct_publish_ok(app):
+    backend, broker = app.backend, get_redis()
+    if (
+        not isinstance(signature, chord)
+        or not publish.direct_publish_ok(app)
+        or not publish.same_redis(backend.client, broker)
+    ):
         return False
     header = signature.tasks
     members: list[Signature] = list(header.tasks if isinstance(header, group) else header)
@@ -137,15 +142,11 @@ def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None, n
             group_id=group_id, group_index=i, chord=body, root_id=root, parent_id=task_id,
             replaced_task_nesting=nesting,
         ))  # fmt: skip
-    backend = app.backend
-    broker = get_redis()
-    size_key = backend.get_key_for_group(group_id, ".s")
-    expires = backend.chord_expires or None
-    if not publish.same_redis(backend.client, broker):
-        backend.ensure(backend.client.set, (size_key, len(messages)), {"ex": expires})
-    pipe = broker.pipeline(transaction=False)
-    if publish.same_redis(backend.client, broker):
-        pipe.set(size_key, len(messages), ex=expires)
+    # One transaction: the chord's size is set, its calls go out and the replaced message is
+    # settled, or none of it happens.
+    pipe = broker.pipeline(transaction=True)
+    pipe.set(backend.get_key_for_group(group_id, ".s"), len(messages),
+             ex=backend.chord_expires or None)  # fmt: skip
     if settle is not None:
         unacked, index, tag = settle
         pipe.hdel(unacked, tag)

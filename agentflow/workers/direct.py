@@ -17,9 +17,10 @@ entry and publishes it, so producers (``AsyncResult.get``, Flower's API) see the
 usual.
 
 Messages this path does not take go to Celery's own strategy: `[runner] execution = "pool"`,
-the prefork pool, task events switched on (Flower's live view needs Celery's
-request machinery), an ETA or countdown (retries), expiry, revoked ids, and canvas
-members other than a tool call in a chord (callbacks, chains, an event inside a chord).
+a result backend other than the broker's Redis database, the prefork pool, task events
+switched on (Flower's live view needs Celery's request machinery), an ETA or countdown
+(retries), expiry, revoked ids, and canvas members other than a tool call in a chord
+(callbacks, chains, an event inside a chord).
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ from typing import Any
 
 from celery import bootsteps
 from celery.app.task import Context
+from celery.backends.redis import RedisBackend
 from celery.worker.strategy import default as default_strategy
 
 from agentflow import _aio
+from agentflow.broker.connection import get_redis
+from agentflow.broker.publish import same_redis
 from agentflow.broker.queues import RUN_EVENT_TASK
 from agentflow.broker.transport import QoS as TransportQoS
 from agentflow.config import get_settings
@@ -117,6 +121,10 @@ def uses_direct(task: Any, consumer: Any) -> str | None:
     task_events = dispatcher is not None and dispatcher.enabled and (not groups or "task" in groups)
     if task_events and task.send_events:
         return "task events are on"
+    backend = task.app.backend
+    if not isinstance(backend, RedisBackend) or not same_redis(backend.client, get_redis()):
+        # The finish script writes Celery's result entry through the broker's Redis.
+        return "the result backend is not the broker's Redis database"
     return None
 
 

@@ -96,3 +96,32 @@ def test_a_gevent_worker_is_refused_with_the_reason(redis_client) -> None:
     )  # fmt: skip
     assert proc.returncode != 0
     assert "cannot run on the gevent pool" in proc.stdout + proc.stderr
+
+
+def test_a_result_backend_on_another_database_gets_every_result(start_worker, redis_url) -> None:
+    """With `[broker] result_url` on another Redis database the worker takes Celery's own
+    path (the finish script writes results through the broker's Redis); events and fan-outs
+    still complete, and the producer reads every result from the result backend."""
+    import redis
+
+    base, db = redis_url.rsplit("/", 1)
+    result_url = f"{base}/{int(db) + 1}"
+    results_db = redis.Redis.from_url(result_url)
+    results_db.flushdb()
+    worker = start_worker(concurrency=8, env={"AGENTFLOW_BROKER__RESULT_URL": result_url})
+    app = Celery("split-backend", broker=redis_url, backend=result_url)
+    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+    client = Client(app=app)
+    try:
+        echo = client.emit({"type": "t", "agent": "echo", "data": {"x": 1}})
+        tools = client.emit({"type": "t", "agent": "tools",
+                             "data": {"calls": [{"name": "add", "args": {"a": 1, "b": 2}}]}})  # fmt: skip
+        assert echo.result(timeout=30).output == {"echo": {"x": 1}, "type": "t"}
+        assert [r["output"] for r in tools.result(timeout=30).output["results"]] == [3]
+        assert results_db.exists(f"celery-task-meta-{echo.id}")
+    finally:
+        client.close()
+        app.close()
+        results_db.flushdb()
+        results_db.close()
+    assert "the result backend is not the broker's Redis database" in worker.log()

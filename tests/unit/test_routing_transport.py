@@ -27,13 +27,19 @@ def test_unroutable_event_is_a_clear_error() -> None:
 
 
 def test_envelope_passes_through() -> None:
-    env = {"body": "e30=", "headers": {}, "properties": {"delivery_tag": "x"}}
+    env = {"body": "e30=", "headers": {},
+           "properties": {"delivery_tag": "x", "delivery_info": {"routing_key": "q"}}}  # fmt: skip
     assert parse_item(json.dumps(env).encode(), "q") == env
 
 
 @pytest.mark.parametrize(
     ("item", "reason"),
-    [(b"\x80not json", "not JSON"), (b'{"type": "t"}', "not a kombu message envelope")],
+    [
+        (b"\x80not json", "not JSON"),
+        (b'{"type": "t"}', "not a kombu message envelope"),
+        # an envelope kombu could not deliver (no delivery tag): dead-lettered, not lost
+        (b'{"body": "e30=", "properties": {"delivery_info": {}}}', "not a kombu message envelope"),
+    ],
 )
 def test_malformed_items_become_dead_letter_envelopes(item: bytes, reason: str) -> None:
     env = parse_item(item, "agentflow.agent.echo")
