@@ -12,6 +12,7 @@ import collections
 import os
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -96,6 +97,25 @@ def submit(coro: Coroutine[Any, Any, Any]) -> None:
                 _inbox = _Inbox(loop)
             inbox = _inbox
     inbox.put(coro)
+
+
+_executors: dict[tuple[int, str], ThreadPoolExecutor] = {}
+
+
+def executor(name: str, max_workers: int) -> ThreadPoolExecutor:
+    """The process's pool of helper threads called `name`, for blocking work started from
+    the loop (sync tools, Celery result-backend calls); created on first use, and again in a
+    forked child (the parent's threads do not survive a fork)."""
+    key = (os.getpid(), name)
+    pool = _executors.get(key)
+    if pool is None:
+        with _lock:
+            pool = _executors.get(key)
+            if pool is None:
+                pool = _executors[key] = ThreadPoolExecutor(
+                    max_workers=max_workers, thread_name_prefix=f"agentflow-{name}"
+                )
+    return pool
 
 
 def in_loop_thread() -> bool:

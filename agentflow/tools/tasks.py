@@ -30,14 +30,10 @@ from agentflow.tools.calls import ToolCall, ToolResult
 from agentflow.tools.registry import Tool, get_tool
 
 RUN_TOOL_TASK = "agentflow.run_tool"
-_executor: ThreadPoolExecutor | None = None
 
 
 def _threads() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="agentflow-tool")
-    return _executor
+    return _aio.executor("tool", 64)
 
 
 def _stream_sync(tool: Tool, args: dict[str, Any], event_id: str, timeout: float) -> Any:

@@ -89,15 +89,9 @@ tracker = _Tracker()
 _batch: ScriptBatch | None = None
 
 
-_backend_pool: ThreadPoolExecutor | None = None
-
-
 def _backend_threads() -> ThreadPoolExecutor:
     """Threads for Celery result-backend calls that block (a chord member's result)."""
-    global _backend_pool
-    if _backend_pool is None:
-        _backend_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentflow-backend")
-    return _backend_pool
+    return _aio.executor("backend", 8)
 
 
 def _script_batch() -> ScriptBatch:
