@@ -146,9 +146,9 @@ class Channel(kombu_redis.Channel):
     _no_ack_queues: frozenset[str] = frozenset()
     max_pop = 16
     """Messages taken per wake-up: after BRPOP returns one, up to this many - 1 more are
-    popped at once (RPOP with a count) if the prefetch limit leaves room. Each is handed
-    to the consumer and recorded as unacked exactly as a BRPOP'd one; only the BRPOP round
-    trip and the poll cycle per message are saved."""
+    popped at once (RPOP with a count) if the prefetch limit leaves room. The batch's
+    unacked records (what kombu writes per message) are written in one transaction before
+    any is handed to the consumer; if that fails the items go back to the queue."""
     _pop_more_ok = True
 
     def _pop_more(self, raw_key: bytes) -> list[bytes]:
