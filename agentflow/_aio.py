@@ -11,7 +11,7 @@ import asyncio
 import collections
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -99,23 +99,27 @@ def submit(coro: Coroutine[Any, Any, Any]) -> None:
     inbox.put(coro)
 
 
+def per_process(cache: dict[tuple[int, str], T], name: str, make: Callable[[], T]) -> T:
+    """`cache`'s object called `name` for this process, made by `make` on first use — and
+    again in a forked child, which must not share its parent's threads or connections."""
+    key = (os.getpid(), name)
+    value = cache.get(key)
+    if value is None:
+        with _lock:
+            value = cache.get(key)
+            if value is None:
+                value = cache[key] = make()
+    return value
+
+
 _executors: dict[tuple[int, str], ThreadPoolExecutor] = {}
 
 
 def executor(name: str, max_workers: int) -> ThreadPoolExecutor:
     """The process's pool of helper threads called `name`, for blocking work started from
-    the loop (sync tools, Celery result-backend calls); created on first use, and again in a
-    forked child (the parent's threads do not survive a fork)."""
-    key = (os.getpid(), name)
-    pool = _executors.get(key)
-    if pool is None:
-        with _lock:
-            pool = _executors.get(key)
-            if pool is None:
-                pool = _executors[key] = ThreadPoolExecutor(
-                    max_workers=max_workers, thread_name_prefix=f"agentflow-{name}"
-                )
-    return pool
+    the loop (sync tools, Celery result-backend calls)."""
+    return per_process(_executors, name, lambda: ThreadPoolExecutor(
+        max_workers=max_workers, thread_name_prefix=f"agentflow-{name}"))  # fmt: skip
 
 
 def in_loop_thread() -> bool:

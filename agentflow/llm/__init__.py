@@ -8,27 +8,19 @@ cache with single flight. See docs/llm.md.
 from __future__ import annotations
 
 import os
-import threading
 
+from agentflow import _aio
 from agentflow.config import get_settings
 from agentflow.llm.client import LLMClient
 from agentflow.llm.types import ChatResponse, ToolCall
 
-_lock = threading.Lock()
 _clients: dict[tuple[int, str], LLMClient] = {}
 
 
 def get_llm(provider: str | None = None) -> LLMClient:
     """The process's client for `provider` (default: `[llm] provider`); call on the event loop."""
     name = provider or get_settings().llm.provider
-    key = (os.getpid(), name)
-    client = _clients.get(key)
-    if client is None:
-        with _lock:
-            client = _clients.get(key)
-            if client is None:
-                client = _clients[key] = LLMClient(name)
-    return client
+    return _aio.per_process(_clients, name, lambda: LLMClient(name))
 
 
 async def warm() -> int:
