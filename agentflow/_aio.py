@@ -10,16 +10,52 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+import sniffio
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _pid: int | None = None
+
+
+def _green_threads() -> bool:
+    """Whether gevent or eventlet has patched threading: the loop's thread is then a
+    greenlet, and uvloop (blocking inside libuv) would stall the whole process; asyncio's
+    selector is patched to yield."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+        return True
+    patcher = sys.modules.get("eventlet.patcher")
+    return patcher is not None and bool(patcher.is_monkey_patched("thread"))
+
+
+def new_loop(kind: str | None = None) -> asyncio.AbstractEventLoop:
+    """A new event loop of `kind` (``[performance] event_loop`` when None): ``uvloop``,
+    ``asyncio``, or ``auto`` — uvloop when it is installed and threads are not green."""
+    if kind is None:
+        from agentflow.config import get_settings
+
+        kind = get_settings().performance.event_loop
+    if kind == "uvloop" or (kind == "auto" and not _green_threads()):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                from agentflow.errors import ConfigError
+
+                raise ConfigError(
+                    "[performance] event_loop = uvloop, but uvloop is not installed"
+                ) from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def get_loop() -> asyncio.AbstractEventLoop:
@@ -30,17 +66,20 @@ def get_loop() -> asyncio.AbstractEventLoop:
         return loop
     with _lock:
         if _loop is None or _pid != os.getpid() or _loop.is_closed():
-            new_loop = asyncio.new_event_loop()
+            created = new_loop()
             ready = threading.Event()
 
             def _serve() -> None:
-                asyncio.set_event_loop(new_loop)
-                new_loop.call_soon(ready.set)
-                new_loop.run_forever()
+                asyncio.set_event_loop(created)
+                # This thread only ever runs asyncio: say so, instead of letting httpcore's
+                # and anyio's sniffio calls find out from asyncio.current_task() each time.
+                sniffio.thread_local.name = "asyncio"
+                created.call_soon(ready.set)
+                created.run_forever()
 
             threading.Thread(target=_serve, name="agentflow-aio", daemon=True).start()
             ready.wait()
-            _loop, _pid = new_loop, os.getpid()
+            _loop, _pid = created, os.getpid()
         return _loop
 
 

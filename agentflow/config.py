@@ -106,6 +106,9 @@ class PerformanceConfig(_Section):
     batch_timeout: Duration = 0.1
     enable_connection_pooling: bool = True
     pool_size: int = Field(default=50, ge=1)
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """The worker's event loop (LLM calls, async agents and tools): uvloop where installed
+    (``auto``), or always uvloop, or asyncio's own."""
 
 
 class MonitoringConfig(_Section):

@@ -29,6 +29,7 @@ import httpx
 from agentflow.broker.connection import get_async_redis
 from agentflow.config import LLMProviderConfig, Settings, get_settings
 from agentflow.errors import LLMRequestError, LLMUnavailable, RateLimited
+from agentflow.llm._netbackend import AsyncioHTTPTransport
 from agentflow.llm.batching import EmbedBatcher
 from agentflow.llm.breaker import CircuitBreaker
 from agentflow.llm.cache import ResponseCache, request_key, ttl_for
@@ -126,6 +127,7 @@ class LLMClient:
                 **self.provider.headers(),
             }
         )
+        self._ssl_context = httpx.create_ssl_context()
         self._shards: list[_Shard] = [self._new_shard() for _ in range(self._shard_count)]
         self._next = itertools.count()
         self.redis = redis = get_async_redis()
@@ -160,7 +162,7 @@ class LLMClient:
             client = httpx.AsyncClient(limits=limits, timeout=self._timeout,
                                        headers=self.provider.headers())  # fmt: skip
             return _Shard(client, None)
-        transport = httpx.AsyncHTTPTransport(limits=limits)
+        transport = AsyncioHTTPTransport(limits, self._ssl_context)
         client = httpx.AsyncClient(transport=transport, timeout=self._timeout,
                                    headers=self.provider.headers())  # fmt: skip
         return _Shard(client, transport)
