@@ -47,6 +47,28 @@ def envelope(headers: dict[str, Any], properties: dict[str, Any], body: bytes, q
     )
 
 
+def decode(message: Any) -> Any:
+    """A received message's body, as ``message.decode()`` gives it.
+
+    kombu's JSON loader runs a Python ``object_hook`` on every object in the body, to revive
+    its ``{"__type__": ..., "__value__": ...}`` tags (datetimes, decimals, UUIDs); a body
+    without such a tag is read by ``json.loads`` alone, in C. Anything else — another
+    content type or encoding, a tagged value, a content type the consumer does not accept —
+    is kombu's.
+    """
+    body = message.body
+    accept = message.accept
+    if (
+        message.content_type == "application/json"
+        and message.content_encoding == "utf-8"
+        and (accept is None or "application/json" in accept)
+        and isinstance(body, bytes)
+        and b'"__type__"' not in body
+    ):
+        return json.loads(body)
+    return message.decode()
+
+
 def short_repr(value: Any, limit: int = 1024) -> str:
     """The ``argsrepr``/``kwargsrepr`` header (what Flower shows): ``repr`` cut at `limit`.
 

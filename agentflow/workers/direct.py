@@ -40,6 +40,7 @@ from celery.backends.redis import RedisBackend
 from celery.worker.strategy import default as default_strategy
 
 from agentflow import _aio
+from agentflow.broker import messages
 from agentflow.broker.connection import get_redis
 from agentflow.broker.publish import same_redis
 from agentflow.broker.queues import RUN_EVENT_TASK
@@ -150,7 +151,7 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
         ):
             return fallback(message, body, ack, reject, callbacks, **extra)
         try:
-            args, kwargs, embed = message.decode()
+            args, kwargs, embed = messages.decode(message)
         except Exception:
             return fallback(message, body, ack, reject, callbacks, **extra)
         embed = embed if isinstance(embed, dict) else {}

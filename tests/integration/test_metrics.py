@@ -73,3 +73,49 @@ def test_metrics_can_be_switched_off(start_worker, redis_client) -> None:
         client.close()
     assert _collect(sock, time.monotonic() + 0.7) == []
     sock.close()
+
+
+def test_stats_are_sent_from_their_own_thread_packed_in_order() -> None:
+    """The caller only queues; the sender thread delivers every stat, in order, in datagrams
+    no larger than statsd's 512-byte limit."""
+    import threading
+
+    from agentflow.metrics import BufferedStatsClient
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    client = BufferedStatsClient("127.0.0.1", sock.getsockname()[1], prefix="agentflow",
+                                 flush_interval=0.05)  # fmt: skip
+    senders: set[str] = set()
+    real_send = client._send
+
+    def spy(data: str) -> None:
+        senders.add(threading.current_thread().name)
+        real_send(data)
+
+    client._send = spy  # type: ignore[method-assign]
+    try:
+        for i in range(300):
+            client.incr(f"events.received.agent_{i % 7}")
+            client.timing("event.latency.chat", i)
+        sizes: list[int] = []
+        lines: list[str] = []
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + 5
+        while len(lines) < 600 and time.monotonic() < deadline:
+            try:
+                data, _ = sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            sizes.append(len(data))
+            lines += data.decode().splitlines()
+    finally:
+        client.close()
+        sock.close()
+    assert len(lines) == 600
+    assert [line for line in lines if "latency" in line] == [
+        f"agentflow.event.latency.chat:{i:.6f}|ms" for i in range(300)
+    ]
+    assert sum(1 for line in lines if line == "agentflow.events.received.agent_3:1|c") == 43
+    assert max(sizes) <= 512 and len(sizes) < 600
+    assert senders == {"agentflow-statsd"}
