@@ -82,6 +82,19 @@ def push(pipe: Any, messages: list[Outgoing]) -> None:
     for m in messages:
         pipe.lpush(m.queue, m.item)
     pipe.execute()
+    published(messages)
+
+
+async def push_async(pipe: Any, messages: list[Outgoing]) -> None:
+    """:func:`push` on a ``redis.asyncio`` pipeline: the event loop goes on meanwhile."""
+    for m in messages:
+        pipe.lpush(m.queue, m.item)
+    await pipe.execute()
+    published(messages)
+
+
+def published(messages: list[Outgoing]) -> None:
+    """Fire ``after_task_publish`` for messages now on their queues."""
     if signals.after_task_publish.receivers:
         for m in messages:
             signals.after_task_publish.send(sender=m.name, body=m.body, headers=m.headers,

@@ -358,15 +358,34 @@ class EventRunner:
         queue: str | None, headers: dict[str, Any],
     ) -> tuple[Begun, list[ToolResult], int] | dict[str, Any]:  # fmt: skip
         """A continuation's event, results in call order and step; or the stored result."""
+        event, agent = self.parse(raw)
+        stored = self.redis.get(self._done_key(event))
+        return self._prepared(raw_results, raw, context, task_id, queue, headers, event,
+                              agent, stored)  # fmt: skip
+
+    async def prepare_resume_async(
+        self, raw_results: Any, raw: Any, context: dict[str, Any], task_id: str,
+        queue: str | None, headers: dict[str, Any], batch: ScriptBatch,
+    ) -> tuple[Begun, list[ToolResult], int] | dict[str, Any]:  # fmt: skip
+        """:meth:`prepare_resume` on the process loop, its read in the loop's batch."""
+        event, agent = self.parse(raw)
+        stored = await batch.command("GET", self._done_key(event))
+        return self._prepared(raw_results, raw, context, task_id, queue, headers, event,
+                              agent, stored)  # fmt: skip
+
+    def _done_key(self, event: Event) -> str:
+        return f"{self.prefix}:done:{event.dedup_key}"
+
+    def _prepared(
+        self, raw_results: Any, raw: Any, context: dict[str, Any], task_id: str,
+        queue: str | None, headers: dict[str, Any], event: Event, agent: Agent, stored: Any,
+    ) -> tuple[Begun, list[ToolResult], int] | dict[str, Any]:  # fmt: skip
         from agentflow.tools import fanout
 
-        event, agent = self.parse(raw)
-        done_key = f"{self.prefix}:done:{event.dedup_key}"
-        stored = self.redis.get(done_key)
         if stored is not None:  # a redelivered continuation: the first one finished
-            return dict(json.loads(stored))  # type: ignore[arg-type]
-        begun = Begun(event, agent, raw, task_id, queue, headers, time.time(), done_key,
-                      f"{self.prefix}:claim:{event.dedup_key}")  # fmt: skip
+            return dict(json.loads(stored))
+        begun = Begun(event, agent, raw, task_id, queue, headers, time.time(),
+                      self._done_key(event), f"{self.prefix}:claim:{event.dedup_key}")  # fmt: skip
         return begun, fanout.results_in_order(raw_results, context), fanout.step_of(context)
 
     def resume(

@@ -6,6 +6,10 @@ those calls in the same turn of the loop; here they wait for the end of that tur
 as one pipeline of EVALSHAs: one round trip and one pass through redis-py for the lot
 instead of one each. Each caller gets its own reply or its own error; a script Redis has
 forgotten (``SCRIPT FLUSH``, a restarted Redis) is loaded again and run on its own.
+
+The pipeline runs on the loop's asyncio Redis client: the loop goes on with other events
+while it is on its way. (A blocking call would stop every event on the loop for the round
+trip, and for as long again as the loop thread then waits to get the GIL back.)
 """
 
 from __future__ import annotations
@@ -18,39 +22,65 @@ from redis.exceptions import NoScriptError
 
 
 class ScriptBatch:
-    """Collects script calls on one event loop and runs each turn's calls together."""
+    """Collects script calls (and plain commands) on one event loop and runs each turn's
+    calls together on `client`, a ``redis.asyncio`` client of that loop."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self._pending: list[tuple[Script, list[Any], list[Any], asyncio.Future[Any]]] = []
+        self.loop = asyncio.get_running_loop()
+        self._pending: list[tuple[Script | None, list[Any], list[Any], asyncio.Future[Any]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
 
     def call(self, script: Script, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
         """The script's reply, once this turn's batch has run (await it on the loop)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        return self._add(script, keys, args)
+
+    def command(self, *args: Any) -> asyncio.Future[Any]:
+        """A plain command's reply (``batch.command("GET", key)``), in this turn's batch."""
+        return self._add(None, [], list(args))
+
+    def _add(self, script: Script | None, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self.loop.create_future()
         if not self._pending:
-            loop.call_soon(self._flush)
+            self.loop.call_soon(self._start)
         self._pending.append((script, keys, args, future))
         return future
 
-    def _flush(self) -> None:
+    def _start(self) -> None:
         pending, self._pending = self._pending, []
+        task = self.loop.create_task(self._flush(pending))
+        self._flushing.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush(
+        self, pending: list[tuple[Script | None, list[Any], list[Any], asyncio.Future[Any]]]
+    ) -> None:
         try:
             pipe = self.client.pipeline(transaction=False)
             for script, keys, args, _ in pending:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies = pipe.execute(raise_on_error=False)
-        except Exception as exc:  # the connection: every call in the batch failed
+                if script is None:
+                    pipe.execute_command(*args)
+                else:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # the connection: every call in the batch failed
             for *_, future in pending:
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
                     future.set_exception(exc)
+                else:
+                    future.cancel()
+            if not isinstance(exc, Exception):
+                raise
             return
         for (script, keys, args, future), reply in zip(pending, replies, strict=True):
             if future.done():
                 continue
-            if isinstance(reply, NoScriptError):
-                try:
-                    reply = script(keys=keys, args=args)  # loads the script, then runs it
+            if isinstance(reply, NoScriptError) and script is not None:
+                try:  # load the script, then run it
+                    await self.client.script_load(script.script)
+                    reply = await self.client.evalsha(script.sha, len(keys), *keys, *args)
                 except Exception as exc:
                     future.set_exception(exc)
                     continue

@@ -23,7 +23,7 @@ from celery.canvas import Signature
 from celery.utils import uuid
 
 from agentflow.broker import publish
-from agentflow.broker.connection import get_redis
+from agentflow.broker.connection import get_async_redis, get_redis
 from agentflow.broker.queues import TOOLS_QUEUE, agent_queue
 from agentflow.config import Settings
 from agentflow.tools import cache
@@ -121,13 +121,39 @@ def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None, n
     `settle` (kombu's unacked hash, its index, a delivery tag) the same transaction removes
     the replaced task's message from kombu's unacked records.
     """
-    backend, broker = app.backend, get_redis()
-    if (
-        not isinstance(signature, chord)
-        or not publish.direct_publish_ok(app)
-        or not publish.same_redis(backend.client, broker)
-    ):
+    if not _direct_ok(app, signature):
         return False
+    pipe = get_redis().pipeline(transaction=True)
+    publish.push(pipe, _stage(pipe, app, signature, task_id, root_id, nesting, settle))
+    return True
+
+
+async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
+                     nesting: int, settle: tuple[str, str, str] | None = None) -> bool:  # fmt: skip
+    """:func:`send` from the worker's event loop, on its asyncio Redis client: the loop runs
+    other events while the transaction is on its way."""
+    if not _direct_ok(app, signature):
+        return False
+    pipe = get_async_redis().pipeline(transaction=True)
+    await publish.push_async(pipe, _stage(pipe, app, signature, task_id, root_id, nesting,
+                                          settle))  # fmt: skip
+    return True
+
+
+def _direct_ok(app: Any, signature: Signature) -> bool:
+    return (
+        isinstance(signature, chord)
+        and publish.direct_publish_ok(app)
+        and publish.same_redis(app.backend.client, get_redis())
+    )
+
+
+def _stage(pipe: Any, app: Any, signature: Signature, task_id: str, root_id: str | None,
+           nesting: int, settle: tuple[str, str, str] | None) -> list[publish.Outgoing]:  # fmt: skip
+    """Queue the fan-out's chord size and settle on `pipe` (sync or asyncio); its messages,
+    for the caller to push on the same pipe — one transaction: the chord's size is set, its
+    calls go out and the replaced message is settled, or none of it happens."""
+    backend = app.backend
     header = signature.tasks
     members: list[Signature] = list(header.tasks if isinstance(header, group) else header)
     body: Signature = signature.body
@@ -142,17 +168,13 @@ def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None, n
             group_id=group_id, group_index=i, chord=body, root_id=root, parent_id=task_id,
             replaced_task_nesting=nesting,
         ))  # fmt: skip
-    # One transaction: the chord's size is set, its calls go out and the replaced message is
-    # settled, or none of it happens.
-    pipe = broker.pipeline(transaction=True)
     pipe.set(backend.get_key_for_group(group_id, ".s"), len(messages),
              ex=backend.chord_expires or None)  # fmt: skip
     if settle is not None:
         unacked, index, tag = settle
         pipe.hdel(unacked, tag)
         pipe.zrem(index, tag)
-    publish.push(pipe, messages)
-    return True
+    return messages
 
 
 _RESUME_TYPE = "agentflow_resume"

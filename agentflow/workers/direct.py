@@ -41,7 +41,7 @@ from celery.worker.strategy import default as default_strategy
 
 from agentflow import _aio
 from agentflow.broker import messages
-from agentflow.broker.connection import get_redis
+from agentflow.broker.connection import get_async_redis, get_redis
 from agentflow.broker.publish import same_redis
 from agentflow.broker.queues import RUN_EVENT_TASK
 from agentflow.broker.transport import QoS as TransportQoS
@@ -96,10 +96,10 @@ def _backend_threads() -> ThreadPoolExecutor:
 
 
 def _script_batch() -> ScriptBatch:
-    """The process's batch of begin/finish script calls (they all run on the one loop)."""
+    """The loop's batch of begin/finish script calls (call it on the process loop)."""
     global _batch
-    if _batch is None:
-        _batch = ScriptBatch(get_runner().redis)
+    if _batch is None or _batch.loop is not asyncio.get_running_loop():
+        _batch = ScriptBatch(get_async_redis())
     return _batch
 
 
@@ -253,7 +253,8 @@ async def _execute(
             except Exception as exc:
                 raise runner.failure(begun, exc) from exc
             if isinstance(result, CallTools):
-                _replace(runner.fan_out(begun, result, step=1), task_id, headers, message)
+                await _replace(runner.fan_out(begun, result, step=1), task_id, headers,
+                               message)  # fmt: skip
                 metrics.incr(f"events.fanned_out.{name}")
                 return True
             settle = _settle_args(message)
@@ -274,18 +275,18 @@ async def _execute(
     return True
 
 
-def _replace(fan: Any, task_id: str, headers: dict[str, Any], message: Any = None) -> None:
+async def _replace(fan: Any, task_id: str, headers: dict[str, Any], message: Any = None) -> None:
     """``Task.replace`` by hand (there is no Celery request here): the fan-out's chord body
     takes this task's id, so it stores the event's result when the agent is done. The
-    pipeline that sends the chord also settles the event's own message (see
+    transaction that sends the chord also settles the event's own message (see
     :meth:`QoS.settled`)."""
     from agentflow.tools import fanout
 
     signature = fan.signature
     nesting = int(headers.get("replaced_task_nesting") or 0) + 1
     settle = _settle_args(message)
-    if fanout.send(signature.app, signature, task_id, root_id=headers.get("root_id"),
-                   nesting=nesting, settle=settle):  # fmt: skip
+    if await fanout.send_async(signature.app, signature, task_id, root_id=headers.get("root_id"),
+                               nesting=nesting, settle=settle):  # fmt: skip
         if settle is not None:
             message.channel.qos.settled(message.delivery_tag)
         return
@@ -370,7 +371,8 @@ async def _run_resume(
     results, raw, context = [*list(args), None, None, None][:3]
     context = context or {}
     try:
-        prepared = runner.prepare_resume(results, raw, context, task_id, queue, headers)
+        prepared = await runner.prepare_resume_async(results, raw, context, task_id, queue,
+                                                     headers, _script_batch())  # fmt: skip
         if isinstance(prepared, dict):
             _store_meta(runner, meta, prepared)
             return True
@@ -384,7 +386,7 @@ async def _run_resume(
         except Exception as exc:
             raise runner.failure(begun, exc) from exc
         if isinstance(result, CallTools):
-            _replace(runner.fan_out(begun, result, step=step + 1), task_id, headers,
+            await _replace(runner.fan_out(begun, result, step=step + 1), task_id, headers,
                      message)  # fmt: skip
             return True
         settle = _settle_args(message)

@@ -6,25 +6,40 @@ import asyncio
 
 import pytest
 import redis
+import redis.asyncio
 
 from agentflow.tasks.script_batch import ScriptBatch
 
 pytestmark = pytest.mark.integration
 
 
+def async_twin(client: redis.Redis) -> redis.asyncio.Redis:
+    """An asyncio client on the same server and database as `client`."""
+    kw = client.connection_pool.connection_kwargs
+    return redis.asyncio.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379),
+                               db=kw.get("db", 0))  # fmt: skip
+
+
 def test_each_call_gets_its_own_reply_or_error(redis_client: redis.Redis) -> None:
     incr = redis_client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
     fail = redis_client.register_script("return redis.error_reply('refused: ' .. ARGV[1])")
+    for script in (incr, fail):  # loaded: the batch runs in order, GET last
+        redis_client.script_load(script.script)
 
     async def scenario() -> list[object]:
-        batch = ScriptBatch(redis_client)
+        client = async_twin(redis_client)
+        batch = ScriptBatch(client)
         calls = [batch.call(incr, ["n"], [1]), batch.call(fail, [], ["no"]),
-                 batch.call(incr, ["n"], [10])]  # fmt: skip
-        return await asyncio.gather(*calls, return_exceptions=True)
+                 batch.call(incr, ["n"], [10]), batch.command("GET", "n")]  # fmt: skip
+        try:
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await client.aclose()
 
-    first, second, third = asyncio.run(scenario())
+    first, second, third, read = asyncio.run(scenario())
     assert (first, third) == (1, 11)
     assert isinstance(second, redis.ResponseError) and "refused: no" in str(second)
+    assert read == b"11"
 
 
 def test_a_script_redis_forgot_is_loaded_again(redis_client: redis.Redis) -> None:
@@ -32,7 +47,11 @@ def test_a_script_redis_forgot_is_loaded_again(redis_client: redis.Redis) -> Non
     redis_client.script_flush()  # what a restarted Redis looks like to a running worker
 
     async def scenario() -> list[object]:
-        batch = ScriptBatch(redis_client)
-        return await asyncio.gather(batch.call(echo, [], ["a"]), batch.call(echo, [], ["b"]))
+        client = async_twin(redis_client)
+        batch = ScriptBatch(client)
+        try:
+            return await asyncio.gather(batch.call(echo, [], ["a"]), batch.call(echo, [], ["b"]))
+        finally:
+            await client.aclose()
 
     assert asyncio.run(scenario()) == [b"a", b"b"]
