@@ -53,8 +53,10 @@ class BufferedStatsClient(statsd.StatsClient):
     def __init__(self, host: str, port: int, prefix: str | None = None,
                  flush_interval: float = 0.1, maxudpsize: int = 512) -> None:  # fmt: skip
         super().__init__(host, port, prefix=prefix, maxudpsize=maxudpsize)
-        self._queue: collections.deque[str] = collections.deque()
+        # Bounded: should sending stall, the oldest stats go, not the worker's memory.
+        self._queue: collections.deque[str] = collections.deque(maxlen=100_000)
         self._interval = flush_interval
+        self._flushing = threading.Lock()
         self._closed = threading.Event()
         self._sender = threading.Thread(target=self._run, name="agentflow-statsd", daemon=True)
         self._sender.start()
@@ -62,6 +64,8 @@ class BufferedStatsClient(statsd.StatsClient):
 
     def _after(self, data: str) -> None:  # statsd's hook between formatting and sending
         if data:
+            if not data.isascii():  # statsd is ASCII; an agent's name may not be
+                data = "".join(c if c.isascii() else "_" for c in data)
             self._queue.append(data)
 
     def _run(self) -> None:
@@ -69,27 +73,32 @@ class BufferedStatsClient(statsd.StatsClient):
             self.flush()
 
     def flush(self) -> None:
-        """Send every queued stat now."""
-        queue, limit = self._queue, self._maxudpsize
-        if self._sock is None:  # closed
-            queue.clear()
-            return
-        packet = ""
-        while queue:
-            stat = queue.popleft()
-            if packet and len(packet) + len(stat) + 1 >= limit:
+        """Send every queued stat now (the sender thread, exit, or a caller that must)."""
+        with self._flushing:
+            queue, limit = self._queue, self._maxudpsize
+            if self._sock is None:  # closed
+                queue.clear()
+                return
+            packet = ""
+            while queue:
+                stat = queue.popleft()
+                if packet and len(packet) + len(stat) + 1 >= limit:
+                    self._send(packet)
+                    packet = stat
+                else:
+                    packet = f"{packet}\n{stat}" if packet else stat
+            if packet:
                 self._send(packet)
-                packet = stat
-            else:
-                packet = f"{packet}\n{stat}" if packet else stat
-        if packet:
-            self._send(packet)
 
     def close(self) -> None:
-        """Send what is queued, stop the sender thread, close the socket."""
+        """Stop the sender thread, send what is queued, close the socket."""
         self._closed.set()
+        if self._sender is not threading.current_thread():
+            self._sender.join(5)
+        atexit.unregister(self.flush)
         self.flush()
-        super().close()
+        with self._flushing:
+            super().close()
 
 
 _lock = threading.Lock()

@@ -65,7 +65,7 @@ def get_async_redis() -> aioredis.Redis:
     client = _async_clients.get(loop_id)
     if client is None:
         pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url(), max_connections=512, timeout=30
+            redis_url(), max_connections=512, timeout=30, socket_keepalive=True
         )
         client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop_id] = client

@@ -17,6 +17,8 @@ import uuid
 from typing import Any
 
 from celery.utils.nodenames import anon_nodename
+from kombu.serialization import registry as kombu_registry
+from kombu.utils import json as kombu_json
 from kombu.utils.json import JSONEncoder
 
 
@@ -64,9 +66,20 @@ def decode(message: Any) -> Any:
         and (accept is None or "application/json" in accept)
         and isinstance(body, bytes)
         and b'"__type__"' not in body
+        and _kombu_json_decoder()
     ):
-        return json.loads(body)
+        try:
+            return json.loads(body.decode("utf-8"))  # strict UTF-8, as kombu decodes
+        except ValueError:
+            pass  # kombu says what is wrong, in its own exception
     return message.decode()
+
+
+def _kombu_json_decoder() -> bool:
+    """Whether ``application/json`` still decodes with kombu's own loader (an application
+    may register another, e.g. one reading floats as decimals)."""
+    decoders = getattr(kombu_registry, "_decoders", None)
+    return isinstance(decoders, dict) and decoders.get("application/json") is kombu_json.loads
 
 
 def short_repr(value: Any, limit: int = 1024) -> str:

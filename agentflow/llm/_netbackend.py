@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import select
+import socket
 import ssl
 from collections.abc import Iterable
 from typing import Any, cast
@@ -23,6 +25,22 @@ import httpx
 
 _HIGH_WATER = 256 * 1024
 """Stop reading from a socket while this many received bytes wait to be read."""
+_IDLE_CHECK = 1.0
+"""Seconds without traffic after which reusing a pooled connection polls its socket first."""
+HAPPY_EYEBALLS_DELAY = 0.25
+"""Seconds before the next address of a host is tried while the previous one still connects
+(RFC 8305, as anyio does): a host whose IPv6 route silently drops packets still connects."""
+
+
+def _socket_readable(sock: Any) -> bool:
+    """Whether `sock` has data or an end of stream waiting (a closed socket counts)."""
+    try:
+        fd = sock.fileno()
+    except (AttributeError, OSError):
+        return True
+    if fd < 0:
+        return True
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 class _Protocol(asyncio.Protocol):
@@ -38,11 +56,13 @@ class _Protocol(asyncio.Protocol):
         self.reader: asyncio.Future[None] | None = None
         self.writer: asyncio.Future[None] | None = None
         self.reading_paused = False
+        self.active_at = loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        self.active_at = self.loop.time()
         self.chunks.append(data)
         self.buffered += len(data)
         if self.buffered > _HIGH_WATER and self.transport is not None:
@@ -128,6 +148,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         transport = p.transport
         if transport is None or transport.is_closing() or p.error is not None:
             raise httpcore.WriteError("the connection is closed")
+        p.active_at = p.loop.time()
         transport.write(buffer)
         if p.writer is not None:
             await self._wait(p.writer, timeout, httpcore.WriteTimeout("timed out writing"))
@@ -169,12 +190,75 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         """What httpcore asks of a stream: the TLS object, addresses, socket, readability."""
         p = self._protocol
         if info == "is_readable":  # an idle connection the server closed, or sent data on
-            return bool(p.chunks) or p.eof
+            if p.chunks or p.eof:
+                return True
+            # What the loop has not read yet: a connection idle for a while may have been
+            # closed by the server a moment ago; ask the socket (one poll, not per request).
+            if p.loop.time() - p.active_at > _IDLE_CHECK and p.transport is not None:
+                return _socket_readable(p.transport.get_extra_info("socket"))
+            return False
         if p.transport is None:
             return None
         key = {"ssl_object": "ssl_object", "client_addr": "sockname",
                "server_addr": "peername", "socket": "socket"}.get(info)  # fmt: skip
         return None if key is None else p.transport.get_extra_info(key)
+
+
+async def _open_first(loop: asyncio.AbstractEventLoop, host: str, port: int,
+                      local: tuple[str, int] | None) -> tuple[Any, _Protocol]:  # fmt: skip
+    """A connection to the first of `host`'s addresses that answers: one address at a time,
+    the next one started after :data:`HAPPY_EYEBALLS_DELAY` or as soon as one fails, address
+    families alternating (uvloop's ``create_connection`` tries them one after another)."""
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    families: dict[int, list[Any]] = {}
+    for family, *_, address in infos:
+        families.setdefault(family, []).append(address)
+    queues = list(families.values())
+    addresses = [
+        q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)
+    ]
+    if not addresses:
+        raise OSError(f"no address found for {host}")
+
+    def factory() -> _Protocol:
+        return _Protocol(loop)
+
+    attempts: list[asyncio.Task[tuple[Any, _Protocol]]] = []
+    errors: list[BaseException] = []
+    winner: asyncio.Task[tuple[Any, _Protocol]] | None = None
+    try:
+        while winner is None:
+            if len(attempts) < len(addresses):
+                address = addresses[len(attempts)]
+                attempts.append(loop.create_task(
+                    loop.create_connection(factory, address[0], address[1], local_addr=local)))  # fmt: skip
+            running = [a for a in attempts if not a.done()]
+            more = len(attempts) < len(addresses)
+            if not running:
+                if more:
+                    continue
+                break
+            done, _ = await asyncio.wait(running, timeout=HAPPY_EYEBALLS_DELAY if more else None,
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            for attempt in done:
+                error = attempt.exception()
+                if error is None:
+                    winner = attempt
+                    break
+                errors.append(error)
+    finally:
+        for attempt in attempts:
+            if attempt is winner:
+                continue
+            if not attempt.done():
+                attempt.cancel()
+            elif not attempt.cancelled() and attempt.exception() is None:
+                attempt.result()[0].close()  # a second address that connected too
+    if winner is not None:
+        return winner.result()
+    if len(errors) == 1 and isinstance(errors[0], OSError):
+        raise errors[0]
+    raise OSError(f"could not connect to {host}:{port}: " + "; ".join(map(str, errors)))
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
@@ -206,7 +290,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         """A TCP connection to `host`:`port` (asyncio sets TCP_NODELAY)."""
         loop = asyncio.get_running_loop()
         local = (local_address, 0) if local_address else None
-        opening = loop.create_connection(lambda: _Protocol(loop), host, port, local_addr=local)
+        opening = _open_first(loop, host, port, local)
         return await self._connect(opening, timeout, socket_options)
 
     async def connect_unix_socket(

@@ -20,6 +20,9 @@ from typing import Any
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+REPLY_TIMEOUT = 30.0
+"""Seconds a batch waits for Redis before its calls fail (and their messages are redelivered)."""
+
 
 class ScriptBatch:
     """Collects script calls (and plain commands) on one event loop and runs each turn's
@@ -56,34 +59,38 @@ class ScriptBatch:
         self, pending: list[tuple[Script | None, list[Any], list[Any], asyncio.Future[Any]]]
     ) -> None:
         try:
+            await self._run(pending)
+        finally:  # whatever happened, no caller is left waiting for ever
+            for *_, future in pending:
+                if not future.done():
+                    future.set_exception(ConnectionError("the batch's pipeline did not finish"))
+
+    async def _run(
+        self, pending: list[tuple[Script | None, list[Any], list[Any], asyncio.Future[Any]]]
+    ) -> None:
+        try:
             pipe = self.client.pipeline(transaction=False)
             for script, keys, args, _ in pending:
                 if script is None:
                     pipe.execute_command(*args)
                 else:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # the connection: every call in the batch failed
+            async with asyncio.timeout(REPLY_TIMEOUT):  # a half-open connection fails, not hangs
+                replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # the connection: every call in the batch failed
             for *_, future in pending:
-                if future.done():
-                    continue
-                if isinstance(exc, Exception):
+                if not future.done():
                     future.set_exception(exc)
-                else:
-                    future.cancel()
-            if not isinstance(exc, Exception):
-                raise
             return
         for (script, keys, args, future), reply in zip(pending, replies, strict=True):
-            if future.done():
-                continue
-            if isinstance(reply, NoScriptError) and script is not None:
+            if isinstance(reply, NoScriptError) and script is not None and not future.done():
                 try:  # load the script, then run it
                     await self.client.script_load(script.script)
                     reply = await self.client.evalsha(script.sha, len(keys), *keys, *args)
                 except Exception as exc:
-                    future.set_exception(exc)
-                    continue
+                    reply = exc
+            if future.done():  # its caller was cancelled meanwhile
+                continue
             if isinstance(reply, Exception):
                 future.set_exception(reply)
             else:

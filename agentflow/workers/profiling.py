@@ -46,8 +46,10 @@ MAX_SECONDS = 600.0
 _IDLE = re.compile(
     r"^(wait|acquire|_wait_for_tstate_lock|join|get|select|poll|epoll|_poll|sleep|recv|recv_into|"
     r"accept|readinto|read_from_socket|_read_from_socket|run_forever|_run_once|serve_forever|"
-    r"_worker|_recv|read_response|handle_request)$"
+    r"_worker|_recv|read_response|handle_request|_serve)$"
 )
+"""Innermost frames of a thread that waits; ``_serve`` is the event loop's thread inside
+uvloop's compiled loop (polling)."""
 
 
 # -- collecting ----------------------------------------------------------------------------

@@ -242,3 +242,71 @@ def test_a_server_that_stops_reading_gives_a_write_timeout(loop_kind: str) -> No
             done.set()
 
     run(loop_kind, main())
+
+
+def _two_addresses(monkeypatch: pytest.MonkeyPatch, first: str, port: int) -> None:
+    """The host resolves to `first`, then to 127.0.0.1 (where the server listens)."""
+
+    async def getaddrinfo(self: Any, host: str, p: int, **kwargs: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (first, port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]  # fmt: skip
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(uvloop.Loop, "getaddrinfo", getaddrinfo, raising=False)
+
+
+@LOOPS
+def test_an_address_that_refuses_is_skipped_at_once(
+    loop_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(reply(b'{"ok":true}'))
+        await writer.drain()
+
+    async def main() -> None:
+        async with serve(handler) as port, client() as http:
+            _two_addresses(monkeypatch, "127.0.0.2", port)  # nothing listens there
+            started = asyncio.get_running_loop().time()
+            response = await http.get(f"http://llm.example:{port}/")
+            assert response.json() == {"ok": True}
+            assert asyncio.get_running_loop().time() - started < 0.2
+
+    run(loop_kind, main())
+
+
+def test_an_address_that_never_answers_does_not_hold_up_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As on a host whose IPv6 route drops packets: the second address is tried after the
+    happy-eyeballs delay and wins; the stalled attempt is cancelled."""
+    from agentflow.llm import _netbackend
+
+    stalled: list[asyncio.Task[Any]] = []
+    real = asyncio.BaseEventLoop.create_connection
+
+    async def create_connection(self: Any, factory: Any, host: str, port: int,
+                                **kwargs: Any) -> Any:  # fmt: skip
+        if host == "127.0.0.2":
+            stalled.append(asyncio.current_task())  # type: ignore[arg-type]
+            await asyncio.sleep(3600)
+        return await real(self, factory, host, port, **kwargs)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(reply(b'{"ok":true}'))
+        await writer.drain()
+
+    async def main() -> None:
+        async with serve(handler) as port, client() as http:
+            _two_addresses(monkeypatch, "127.0.0.2", port)
+            monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", create_connection)
+            started = asyncio.get_running_loop().time()
+            response = await http.get(f"http://llm.example:{port}/")
+            took = asyncio.get_running_loop().time() - started
+            assert response.json() == {"ok": True}
+            assert _netbackend.HAPPY_EYEBALLS_DELAY <= took < 2
+            await asyncio.sleep(0)
+            assert len(stalled) == 1 and stalled[0].cancelled()
+
+    run("asyncio", main())

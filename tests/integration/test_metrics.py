@@ -119,3 +119,22 @@ def test_stats_are_sent_from_their_own_thread_packed_in_order() -> None:
     assert sum(1 for line in lines if line == "agentflow.events.received.agent_3:1|c") == 43
     assert max(sizes) <= 512 and len(sizes) < 600
     assert senders == {"agentflow-statsd"}
+
+
+def test_a_stat_named_after_a_non_ascii_agent_does_not_stop_the_others() -> None:
+    from agentflow.metrics import BufferedStatsClient
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    client = BufferedStatsClient("127.0.0.1", sock.getsockname()[1], prefix="agentflow",
+                                 flush_interval=0.05)  # fmt: skip
+    try:
+        client.incr("events.received.résumé")
+        time.sleep(0.2)  # one flush with the odd name, then more stats
+        client.incr("events.received.echo")
+        lines = _collect(sock, time.monotonic() + 1.0)
+    finally:
+        client.close()
+        sock.close()
+    assert lines == ["agentflow.events.received.r_sum_:1|c", "agentflow.events.received.echo:1|c"]
+    assert client._sender.is_alive() is False  # close() stopped it

@@ -55,3 +55,27 @@ def test_a_script_redis_forgot_is_loaded_again(redis_client: redis.Redis) -> Non
             await client.aclose()
 
     assert asyncio.run(scenario()) == [b"a", b"b"]
+
+
+def test_when_redis_cannot_be_reached_every_caller_gets_the_error(
+    redis_client: redis.Redis,
+) -> None:
+    """No caller is left waiting: the events fail (and are redelivered later)."""
+    import socket
+
+    echo = redis_client.register_script("return ARGV[1]")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once the block ends
+
+    async def scenario() -> list[object]:
+        client = redis.asyncio.Redis(host="127.0.0.1", port=port)
+        batch = ScriptBatch(client)
+        try:
+            calls = [batch.call(echo, [], ["a"]), batch.command("GET", "k")]
+            return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(scenario())
+    assert len(results) == 2 and all(isinstance(r, redis.ConnectionError) for r in results)

@@ -43,3 +43,38 @@ def test_a_content_type_the_consumer_refuses_is_still_refused() -> None:
     yaml = message(b"[1, 2]", content_type="application/x-yaml", accept={"application/json"})
     with pytest.raises(ContentDisallowed):
         messages.decode(yaml)
+
+
+def test_plain_bodies_skip_kombus_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path is taken: kombu's (slower) decode is not called for a plain body."""
+
+    def refuse(self: Message) -> None:
+        raise AssertionError("kombu's decoder was used")
+
+    monkeypatch.setattr(Message, "decode", refuse)
+    assert messages.decode(message(b'[["e"], {}, {"chord": null}]')) == [["e"], {}, {"chord": None}]
+
+
+def test_an_application_json_decoder_of_the_apps_own_is_honoured() -> None:
+    from kombu.serialization import register, register_json
+
+    def as_decimals(text: str | bytes) -> object:
+        import json
+
+        return json.loads(text, parse_float=decimal.Decimal)
+
+    register("json", dumps, as_decimals, content_type="application/json",
+             content_encoding="utf-8")  # fmt: skip
+    try:
+        assert messages.decode(message(b"[[1.5], {}, {}]")) == [[decimal.Decimal("1.5")], {}, {}]
+    finally:
+        register_json()
+
+
+def test_a_body_that_is_not_utf8_is_refused_as_kombu_refuses_it() -> None:
+    body = '[["é"], {}, {}]'.encode("utf-16")
+    with pytest.raises(Exception) as ours:
+        messages.decode(message(body))
+    with pytest.raises(Exception) as kombus:
+        message(body).decode()
+    assert type(ours.value) is type(kombus.value)
