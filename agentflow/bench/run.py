@@ -73,7 +73,13 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
         collector = None
         urls: dict[str, str] = {}
         if opts.profile:
+            # Local workers register their endpoints as they become ready: wait for each.
+            expected = opts.local.workers if opts.local is not None else 1
+            deadline = time.monotonic() + (15.0 if opts.local is not None else 0.0)
             urls = profiler_urls(client.redis, prefix)
+            while len(urls) < expected and time.monotonic() < deadline:
+                time.sleep(0.1)
+                urls = profiler_urls(client.redis, prefix)
             if not urls:
                 raise AgentFlowError(
                     "no worker serves a profiling endpoint: start workers with "

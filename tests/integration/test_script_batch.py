@@ -7,6 +7,8 @@ import asyncio
 import pytest
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from agentflow.tasks.script_batch import ScriptBatch
 
@@ -69,11 +71,12 @@ def test_when_redis_cannot_be_reached_every_caller_gets_the_error(
         port = probe.getsockname()[1]  # nothing listens there once the block ends
 
     async def scenario() -> list[object]:
-        client = redis.asyncio.Redis(host="127.0.0.1", port=port)
+        # No reconnect attempts (redis-py's default retries with backoff for seconds).
+        client = redis.asyncio.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
         batch = ScriptBatch(client)
         try:
             calls = [batch.call(echo, [], ["a"]), batch.command("GET", "k")]
-            return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+            return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
         finally:
             await client.aclose()
 
