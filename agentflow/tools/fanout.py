@@ -9,7 +9,7 @@ waits on another task's result.
 Calls of cacheable tools whose result is in Redis do not become tasks: their cached results
 travel in the body's context. When nothing is left to run, the body is sent on its own.
 
-On the direct-execution path, :func:`send` publishes the chord without Celery's canvas
+On the direct-execution path, :func:`send_async` publishes the chord without Celery's canvas
 machinery: the same messages (built by ``app.amqp.as_task_v2``), the same chord size in
 the Redis result backend, written in one pipeline.
 """
@@ -108,30 +108,20 @@ def step_of(context: dict[str, Any]) -> int:
     return int(context.get(_STEP) or 1)
 
 
-def send(app: Any, signature: Signature, task_id: str, *, root_id: str | None, nesting: int,
-         settle: tuple[str, str, str] | None = None) -> bool:  # fmt: skip
+async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
+                     nesting: int, settle: tuple[str, str, str] | None = None) -> bool:  # fmt: skip
     """Publish a fan-out from :func:`build` as task `task_id`'s replacement; False when the
     app's settings need Celery's own canvas (the caller then uses ``apply_async``).
 
     What ``chord.apply_async`` sends for this shape, message for message: the body frozen
     with the event's id and a new group id, each call a group member carrying the body as
     its ``chord``, the chord size under the backend's ``.s`` key — but in one Redis
-    transaction (the result backend must be the broker's database), without the canvas's result
-    objects and per-message publish machinery (:mod:`agentflow.broker.publish`). With
+    transaction (the result backend must be the broker's database), without the canvas's
+    result objects and per-message publish machinery (:mod:`agentflow.broker.publish`). With
     `settle` (kombu's unacked hash, its index, a delivery tag) the same transaction removes
-    the replaced task's message from kombu's unacked records.
+    the replaced task's message from kombu's unacked records. It runs on the worker loop's
+    asyncio Redis client: the loop runs other events while the transaction is on its way.
     """
-    if not _direct_ok(app, signature):
-        return False
-    pipe = get_redis().pipeline(transaction=True)
-    publish.push(pipe, _stage(pipe, app, signature, task_id, root_id, nesting, settle))
-    return True
-
-
-async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
-                     nesting: int, settle: tuple[str, str, str] | None = None) -> bool:  # fmt: skip
-    """:func:`send` from the worker's event loop, on its asyncio Redis client: the loop runs
-    other events while the transaction is on its way."""
     if not _direct_ok(app, signature):
         return False
     pipe = get_async_redis().pipeline(transaction=True)
@@ -150,7 +140,7 @@ def _direct_ok(app: Any, signature: Signature) -> bool:
 
 def _stage(pipe: Any, app: Any, signature: Signature, task_id: str, root_id: str | None,
            nesting: int, settle: tuple[str, str, str] | None) -> list[publish.Outgoing]:  # fmt: skip
-    """Queue the fan-out's chord size and settle on `pipe` (sync or asyncio); its messages,
+    """Queue the fan-out's chord size and settle on `pipe`; its messages,
     for the caller to push on the same pipe — one transaction: the chord's size is set, its
     calls go out and the replaced message is settled, or none of it happens."""
     backend = app.backend

@@ -43,16 +43,17 @@ def retire_worker(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def announce_agents(sender: Any = None, **_: Any) -> None:
-    """Record the agents this worker serves, so producers can refuse unknown agent names."""
+    """Record the agents this worker serves, so producers can refuse unknown agent names;
+    then freeze the start-up heap where events run in this process."""
     from agentflow.agents.registry import agent_names
     from agentflow.broker.connection import get_redis
     from agentflow.client import known_agents_key
     from agentflow.config import get_settings
 
-    pooled = getattr(getattr(sender, "app", None), "conf", None) is not None and (
+    runs_here = getattr(getattr(sender, "app", None), "conf", None) is not None and (
         sender.app.conf.worker_pool != "prefork"
     )
-    if pooled:
+    if runs_here:  # threads or solo: events run in this process
         _start_mcp()  # here rather than at worker_init: logging is set up by now
     names = agent_names()
     prefix = get_settings().broker.key_prefix
@@ -62,7 +63,7 @@ def announce_agents(sender: Any = None, **_: Any) -> None:
     pipe.sadd(ready_workers_key(prefix), os.getpid())
     pipe.execute()
     log.info("agentflow worker ready; agents: %s", ", ".join(names))
-    if pooled:
+    if runs_here:
         _freeze_heap()
 
 
