@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import logging
 import os
 import threading
 from typing import Protocol
@@ -16,6 +17,8 @@ from typing import Protocol
 import statsd
 
 from agentflow.config import get_settings
+
+log = logging.getLogger("agentflow.metrics")
 
 
 class Metrics(Protocol):
@@ -70,7 +73,10 @@ class BufferedStatsClient(statsd.StatsClient):
 
     def _run(self) -> None:
         while not self._closed.wait(self._interval):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a stat is not worth the sender thread
+                log.debug("statsd flush failed", exc_info=True)
 
     def flush(self) -> None:
         """Send every queued stat now (the sender thread, exit, or a caller that must)."""

@@ -244,6 +244,13 @@ def test_a_server_that_stops_reading_gives_a_write_timeout(loop_kind: str) -> No
     run(loop_kind, main())
 
 
+async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One request, one ``{"ok": true}`` reply."""
+    await read_request(reader)
+    writer.write(reply(b'{"ok":true}'))
+    await writer.drain()
+
+
 def _two_addresses(monkeypatch: pytest.MonkeyPatch, first: str, port: int) -> None:
     """The host resolves to `first`, then to 127.0.0.1 (where the server listens)."""
 
@@ -259,13 +266,8 @@ def _two_addresses(monkeypatch: pytest.MonkeyPatch, first: str, port: int) -> No
 def test_an_address_that_refuses_is_skipped_at_once(
     loop_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(reply(b'{"ok":true}'))
-        await writer.drain()
-
     async def main() -> None:
-        async with serve(handler) as port, client() as http:
+        async with serve(answer_ok) as port, client() as http:
             _two_addresses(monkeypatch, "127.0.0.2", port)  # nothing listens there
             started = asyncio.get_running_loop().time()
             response = await http.get(f"http://llm.example:{port}/")
@@ -292,13 +294,8 @@ def test_an_address_that_never_answers_does_not_hold_up_the_next(
             await asyncio.sleep(3600)
         return await real(self, factory, host, port, **kwargs)
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(reply(b'{"ok":true}'))
-        await writer.drain()
-
     async def main() -> None:
-        async with serve(handler) as port, client() as http:
+        async with serve(answer_ok) as port, client() as http:
             _two_addresses(monkeypatch, "127.0.0.2", port)
             monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", create_connection)
             started = asyncio.get_running_loop().time()
