@@ -225,9 +225,8 @@ class EventRunner:
         except (ValueError, UnknownAgent) as exc:
             raise self.dead_letter(str(exc), raw, task_id, queue, "worker") from None
 
-        key = event.dedup_key
         begun = Begun(event, agent, raw, task_id, queue, headers, started,
-                      f"{self.prefix}:done:{key}", f"{self.prefix}:claim:{key}")  # fmt: skip
+                      self._done_key(event), self._claim_key(event))  # fmt: skip
         keys = [begun.done_key, begun.claim_key, f"{self.prefix}:deliv:{task_id}"]
         return begun, keys, [task_id, self.claim_ttl, self.deliveries_ttl]
 
@@ -376,6 +375,9 @@ class EventRunner:
     def _done_key(self, event: Event) -> str:
         return f"{self.prefix}:done:{event.dedup_key}"
 
+    def _claim_key(self, event: Event) -> str:
+        return f"{self.prefix}:claim:{event.dedup_key}"
+
     def _prepared(
         self, raw_results: Any, raw: Any, context: dict[str, Any], task_id: str,
         queue: str | None, headers: dict[str, Any], event: Event, agent: Agent, stored: Any,
@@ -385,7 +387,7 @@ class EventRunner:
         if stored is not None:  # a redelivered continuation: the first one finished
             return dict(json.loads(stored))
         begun = Begun(event, agent, raw, task_id, queue, headers, time.time(),
-                      self._done_key(event), f"{self.prefix}:claim:{event.dedup_key}")  # fmt: skip
+                      self._done_key(event), self._claim_key(event))  # fmt: skip
         return begun, fanout.results_in_order(raw_results, context), fanout.step_of(context)
 
     def resume(

@@ -245,7 +245,7 @@ async def _execute(
     try:
         begun = await runner.begin_async(raw, task_id, queue, headers, _script_batch())
         if isinstance(begun, dict):  # finished before: answer for this task id too
-            _store_meta(runner, meta, begun)
+            await _store_meta(meta, begun)
         else:
             state = runner.load_state(begun)
             try:
@@ -259,8 +259,7 @@ async def _execute(
                 return True
             settle = _settle_args(message)
             await runner.finish_async(begun, result, _script_batch(), meta=meta, settle=settle)
-            if settle is not None:
-                message.channel.qos.settled(message.delivery_tag)
+            _settled(message, settle)
         now = time.time()
         metrics.timing(f"event.run_time.{name}", (now - started) * 1000)
         metrics.incr(f"events.succeeded.{name}")
@@ -287,8 +286,7 @@ async def _replace(fan: Any, task_id: str, headers: dict[str, Any], message: Any
     settle = _settle_args(message)
     if await fanout.send_async(signature.app, signature, task_id, root_id=headers.get("root_id"),
                                nesting=nesting, settle=settle):  # fmt: skip
-        if settle is not None:
-            message.channel.qos.settled(message.delivery_tag)
+        _settled(message, settle)
         return
     signature.freeze(task_id)
     signature.set(replaced_task_nesting=nesting)
@@ -302,6 +300,13 @@ def _settle_args(message: Any) -> tuple[str, str, str] | None:
         return None
     unacked, index = qos.settle_keys()
     return unacked, index, str(message.delivery_tag)
+
+
+def _settled(message: Any, settle: tuple[str, str, str] | None) -> None:
+    """Tell the channel the message's Redis entries are gone (when `settle` removed them),
+    so the ack that follows makes no round trip."""
+    if settle is not None:
+        message.channel.qos.settled(message.delivery_tag)
 
 
 def _store_failure(task: Any, task_id: str, exc: BaseException) -> bool:
@@ -333,8 +338,7 @@ async def _run_tool(
     except Exception:
         log.exception("tool call %s: could not store its result; left for redelivery", task_id)
         return False
-    if settled:
-        message.channel.qos.settled(message.delivery_tag)
+    _settled(message, settle if settled else None)
     return True
 
 
@@ -374,7 +378,7 @@ async def _run_resume(
         prepared = await runner.prepare_resume_async(results, raw, context, task_id, queue,
                                                      headers, _script_batch())  # fmt: skip
         if isinstance(prepared, dict):
-            _store_meta(runner, meta, prepared)
+            await _store_meta(meta, prepared)
             return True
         begun, ordered, step = prepared
         name = begun.agent.name.replace(".", "_")
@@ -387,12 +391,11 @@ async def _run_resume(
             raise runner.failure(begun, exc) from exc
         if isinstance(result, CallTools):
             await _replace(runner.fan_out(begun, result, step=step + 1), task_id, headers,
-                     message)  # fmt: skip
+                           message)  # fmt: skip
             return True
         settle = _settle_args(message)
         await runner.finish_async(begun, result, _script_batch(), meta=meta, settle=settle)
-        if settle is not None:
-            message.channel.qos.settled(message.delivery_tag)
+        _settled(message, settle)
         metrics.incr(f"events.succeeded.{name}")
         enqueued = headers.get(ENQUEUED_AT_HEADER)
         if isinstance(enqueued, int | float):
@@ -404,13 +407,14 @@ async def _run_resume(
     return True
 
 
-def _store_meta(runner: Any, meta: ResultMeta, payload: dict[str, Any]) -> None:
+async def _store_meta(meta: ResultMeta, payload: dict[str, Any]) -> None:
+    """Celery's result entry for a task whose event finished before (a redelivery or a
+    duplicate): written and published in the loop's batch, as the finish script would."""
     key, head, tail = meta.parts()
     value = head + json.dumps(payload, separators=(",", ":")) + tail
-    pipe = runner.redis.pipeline(transaction=False)
-    pipe.set(key, value, ex=meta.ttl)
-    pipe.publish(key, value)
-    pipe.execute()
+    batch = _script_batch()
+    await asyncio.gather(batch.command("SET", key, value, "EX", meta.ttl),
+                         batch.command("PUBLISH", key, value))  # fmt: skip
 
 
 def _retry_later(
