@@ -1,10 +1,10 @@
 """The pooled LLM client: sharded httpx pools, retries, breaker, rate limits, cache, batching.
 
 One :class:`LLMClient` per provider per worker process, created after fork on the process's
-event loop. Its connections are spread over several `httpx.AsyncClient` shards (one client
-carrying hundreds of concurrent calls spends most of its CPU in pool bookkeeping); each shard
-is replaced once it is older than `max_connection_lifetime`, the old one closed after the
-calls on it had time to finish.
+event loop. Its connections are spread over several `httpx.AsyncClient` shards, each on
+aiohttp's connection pool (:class:`AiohttpTransport`); each shard is replaced once it is
+older than `max_connection_lifetime`, the old one closed after the calls on it had time to
+finish, so connections are renewed a shard at a time.
 
 Every HTTP attempt goes: shared breaker (fail fast while open) → shared rate limit (wait for
 a slot) → request → classify (success, retryable, or a 4xx that fails at once).
@@ -21,7 +21,7 @@ import logging
 import random
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -29,7 +29,7 @@ import httpx
 from agentflow.broker.connection import get_async_redis
 from agentflow.config import LLMProviderConfig, Settings, get_settings
 from agentflow.errors import LLMRequestError, LLMUnavailable, RateLimited
-from agentflow.llm._netbackend import AsyncioHTTPTransport
+from agentflow.llm._aiohttp_transport import AiohttpTransport, Timeouts
 from agentflow.llm.batching import EmbedBatcher
 from agentflow.llm.breaker import CircuitBreaker
 from agentflow.llm.cache import ResponseCache, request_key, ttl_for
@@ -50,9 +50,9 @@ def backoff(attempt: int, initial: float, cap: float = 30.0) -> float:
     return min(cap, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """The Retry-After header in seconds, when it is a number."""
-    value = response.headers.get("retry-after")
+    value = headers.get("retry-after")
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
@@ -98,9 +98,7 @@ class _Shard:
     own when the environment routes the provider through a proxy (httpx then mounts the
     proxy's transport itself)."""
 
-    def __init__(
-        self, client: httpx.AsyncClient, transport: httpx.AsyncHTTPTransport | None
-    ) -> None:
+    def __init__(self, client: httpx.AsyncClient, transport: AiohttpTransport | None) -> None:
         self.client = client
         self.transport = transport
         self.born = time.monotonic()
@@ -118,7 +116,7 @@ class LLMClient:
         self._through_proxy = _proxied(self.provider.base_url)
         self._timeout = httpx.Timeout(config.request_timeout, connect=config.connection_timeout)
         self._timeout_ext = self._timeout.as_dict()
-        self._urls: dict[str, httpx.URL] = {}
+        self._timeouts: Timeouts | None = None
         self._json_headers = httpx.Headers(
             {
                 "accept": "application/json",
@@ -127,6 +125,7 @@ class LLMClient:
                 **self.provider.headers(),
             }
         )
+        self._plain_headers = dict(self._json_headers.items())
         self._ssl_context = httpx.create_ssl_context()
         self._shards: list[_Shard] = [self._new_shard() for _ in range(self._shard_count)]
         self._next = itertools.count()
@@ -162,7 +161,7 @@ class LLMClient:
             client = httpx.AsyncClient(limits=limits, timeout=self._timeout,
                                        headers=self.provider.headers())  # fmt: skip
             return _Shard(client, None)
-        transport = AsyncioHTTPTransport(limits, self._ssl_context)
+        transport = AiohttpTransport(limits, self._ssl_context)
         client = httpx.AsyncClient(transport=transport, timeout=self._timeout,
                                    headers=self.provider.headers())  # fmt: skip
         return _Shard(client, transport)
@@ -263,35 +262,30 @@ class LLMClient:
     async def _post(self, url: str, body: dict[str, Any], tokens: int = 0) -> dict[str, Any]:
         """POST a JSON body with retries; the decoded JSON reply.
 
-        The request goes straight to the shard's transport (httpx's public transport API):
-        the client's layers — auth flows, redirects, cookie jar, URL and header merging —
-        have nothing to do for a JSON call to a fixed endpoint and cost a third of its CPU.
+        The request goes straight to the shard's aiohttp pool (``post_json``): the client's
+        layers — auth flows, redirects, cookie jar, URL and header merging, httpx's request
+        and response objects — have nothing to do for a JSON call to a fixed endpoint.
         Timeouts and httpx's exception types are the same (the transport maps them).
         """
         content = json.dumps(body, separators=(",", ":")).encode()
 
         async def send(shard: _Shard) -> dict[str, Any]:
-            parsed = self._urls.get(url)
-            if parsed is None:  # a provider has a handful of endpoints: parse each once
-                if len(self._urls) > 64:
-                    self._urls.clear()
-                parsed = self._urls[url] = httpx.URL(url)
-            if shard.transport is None:  # through a proxy: the client mounts its transport
-                response = await shard.client.post(parsed, content=content,
+            transport = shard.transport
+            if transport is None:  # through a proxy: the client mounts httpx's transport
+                response = await shard.client.post(url, content=content,
                                                    headers=self._json_headers)  # fmt: skip
+                status, reply = response.status_code, response.content
+                headers: Mapping[str, str] = response.headers
             else:
-                request = httpx.Request("POST", parsed, headers=self._json_headers,
-                                        content=content,
-                                        extensions={"timeout": self._timeout_ext})  # fmt: skip
-                response = await shard.transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-            if response.status_code >= 400:
-                raise _HTTPStatus(response.status_code, response.text,
-                                  retry_after_seconds(response))  # fmt: skip
-            return dict(json.loads(response.content))
+                if self._timeouts is None:
+                    self._timeouts = transport.timeouts(self._timeout_ext)
+                status, reply, headers = await transport.post_json(
+                    url, content, self._plain_headers, self._timeouts
+                )
+            if status >= 400:
+                raise _HTTPStatus(status, reply.decode(errors="replace"),
+                                  retry_after_seconds(headers))  # fmt: skip
+            return dict(json.loads(reply))
 
         return await self._with_retries(send, tokens)
 
@@ -308,7 +302,9 @@ class LLMClient:
             async with shard.client.stream("POST", url, json=payload) as response:
                 if response.status_code >= 400:
                     text = (await response.aread()).decode(errors="replace")
-                    raise _HTTPStatus(response.status_code, text, retry_after_seconds(response))
+                    raise _HTTPStatus(
+                        response.status_code, text, retry_after_seconds(response.headers)
+                    )
                 try:
                     async for line in response.aiter_lines():
                         piece = parser.feed_line(line)

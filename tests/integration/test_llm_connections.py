@@ -1,15 +1,16 @@
-"""LLM connections on AgentFlow's asyncio network backend, against real loopback servers.
+"""LLM connections on AgentFlow's aiohttp transport for httpx, against real loopback servers.
 
 Each test starts a small HTTP/1.1 server on 127.0.0.1 (plain, or TLS with a throwaway CA)
-and talks to it through :class:`AsyncioHTTPTransport` under an ``httpx.AsyncClient``, on
-asyncio's loop and on uvloop: what an LLM call sees when the server answers, stalls, closes
-idle connections, sends a large body, or is not there.
+and talks to it through :class:`AiohttpTransport`, under an ``httpx.AsyncClient`` or by its
+``post_json`` fast path, on asyncio's loop and on uvloop: what an LLM call sees when the
+server answers, stalls, closes idle connections, sends a large body, or is not there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -20,7 +21,8 @@ import pytest
 import trustme
 import uvloop
 
-from agentflow.llm._netbackend import AsyncioHTTPTransport, AsyncioStream
+from agentflow.llm import _aiohttp_transport
+from agentflow.llm._aiohttp_transport import AiohttpTransport
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +50,12 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head + (await reader.readexactly(length) if length else b"")
 
 
-def reply(body: bytes, *, close: bool = False) -> bytes:
+def reply(body: bytes, *, close: bool = False, status: bytes = b"200 OK",
+          extra: bytes = b"") -> bytes:  # fmt: skip
     connection = b"close" if close else b"keep-alive"
-    return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-            + str(len(body)).encode() + b"\r\nconnection: " + connection + b"\r\n\r\n" + body)  # fmt: skip
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\nconnection: " + connection + b"\r\n" + extra
+            + b"\r\n" + body)  # fmt: skip
 
 
 @contextlib.asynccontextmanager
@@ -68,15 +72,15 @@ def client(
     verify: ssl.SSLContext | bool = True, timeout: float | httpx.Timeout = 5.0
 ) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=30)
-    return httpx.AsyncClient(transport=AsyncioHTTPTransport(limits, verify), timeout=timeout)
+    return httpx.AsyncClient(transport=AiohttpTransport(limits, verify), timeout=timeout)
 
 
 LOOPS = pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
 
 
 @LOOPS
-def test_requests_reuse_one_connection_of_the_backend(loop_kind: str) -> None:
-    """Ten sequential calls share one keep-alive connection, which is AgentFlow's stream."""
+def test_requests_reuse_one_keep_alive_connection(loop_kind: str) -> None:
+    """Ten sequential calls share one keep-alive connection of the transport's pool."""
     accepted = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -93,7 +97,7 @@ def test_requests_reuse_one_connection_of_the_backend(loop_kind: str) -> None:
                                            json={"i": i})  # fmt: skip
                 assert response.status_code == 200
                 assert response.json()["echo"] > 0
-                assert isinstance(response.extensions["network_stream"], AsyncioStream)
+                assert response.extensions["http_version"] == b"HTTP/1.1"
         assert accepted == 1
 
     run(loop_kind, main())
@@ -215,7 +219,6 @@ def test_https_verifies_the_server_certificate(loop_kind: str) -> None:
             async with client(trusted) as http:
                 response = await http.get(f"https://127.0.0.1:{port}/")
                 assert response.json() == {"tls": True}
-                assert response.extensions["network_stream"].get_extra_info("ssl_object")
             async with client(True) as http:
                 with pytest.raises(httpx.ConnectError):
                     await http.get(f"https://127.0.0.1:{port}/")
@@ -225,8 +228,8 @@ def test_https_verifies_the_server_certificate(loop_kind: str) -> None:
 
 @LOOPS
 def test_a_server_that_stops_reading_gives_a_write_timeout(loop_kind: str) -> None:
-    """The body is not piled up in memory while the server reads nothing: once the socket's
-    buffers are full the write waits, and gives up after the write timeout."""
+    """A server that reads nothing of a 64 MB body and never answers: the call ends with a
+    write timeout once pool + connect + write + read seconds have passed."""
     payload = b"x" * (64 * 1024 * 1024)
 
     done = asyncio.Event()
@@ -235,10 +238,12 @@ def test_a_server_that_stops_reading_gives_a_write_timeout(loop_kind: str) -> No
         await done.wait()
 
     async def main() -> None:
-        timeout = httpx.Timeout(5.0, write=0.3)
+        timeout = httpx.Timeout(0.2)
         async with serve(handler) as port, client(timeout=timeout) as http:
+            started = asyncio.get_running_loop().time()
             with pytest.raises(httpx.WriteTimeout):
                 await http.post(f"http://127.0.0.1:{port}/up", content=payload)
+            assert 0.8 <= asyncio.get_running_loop().time() - started < 4
             done.set()
 
     run(loop_kind, main())
@@ -254,12 +259,19 @@ async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 def _two_addresses(monkeypatch: pytest.MonkeyPatch, first: str, port: int) -> None:
     """The host resolves to `first`, then to 127.0.0.1 (where the server listens)."""
 
-    async def getaddrinfo(self: Any, host: str, p: int, **kwargs: Any) -> list[Any]:
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (first, port)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]  # fmt: skip
+    real = {loop: loop.getaddrinfo for loop in (asyncio.BaseEventLoop, uvloop.Loop)}
 
-    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(uvloop.Loop, "getaddrinfo", getaddrinfo, raising=False)
+    def fake(loop_type: Any) -> Any:
+        async def getaddrinfo(self: Any, host: str, p: int, **kwargs: Any) -> list[Any]:
+            if host != "llm.example":  # uvloop resolves the addresses it connects to
+                return list(await real[loop_type](self, host, p, **kwargs))
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (first, port)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]  # fmt: skip
+
+        return getaddrinfo
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", fake(asyncio.BaseEventLoop))
+    monkeypatch.setattr(uvloop.Loop, "getaddrinfo", fake(uvloop.Loop), raising=False)
 
 
 @LOOPS
@@ -282,28 +294,108 @@ def test_an_address_that_never_answers_does_not_hold_up_the_next(
 ) -> None:
     """As on a host whose IPv6 route drops packets: the second address is tried after the
     happy-eyeballs delay and wins; the stalled attempt is cancelled."""
-    from agentflow.llm import _netbackend
+    abandoned: list[str] = []
+    selector_loop = asyncio.selector_events.BaseSelectorEventLoop
+    real = selector_loop.sock_connect
 
-    stalled: list[asyncio.Task[Any]] = []
-    real = asyncio.BaseEventLoop.create_connection
-
-    async def create_connection(self: Any, factory: Any, host: str, port: int,
-                                **kwargs: Any) -> Any:  # fmt: skip
-        if host == "127.0.0.2":
-            stalled.append(asyncio.current_task())  # type: ignore[arg-type]
-            await asyncio.sleep(3600)
-        return await real(self, factory, host, port, **kwargs)
+    async def sock_connect(self: Any, sock: socket.socket, address: Any) -> None:
+        if address[0] == "127.0.0.2":
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                abandoned.append(address[0])
+                raise
+        await real(self, sock, address)
 
     async def main() -> None:
         async with serve(answer_ok) as port, client() as http:
             _two_addresses(monkeypatch, "127.0.0.2", port)
-            monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", create_connection)
+            monkeypatch.setattr(selector_loop, "sock_connect", sock_connect)
             started = asyncio.get_running_loop().time()
             response = await http.get(f"http://llm.example:{port}/")
             took = asyncio.get_running_loop().time() - started
             assert response.json() == {"ok": True}
-            assert _netbackend.HAPPY_EYEBALLS_DELAY <= took < 2
-            await asyncio.sleep(0)
-            assert len(stalled) == 1 and stalled[0].cancelled()
+            assert _aiohttp_transport.HAPPY_EYEBALLS_DELAY <= took < 2
+            await asyncio.sleep(0.01)
+            assert abandoned == ["127.0.0.2"]
 
     run("asyncio", main())
+
+
+def test_post_json_gives_status_body_and_headers_and_decodes_gzip() -> None:
+    """The hot path's JSON call: a gzip-encoded reply arrives decoded, and an error status
+    comes back with its headers (Retry-After) for the retry loop."""
+    body = gzip.compress(b'{"choices":[]}')
+    calls = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        while await read_request(reader):
+            calls += 1
+            if calls == 1:
+                writer.write(reply(body, extra=b"content-encoding: gzip\r\n"))
+            else:
+                writer.write(reply(b'{"error":"slow down"}', status=b"429 Too Many Requests",
+                                   extra=b"retry-after: 2\r\n"))  # fmt: skip
+            await writer.drain()
+
+    async def main() -> None:
+        transport = AiohttpTransport(httpx.Limits(max_connections=2))
+        timeout = transport.timeouts(httpx.Timeout(5.0).as_dict())
+        headers = {"content-type": "application/json"}
+        try:
+            async with serve(handler) as port:
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                status, data, _ = await transport.post_json(url, b"{}", headers, timeout)
+                assert (status, data) == (200, b'{"choices":[]}')
+                status, data, got = await transport.post_json(url, b"{}", headers, timeout)
+                assert status == 429 and got["Retry-After"] == "2"
+                assert b"slow down" in data
+        finally:
+            await transport.aclose()
+
+    run("uvloop", main())
+
+
+def test_post_json_raises_httpx_errors() -> None:
+    """Nothing listening, and a server that closes without answering: httpx's exception
+    types, which the LLM client's retry loop classifies."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.close()
+
+    async def main() -> None:
+        transport = AiohttpTransport(httpx.Limits(max_connections=2))
+        timeout = transport.timeouts(httpx.Timeout(5.0).as_dict())
+        try:
+            with pytest.raises(httpx.ConnectError):
+                await transport.post_json(f"http://127.0.0.1:{closed_port}/", b"{}", {}, timeout)
+            async with serve(hang_up) as port:
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await transport.post_json(f"http://127.0.0.1:{port}/", b"{}", {}, timeout)
+        finally:
+            await transport.aclose()
+
+    run("asyncio", main())
+
+
+def test_one_transport_serves_successive_event_loops() -> None:
+    """A transport used from a new event loop opens a pool there (as after a worker's loop
+    is replaced), instead of touching the closed loop's connections."""
+    transport = AiohttpTransport(httpx.Limits(max_connections=2))
+
+    async def once() -> None:
+        async with serve(answer_ok) as port:
+            timeout = transport.timeouts(httpx.Timeout(5.0).as_dict())
+            status, data, _ = await transport.post_json(
+                f"http://127.0.0.1:{port}/", b"{}", {}, timeout
+            )
+            assert (status, data) == (200, b'{"ok":true}')
+
+    run("asyncio", once())
+    run("uvloop", once())
+    run("asyncio", transport.aclose())

@@ -1,0 +1,226 @@
+"""httpx's transport API over aiohttp's connection pool.
+
+An LLM client keeps httpx's typed public face (``httpx.AsyncClient``, its timeouts and
+exception hierarchy), while the connections, HTTP/1.1 parsing (llhttp, in C), keep-alive,
+TLS and happy eyeballs are aiohttp's. On a worker with hundreds of calls in flight this is
+about half the CPU per call of httpx's own transport over httpcore, whose pool, h11 parser
+and anyio locks were half of the worker's event-loop time (docs/performance.md, fix 23).
+
+``AiohttpTransport.post_json`` is the JSON call of the hot path without httpx's request
+and response objects; every other request (streams, embeddings, warm-up) goes through
+``httpx.AsyncClient(transport=AiohttpTransport(...))``. Both raise httpx's exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, NamedTuple
+
+import aiohttp
+import httpx
+from yarl import URL
+
+_READ_CHUNK = 64 * 1024
+HAPPY_EYEBALLS_DELAY = 0.25
+"""Seconds before the next address of a host is tried while the previous one still connects
+(RFC 8305): a host whose IPv6 route silently drops packets still connects."""
+
+
+def httpx_error(exc: BaseException) -> httpx.TransportError:
+    """The httpx exception a user of httpx would get for aiohttp's `exc`."""
+    message = str(exc) or type(exc).__name__
+    error: httpx.TransportError
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        error = httpx.ConnectTimeout(message)  # sock_connect, or the wait for a connection
+    elif isinstance(exc, aiohttp.ServerTimeoutError):
+        error = httpx.ReadTimeout(message)  # sock_read: no byte of the reply in time
+    elif isinstance(exc, TimeoutError):  # our deadline on sending (see Timeouts.send)
+        error = httpx.WriteTimeout("the server did not take the request in time")
+    elif isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
+        error = httpx.ProxyError(message)
+    elif isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, TLS refused
+        error = httpx.ConnectError(message)
+    elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError):
+        error = httpx.RemoteProtocolError(message)
+    elif isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientOSError):
+        error = httpx.ReadError(message)
+    elif isinstance(exc, aiohttp.InvalidURL):
+        error = httpx.UnsupportedProtocol(message)
+    else:
+        error = httpx.NetworkError(message)
+    return error
+
+
+_ERRORS = (aiohttp.ClientError, TimeoutError)
+"""What a failed request raises: aiohttp's hierarchy, and a deadline's TimeoutError."""
+
+
+class Timeouts(NamedTuple):
+    """httpx's timeouts as aiohttp applies them, and a deadline aiohttp lacks."""
+
+    aiohttp: aiohttp.ClientTimeout
+    send: float | None
+    """Seconds until the reply's head: aiohttp arms no timer while it writes the request,
+    so a server that stops reading the body would hold the call forever without this.
+    The sum of httpx's pool, connect, write and read timeouts."""
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """An aiohttp response body as httpx's byte stream: chunks as they arrive."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        try:
+            while chunk := await content.readany():
+                yield chunk
+        except _ERRORS as exc:
+            raise httpx_error(exc) from exc
+
+    async def aclose(self) -> None:
+        # A body read to its end gives the connection back to the pool; otherwise it closes.
+        self._response.release()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx transport whose connections are one ``aiohttp.ClientSession``'s pool.
+
+    `limits` sizes the pool (``max_connections``) and the keep-alive time of an idle
+    connection (``keepalive_expiry``). The session is made on first use on the running
+    loop (a new loop gets a new session). httpx's ``connect`` timeout bounds opening a
+    connection, ``pool`` + ``connect`` the wait for one, and ``read`` each wait for bytes
+    of the reply, the body included. aiohttp has no write timeout: a request whose reply
+    has not begun after ``pool`` + ``connect`` + ``write`` + ``read`` fails with
+    ``httpx.WriteTimeout`` (every other wait has run into its own timeout before that).
+    """
+
+    def __init__(self, limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> None:
+        self._limits = limits
+        self._ssl: ssl.SSLContext = (
+            verify
+            if isinstance(verify, ssl.SSLContext)
+            else httpx.create_ssl_context(verify=verify)
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeouts: dict[tuple[float | None, ...], Timeouts] = {}
+        self._urls: dict[str, URL] = {}
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The pool of the running loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is None or self._loop is not loop or session.closed:
+            limits = self._limits
+            connector = aiohttp.TCPConnector(
+                limit=limits.max_connections or 0,
+                limit_per_host=0,
+                keepalive_timeout=limits.keepalive_expiry or 15.0,
+                happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+                ssl=self._ssl,
+            )
+            session = self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+            self._loop = loop
+        return session
+
+    def timeouts(self, timeout: Mapping[str, float | None]) -> Timeouts:
+        """The timeouts of httpx's ``{"connect", "read", "write", "pool"}`` for aiohttp."""
+        connect, read = timeout.get("connect"), timeout.get("read")
+        write, pool = timeout.get("write"), timeout.get("pool")
+        key = (connect, read, write, pool)
+        cached = self._timeouts.get(key)
+        if cached is None:
+            waiting = None if connect is None or pool is None else connect + pool
+            send = None if None in key else sum(t for t in key if t is not None)
+            if len(self._timeouts) > 64:
+                self._timeouts.clear()
+            cached = self._timeouts[key] = Timeouts(
+                aiohttp.ClientTimeout(
+                    total=None, connect=waiting, sock_connect=connect, sock_read=read
+                ),
+                send,
+            )
+        return cached
+
+    def _url(self, url: str) -> URL:
+        parsed = self._urls.get(url)
+        if parsed is None:  # a provider has a handful of endpoints: parse each once
+            if len(self._urls) > 64:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url)
+        return parsed
+
+    async def _send(
+        self, method: str, url: str, timeouts: Timeouts, **options: Any
+    ) -> aiohttp.ClientResponse:
+        """Send a request; the response once its head has arrived."""
+        try:
+            async with asyncio.timeout(timeouts.send):
+                return await self.session.request(
+                    method, self._url(url), allow_redirects=False, timeout=timeouts.aiohttp,
+                    **options,
+                )  # fmt: skip
+        except _ERRORS as exc:
+            raise httpx_error(exc) from exc
+
+    async def post_json(
+        self,
+        url: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        timeouts: Timeouts,
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """POST `content` and read the whole reply: status, body (decoded from any
+        content-encoding) and headers. Raises httpx's exceptions."""
+        response = await self._send("POST", url, timeouts, data=content, headers=headers)
+        try:
+            return response.status, await response.read(), response.headers
+        except _ERRORS as exc:
+            raise httpx_error(exc) from exc
+        finally:
+            response.release()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send an httpx request; the reply's body streams as it arrives."""
+        data: Any
+        headers = request.headers.copy()
+        try:
+            data = request.content or None
+        except httpx.RequestNotRead:  # a streamed body: aiohttp sends it chunked itself
+            data = request.stream
+            headers.pop("transfer-encoding", None)
+        response = await self._send(
+            request.method,
+            str(request.url),
+            self.timeouts(request.extensions.get("timeout", {})),
+            headers=headers.multi_items(),
+            data=data,
+            auto_decompress=False,  # httpx decodes content-encoding itself
+            server_hostname=request.extensions.get("sni_hostname"),
+            read_bufsize=_READ_CHUNK,
+        )
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_ResponseStream(response),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
