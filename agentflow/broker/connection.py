@@ -13,6 +13,7 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 
+from agentflow.broker._packing import with_hiredis_packing
 from agentflow.broker.embedded import resolve_url
 from agentflow.config import Settings, get_settings
 
@@ -67,6 +68,7 @@ def get_async_redis() -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url(), max_connections=512, timeout=30, socket_keepalive=True
         )
+        pool.connection_class = with_hiredis_packing(pool.connection_class)
         client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop_id] = client
     return client

@@ -8,7 +8,7 @@ import pytest
 import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 from agentflow.tasks.script_batch import ScriptBatch
 
@@ -82,3 +82,31 @@ def test_when_redis_cannot_be_reached_every_caller_gets_the_error(
 
     results = asyncio.run(scenario())
     assert len(results) == 2 and all(isinstance(r, redis.ConnectionError) for r in results)
+
+
+def test_agentflow_async_client_packs_with_hiredis_and_round_trips(
+    redis_client: redis.Redis,
+) -> None:
+    """The process's asyncio client (hiredis packing) runs scripts, pipelines and binary
+    values exactly as redis-py's own packer would."""
+    from agentflow.broker import connection
+    from agentflow.broker._packing import HiredisPacking
+
+    blob = bytes(range(256)) * 400
+
+    async def scenario() -> list[object]:
+        client = connection.get_async_redis()
+        try:
+            assert issubclass(client.connection_pool.connection_class, HiredisPacking)
+            pipe = client.pipeline(transaction=False)
+            pipe.set("blob", blob)
+            pipe.get("blob")
+            pipe.set("f", 0.1)
+            pipe.get("f")
+            pipe.eval("return ARGV[1] .. KEYS[1]", 1, "k", "v:")
+            return list(await pipe.execute())
+        finally:
+            await client.aclose()
+            connection._async_clients.clear()
+
+    assert asyncio.run(scenario()) == [True, blob, True, b"0.1", b"v:k"]
