@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import redis
 import redis.asyncio
-from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from agentflow.tasks.script_batch import ScriptBatch
 
