@@ -14,6 +14,7 @@ and response objects; every other request (streams, embeddings, warm-up) goes th
 from __future__ import annotations
 
 import asyncio
+import io
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, NamedTuple
@@ -28,33 +29,49 @@ HAPPY_EYEBALLS_DELAY = 0.25
 (RFC 8305): a host whose IPv6 route silently drops packets still connects."""
 
 
-def httpx_error(exc: BaseException) -> httpx.TransportError:
-    """The httpx exception a user of httpx would get for aiohttp's `exc`."""
+def httpx_error(exc: BaseException) -> httpx.HTTPError | httpx.InvalidURL:
+    """The httpx exception a user of httpx would get for aiohttp's `exc`.
+
+    Transport failures become httpx's ``TransportError`` family, which the LLM client
+    retries; a URL aiohttp cannot send to becomes ``httpx.InvalidURL``, a header it refuses
+    ``httpx.LocalProtocolError``, and a body that cannot be decoded ``httpx.DecodingError``
+    (as with httpx's own transport). aiohttp reports the wait for a free connection and the
+    connect itself with one error: both are ``ConnectTimeout``.
+    """
     message = str(exc) or type(exc).__name__
-    error: httpx.TransportError
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        error = httpx.ConnectTimeout(message)  # sock_connect, or the wait for a connection
-    elif isinstance(exc, aiohttp.ServerTimeoutError):
-        error = httpx.ReadTimeout(message)  # sock_read: no byte of the reply in time
-    elif isinstance(exc, TimeoutError):  # our deadline on sending (see Timeouts.send)
-        error = httpx.WriteTimeout("the server did not take the request in time")
-    elif isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
-        error = httpx.ProxyError(message)
-    elif isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, TLS refused
-        error = httpx.ConnectError(message)
-    elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError):
-        error = httpx.RemoteProtocolError(message)
-    elif isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientOSError):
-        error = httpx.ReadError(message)
-    elif isinstance(exc, aiohttp.InvalidURL):
-        error = httpx.UnsupportedProtocol(message)
-    else:
-        error = httpx.NetworkError(message)
-    return error
+        return httpx.ConnectTimeout(message)
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(message)  # sock_read: no byte of the reply in time
+    if isinstance(exc, TimeoutError):  # our deadline on sending (see Timeouts.send)
+        return httpx.WriteTimeout("the server did not take the request in time")
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return httpx.InvalidURL(message)
+    if isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
+        return httpx.ProxyError(message)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, TLS refused
+        return httpx.ConnectError(message)
+    if isinstance(exc, aiohttp.ClientConnectionResetError):
+        return httpx.WriteError(message)  # the connection closed while we wrote
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(message)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        if "encoding" in message.lower():  # "Can not decode content-encoding: gzip"
+            return httpx.DecodingError(message)
+        return httpx.ReadError(message)
+    if isinstance(exc, aiohttp.ClientOSError):
+        return httpx.ReadError(message)
+    if isinstance(exc, ValueError):  # a header value aiohttp will not send (CR, LF, ...)
+        return httpx.LocalProtocolError(message)
+    return httpx.NetworkError(message)
 
 
 _ERRORS = (aiohttp.ClientError, TimeoutError)
 """What a failed request raises: aiohttp's hierarchy, and a deadline's TimeoutError."""
+_SEND_ERRORS = (*_ERRORS, ValueError)
+"""While sending, also aiohttp's ValueError for a header or URL it refuses."""
+_LARGE_BODY = 1024 * 1024
+"""Bodies above this go to aiohttp as a file-like object (it warns about large bytes)."""
 
 
 class Timeouts(NamedTuple):
@@ -64,7 +81,7 @@ class Timeouts(NamedTuple):
     send: float | None
     """Seconds until the reply's head: aiohttp arms no timer while it writes the request,
     so a server that stops reading the body would hold the call forever without this.
-    The sum of httpx's pool, connect, write and read timeouts."""
+    The sum of httpx's pool, connect, write and read timeouts (none if any is None)."""
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -90,8 +107,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx transport whose connections are one ``aiohttp.ClientSession``'s pool.
 
     `limits` sizes the pool (``max_connections``) and the keep-alive time of an idle
-    connection (``keepalive_expiry``). The session is made on first use on the running
-    loop (a new loop gets a new session). httpx's ``connect`` timeout bounds opening a
+    connection (``keepalive_expiry``; 0 closes each connection after its request). The
+    session is made on first use on the running loop; a transport serves one live loop at
+    a time (a new loop once the previous one is closed), and once closed it stays closed
+    (httpx's rule for clients). httpx's ``connect`` timeout bounds opening a
     connection, ``pool`` + ``connect`` the wait for one, and ``read`` each wait for bytes
     of the reply, the body included. aiohttp has no write timeout: a request whose reply
     has not begun after ``pool`` + ``connect`` + ``write`` + ``read`` fails with
@@ -107,29 +126,39 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
         self._timeouts: dict[tuple[float | None, ...], Timeouts] = {}
-        self._urls: dict[str, URL] = {}
+        self._urls: dict[tuple[str, bool], URL] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
         """The pool of the running loop (made on first use)."""
         loop = asyncio.get_running_loop()
         session = self._session
-        if session is None or self._loop is not loop or session.closed:
-            limits = self._limits
-            connector = aiohttp.TCPConnector(
-                limit=limits.max_connections or 0,
-                limit_per_host=0,
-                keepalive_timeout=limits.keepalive_expiry or 15.0,
-                happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
-                ssl=self._ssl,
-            )
-            session = self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
-            self._loop = loop
+        if session is not None and self._loop is loop:
+            return session
+        if self._closed:
+            raise RuntimeError("the LLM transport has been closed")
+        if session is not None and self._loop is not None and not self._loop.is_closed():
+            raise RuntimeError("the LLM transport is in use on another running event loop")
+        if session is not None:  # its loop is gone: its sockets go with the objects
+            session.detach()
+        limits = self._limits
+        expiry = limits.keepalive_expiry
+        connector = aiohttp.TCPConnector(
+            limit=limits.max_connections or 0,
+            limit_per_host=0,
+            force_close=expiry == 0,
+            keepalive_timeout=None if expiry == 0 else expiry,  # None: kept until closed
+            happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+            ssl=self._ssl,
+        )
+        session = self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        self._loop = loop
         return session
 
     def timeouts(self, timeout: Mapping[str, float | None]) -> Timeouts:
@@ -151,26 +180,33 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return cached
 
-    def _url(self, url: str) -> URL:
-        parsed = self._urls.get(url)
+    def _url(self, url: str, encoded: bool = False) -> URL:
+        key = (url, encoded)
+        parsed = self._urls.get(key)
         if parsed is None:  # a provider has a handful of endpoints: parse each once
             if len(self._urls) > 64:
                 self._urls.clear()
-            parsed = self._urls[url] = URL(url)
+            parsed = self._urls[key] = URL(url, encoded=encoded)
         return parsed
 
     async def _send(
-        self, method: str, url: str, timeouts: Timeouts, **options: Any
+        self, method: str, url: URL, timeouts: Timeouts, **options: Any
     ) -> aiohttp.ClientResponse:
         """Send a request; the response once its head has arrived."""
         try:
             async with asyncio.timeout(timeouts.send):
                 return await self.session.request(
-                    method, self._url(url), allow_redirects=False, timeout=timeouts.aiohttp,
-                    **options,
-                )  # fmt: skip
-        except _ERRORS as exc:
+                    method, url, allow_redirects=False, timeout=timeouts.aiohttp, **options
+                )
+        except _SEND_ERRORS as exc:
             raise httpx_error(exc) from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the caller was cancelled
+            # Nobody cancelled the caller: the pool was closed while the call waited for a
+            # connection (a replaced shard). A connection error, which the caller retries.
+            raise httpx.ConnectError("the connection pool was closed") from None
 
     async def post_json(
         self,
@@ -181,7 +217,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> tuple[int, bytes, Mapping[str, str]]:
         """POST `content` and read the whole reply: status, body (decoded from any
         content-encoding) and headers. Raises httpx's exceptions."""
-        response = await self._send("POST", url, timeouts, data=content, headers=headers)
+        data: Any = content if len(content) <= _LARGE_BODY else io.BytesIO(content)
+        response = await self._send("POST", self._url(url), timeouts, data=data, headers=headers)
         try:
             return response.status, await response.read(), response.headers
         except _ERRORS as exc:
@@ -198,17 +235,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except httpx.RequestNotRead:  # a streamed body: aiohttp sends it chunked itself
             data = request.stream
             headers.pop("transfer-encoding", None)
+        if isinstance(data, bytes) and len(data) > _LARGE_BODY:
+            data = io.BytesIO(data)
         response = await self._send(
             request.method,
-            str(request.url),
+            self._url(str(request.url), encoded=True),  # httpx has quoted it already
             self.timeouts(request.extensions.get("timeout", {})),
             headers=headers.multi_items(),
+            # aiohttp would add "content-type: application/octet-stream" to a bare body
+            skip_auto_headers=() if "content-type" in headers else ("Content-Type",),
             data=data,
             auto_decompress=False,  # httpx decodes content-encoding itself
             server_hostname=request.extensions.get("sni_hostname"),
             read_bufsize=_READ_CHUNK,
         )
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        version = response.version
+        http_version = f"HTTP/{version.major}.{version.minor}" if version else "HTTP/1.1"
+        extensions: dict[str, Any] = {"http_version": http_version.encode()}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
         return httpx.Response(
@@ -220,7 +263,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection; the transport takes no more requests."""
+        self._closed = True
         session, self._session = self._session, None
-        if session is not None and not session.closed:
+        if session is None or session.closed:
+            return
+        if self._loop is asyncio.get_running_loop():
             await session.close()
+        elif self._loop is not None and not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(session.close(), self._loop)
+        else:
+            session.detach()

@@ -172,8 +172,13 @@ class LLMClient:
         if time.monotonic() - shard.born > self.config.max_connection_lifetime:
             self._shards[i] = self._new_shard()
             old = shard.client
+            # Closed once every call on it is over: the longest one waits for a connection,
+            # connects, sends and waits for its reply (the transport's send deadline), then
+            # reads the body.
+            c = self.config
+            linger = c.connection_timeout + 4 * c.request_timeout + 1
             asyncio.get_running_loop().call_later(
-                self.config.request_timeout + 1, lambda: asyncio.ensure_future(old.aclose())
+                linger, lambda: asyncio.ensure_future(old.aclose())
             )
             shard = self._shards[i]
         return shard

@@ -383,19 +383,100 @@ def test_post_json_raises_httpx_errors() -> None:
     run("asyncio", main())
 
 
-def test_one_transport_serves_successive_event_loops() -> None:
-    """A transport used from a new event loop opens a pool there (as after a worker's loop
-    is replaced), instead of touching the closed loop's connections."""
+async def answer_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One request, one ``{"ok": true}`` reply, then the server closes the connection."""
+    await read_request(reader)
+    writer.write(reply(b'{"ok":true}', close=True))
+    await writer.drain()
+    writer.close()
+
+
+def test_one_transport_serves_a_new_loop_once_the_old_one_is_closed() -> None:
+    """A transport used from a new event loop after its loop was closed opens a pool there
+    (as in a process whose loop was replaced); while its loop still runs, another loop is
+    refused rather than handed that loop's connections."""
     transport = AiohttpTransport(httpx.Limits(max_connections=2))
+    timeouts = transport.timeouts(httpx.Timeout(5.0).as_dict())
 
     async def once() -> None:
-        async with serve(answer_ok) as port:
-            timeout = transport.timeouts(httpx.Timeout(5.0).as_dict())
+        async with serve(answer_and_close) as port:
             status, data, _ = await transport.post_json(
-                f"http://127.0.0.1:{port}/", b"{}", {}, timeout
+                f"http://127.0.0.1:{port}/", b"{}", {}, timeouts
             )
             assert (status, data) == (200, b'{"ok":true}')
 
     run("asyncio", once())
     run("uvloop", once())
-    run("asyncio", transport.aclose())
+    alive = asyncio.new_event_loop()
+    try:
+        alive.run_until_complete(once())
+        with pytest.raises(RuntimeError, match="another running event loop"):
+            run("asyncio", once())
+        alive.run_until_complete(transport.aclose())
+    finally:
+        alive.close()
+
+
+def test_closing_the_transport_fails_waiting_calls_with_httpx_errors() -> None:
+    """A replaced shard is closed while calls still wait for its only connection: every
+    call ends with an httpx transport error the retry loop handles (not a bare
+    cancellation), and the closed transport takes no more requests."""
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            await asyncio.sleep(0.3)
+            writer.write(reply(b'{"ok":true}'))
+            await writer.drain()
+
+    async def main() -> None:
+        transport = AiohttpTransport(httpx.Limits(max_connections=1))
+        timeouts = transport.timeouts(httpx.Timeout(5.0).as_dict())
+        async with serve(slow) as port:
+            url = f"http://127.0.0.1:{port}/"
+            calls = [asyncio.ensure_future(transport.post_json(url, b"{}", {}, timeouts))
+                     for _ in range(3)]  # fmt: skip
+            await asyncio.sleep(0.1)
+            await transport.aclose()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert all(isinstance(r, httpx.TransportError) for r in results), results
+            assert sum(isinstance(r, httpx.ConnectError) for r in results) == 2
+            with pytest.raises(RuntimeError, match="closed"):
+                await transport.post_json(url, b"{}", {}, timeouts)
+
+    run("uvloop", main())
+
+
+def test_requests_go_out_as_httpx_built_them() -> None:
+    """The path keeps httpx's quoting, a body-less request gets no content type of
+    aiohttp's, a header value with a line break is refused before anything is sent, and a
+    gzip body that does not decode is a decoding error (not retried)."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while request := await read_request(reader):
+            seen.append(request)
+            if b"/broken" in request:
+                writer.write(reply(b"not gzip", extra=b"content-encoding: gzip\r\n"))
+            else:
+                writer.write(reply(b'{"ok":true}'))
+            await writer.drain()
+
+    async def main() -> None:
+        async with serve(handler) as port, client() as http:
+            response = await http.get(f"http://127.0.0.1:{port}/a/%7Euser/x%3By")
+            assert response.extensions["http_version"] == b"HTTP/1.1"
+            assert seen[0].startswith(b"GET /a/%7Euser/x%3By HTTP/1.1\r\n")
+            assert b"content-type" not in seen[0].lower()
+            with pytest.raises(httpx.LocalProtocolError):
+                await http.get(f"http://127.0.0.1:{port}/", headers={"x-key": "abc\nx"})
+            assert len(seen) == 1
+            transport = AiohttpTransport(httpx.Limits(max_connections=1))
+            timeouts = transport.timeouts(httpx.Timeout(5.0).as_dict())
+            try:
+                with pytest.raises(httpx.DecodingError):
+                    await transport.post_json(f"http://127.0.0.1:{port}/broken", b"{}", {},
+                                              timeouts)  # fmt: skip
+            finally:
+                await transport.aclose()
+
+    run("asyncio", main())
