@@ -4,17 +4,16 @@ connections already do.
 redis-py's asyncio connection builds the wire form of every command in Python
 (``pack_command``: an encode call, a length and two joins per argument). On a worker's event
 loop that runs the begin/finish scripts of two thousand events a second, that was 7 % of the
-loop thread. hiredis's ``pack_command`` gives the same bytes; a type it cannot send raises
-redis-py's ``DataError`` as before.
+loop thread. hiredis's ``pack_command`` gives the same bytes for UTF-8 text; an argument
+it does not take (an int subclass, a value Redis cannot store) goes to redis-py's own
+packer, which packs it or raises its ``DataError`` as before. Used for AgentFlow's own
+asyncio client only.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import Any
-
-from redis.exceptions import DataError
 
 try:
     import hiredis
@@ -39,24 +38,29 @@ class HiredisPacking:
         """One command in the Redis protocol."""
         try:
             return [hiredis.pack_command(_split(args))]
-        except TypeError as exc:
-            raise DataError(exc).with_traceback(sys.exc_info()[2]) from None
+        except TypeError:  # e.g. an int subclass: redis-py's packer, and its DataError
+            return super().pack_command(*args)  # type: ignore[misc]
 
     def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
         """A pipeline's commands in the Redis protocol, as one buffer."""
+        listed = [tuple(c) for c in commands]
         try:
-            return [b"".join([hiredis.pack_command(_split(tuple(c))) for c in commands])]
-        except TypeError as exc:
-            raise DataError(exc).with_traceback(sys.exc_info()[2]) from None
+            return [b"".join([hiredis.pack_command(_split(c)) for c in listed])]
+        except TypeError:
+            return super().pack_commands(listed)  # type: ignore[misc]
 
 
 _classes: dict[type, type] = {}
 
 
-def with_hiredis_packing(connection_class: type) -> type:
+def with_hiredis_packing(connection_class: type, kwargs: dict[str, Any] | None = None) -> type:
     """`connection_class` (TCP, TLS or Unix socket) with :class:`HiredisPacking` mixed in;
-    unchanged where hiredis is not installed."""
-    if hiredis is None or issubclass(connection_class, HiredisPacking):
+    unchanged where hiredis is not installed, or where the connection's `kwargs` ask for
+    an encoding other than strict UTF-8 (hiredis encodes text only that way)."""
+    kwargs = kwargs or {}
+    plain = (kwargs.get("encoding", "utf-8").lower().replace("_", "-") in ("utf-8", "utf8")
+             and kwargs.get("encoding_errors", "strict") == "strict")  # fmt: skip
+    if hiredis is None or not plain or issubclass(connection_class, HiredisPacking):
         return connection_class
     packed = _classes.get(connection_class)
     if packed is None:

@@ -68,7 +68,7 @@ def get_async_redis() -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url(), max_connections=512, timeout=30, socket_keepalive=True
         )
-        pool.connection_class = with_hiredis_packing(pool.connection_class)
+        pool.connection_class = with_hiredis_packing(pool.connection_class, pool.connection_kwargs)
         client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop_id] = client
     return client

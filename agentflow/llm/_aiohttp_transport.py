@@ -56,7 +56,7 @@ def httpx_error(exc: BaseException) -> httpx.HTTPError | httpx.InvalidURL:
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError):
         return httpx.RemoteProtocolError(message)
     if isinstance(exc, aiohttp.ClientPayloadError):
-        if "encoding" in message.lower():  # "Can not decode content-encoding: gzip"
+        if "content-encoding" in message.lower():  # "Can not decode content-encoding: gzip"
             return httpx.DecodingError(message)
         return httpx.ReadError(message)
     if isinstance(exc, aiohttp.ClientOSError):
@@ -103,6 +103,16 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._response.release()
 
 
+def _forget(session: aiohttp.ClientSession) -> None:
+    """Drop a session whose event loop is closed (nothing can be awaited on it): marked
+    closed, so neither it nor its connector reports itself unclosed; the sockets are freed
+    with the objects."""
+    close = getattr(session.connector, "_close", None)  # aiohttp's synchronous part of close
+    if callable(close):
+        close()
+    session.detach()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx transport whose connections are one ``aiohttp.ClientSession``'s pool.
 
@@ -140,9 +150,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._closed:
             raise RuntimeError("the LLM transport has been closed")
         if session is not None and self._loop is not None and not self._loop.is_closed():
-            raise RuntimeError("the LLM transport is in use on another running event loop")
+            raise RuntimeError("the LLM transport is in use on another event loop (not closed)")
         if session is not None:  # its loop is gone: its sockets go with the objects
-            session.detach()
+            _forget(session)
         limits = self._limits
         expiry = limits.keepalive_expiry
         connector = aiohttp.TCPConnector(
@@ -273,4 +283,4 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         elif self._loop is not None and not self._loop.is_closed():
             asyncio.run_coroutine_threadsafe(session.close(), self._loop)
         else:
-            session.detach()
+            _forget(session)

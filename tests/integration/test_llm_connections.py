@@ -410,7 +410,7 @@ def test_one_transport_serves_a_new_loop_once_the_old_one_is_closed() -> None:
     alive = asyncio.new_event_loop()
     try:
         alive.run_until_complete(once())
-        with pytest.raises(RuntimeError, match="another running event loop"):
+        with pytest.raises(RuntimeError, match="another event loop"):
             run("asyncio", once())
         alive.run_until_complete(transport.aclose())
     finally:
@@ -480,3 +480,31 @@ def test_requests_go_out_as_httpx_built_them() -> None:
                 await transport.aclose()
 
     run("asyncio", main())
+
+
+def test_a_reply_cut_off_mid_body_is_a_transport_error_the_client_retries() -> None:
+    """A chunked reply whose connection drops halfway: an httpx transport error (retried by
+    the LLM client), not a decoding error."""
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"transfer-encoding: chunked\r\n\r\n5\r\n{\"ok\"\r\n")  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        transport = AiohttpTransport(httpx.Limits(max_connections=1))
+        timeouts = transport.timeouts(httpx.Timeout(5.0).as_dict())
+        try:
+            async with serve(cut) as port:
+                url = f"http://127.0.0.1:{port}/"
+                with pytest.raises(httpx.TransportError):
+                    await transport.post_json(url, b"{}", {}, timeouts)
+                async with httpx.AsyncClient(transport=transport) as http:
+                    with pytest.raises(httpx.TransportError):
+                        await http.get(url)
+        finally:
+            await transport.aclose()
+
+    run("uvloop", main())

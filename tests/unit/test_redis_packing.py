@@ -45,3 +45,23 @@ def test_tls_and_unix_socket_connections_keep_their_class() -> None:
         assert issubclass(packed, cls) and issubclass(packed, HiredisPacking)
         assert with_hiredis_packing(packed) is packed
         assert with_hiredis_packing(cls) is packed  # one class per connection class
+
+
+def test_an_int_subclass_is_packed_by_redis_py() -> None:
+    class Count(int):
+        pass
+
+    packed = with_hiredis_packing(Connection)()
+    assert (
+        wire(packed.pack_command("SET", "k", Count(5)))
+        == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n5\r\n"
+    )
+    assert wire(packed.pack_commands([("SET", "k", Count(5))])) == wire(
+        Connection().pack_commands([("SET", "k", Count(5))])
+    )
+
+
+def test_a_connection_with_another_text_encoding_keeps_redis_pys_packer() -> None:
+    assert with_hiredis_packing(Connection, {"encoding": "latin-1"}) is Connection
+    assert with_hiredis_packing(Connection, {"encoding_errors": "surrogateescape"}) is Connection
+    assert issubclass(with_hiredis_packing(Connection, {"encoding": "UTF-8"}), HiredisPacking)
