@@ -4,10 +4,10 @@ connections already do.
 redis-py's asyncio connection builds the wire form of every command in Python
 (``pack_command``: an encode call, a length and two joins per argument). On a worker's event
 loop that runs the begin/finish scripts of two thousand events a second, that was 7 % of the
-loop thread. hiredis's ``pack_command`` gives the same bytes for UTF-8 text; an argument
-it does not take (an int subclass, a value Redis cannot store) goes to redis-py's own
-packer, which packs it or raises its ``DataError`` as before. Used for AgentFlow's own
-asyncio client only.
+loop thread. redis-py's own hiredis packer (``HiredisRespSerializer``) gives the same bytes
+for UTF-8 text; an argument it does not take (an int subclass, a value Redis cannot store)
+goes to redis-py's Python packer, which packs it or raises its ``DataError`` as before.
+Used for AgentFlow's own asyncio client only.
 """
 
 from __future__ import annotations
@@ -15,20 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-try:
-    import hiredis
-except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
-    hiredis = None  # type: ignore[assignment]
+from redis.connection import HiredisRespSerializer
+from redis.exceptions import DataError
+from redis.utils import HIREDIS_AVAILABLE
 
-
-def _split(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    # A command name with literal arguments ('SCRIPT LOAD') goes out as separate words.
-    head = args[0]
-    if isinstance(head, str):
-        return (*head.encode().split(), *args[1:])
-    if b" " in head:
-        return (*head.split(), *args[1:])
-    return args
+_HIREDIS = HiredisRespSerializer()
+"""redis-py's own hiredis packer (what its blocking connections use)."""
 
 
 class HiredisPacking:
@@ -37,16 +29,16 @@ class HiredisPacking:
     def pack_command(self, *args: Any) -> list[bytes]:
         """One command in the Redis protocol."""
         try:
-            return [hiredis.pack_command(_split(args))]
-        except TypeError:  # e.g. an int subclass: redis-py's packer, and its DataError
+            return _HIREDIS.pack(*args)
+        except DataError:  # e.g. an int subclass: redis-py's packer, and its DataError
             return super().pack_command(*args)  # type: ignore[misc]
 
     def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
         """A pipeline's commands in the Redis protocol, as one buffer."""
         listed = [tuple(c) for c in commands]
         try:
-            return [b"".join([hiredis.pack_command(_split(c)) for c in listed])]
-        except TypeError:
+            return [b"".join([_HIREDIS.pack(*c)[0] for c in listed])]
+        except DataError:
             return super().pack_commands(listed)  # type: ignore[misc]
 
 
@@ -60,7 +52,7 @@ def with_hiredis_packing(connection_class: type, kwargs: dict[str, Any] | None =
     kwargs = kwargs or {}
     plain = (kwargs.get("encoding", "utf-8").lower().replace("_", "-") in ("utf-8", "utf8")
              and kwargs.get("encoding_errors", "strict") == "strict")  # fmt: skip
-    if hiredis is None or not plain or issubclass(connection_class, HiredisPacking):
+    if not HIREDIS_AVAILABLE or not plain or issubclass(connection_class, HiredisPacking):
         return connection_class
     packed = _classes.get(connection_class)
     if packed is None:
