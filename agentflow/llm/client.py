@@ -173,10 +173,10 @@ class LLMClient:
             self._shards[i] = self._new_shard()
             old = shard.client
             # Closed once every call on it is over: the longest one waits for a connection,
-            # connects, sends and waits for its reply (the transport's send deadline), then
-            # reads the body.
-            c = self.config
-            linger = c.connection_timeout + 4 * c.request_timeout + 1
+            # connects, sends and waits for its reply (the transport's send deadline: the
+            # sum of the four timeouts), then reads the body.
+            t = self._timeout_ext
+            linger = sum(v for v in t.values() if v is not None) + (t.get("read") or 0) + 1
             asyncio.get_running_loop().call_later(
                 linger, lambda: asyncio.ensure_future(old.aclose())
             )

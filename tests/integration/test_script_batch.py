@@ -107,6 +107,6 @@ def test_agentflow_async_client_packs_with_hiredis_and_round_trips(
             return list(await pipe.execute())
         finally:
             await client.aclose()
-            connection._async_clients.clear()
+            connection.reset()
 
     assert asyncio.run(scenario()) == [True, blob, True, b"0.1", b"v:k"]
