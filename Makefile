@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test unit integration lint check worker flower clean
+.PHONY: install demo test unit integration chaos lint check worker flower clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ unit: install
 integration: install
 	bash scripts/test.sh tests/integration
 
+chaos: install
+	bash scripts/test.sh -m chaos -s tests/chaos
+
 lint: install
 	$(VENV)/bin/ruff check agentflow tests scripts
 	$(VENV)/bin/ruff format --check agentflow tests scripts
@@ -36,8 +39,9 @@ check: lint test
 worker: install
 	$(VENV)/bin/celery -A agentflow worker -l INFO
 
+# Flower on 127.0.0.1:5555; it needs FLOWER_BASIC_AUTH=user:password (docs/security.md).
 flower: install
-	$(VENV)/bin/celery -A agentflow flower
+	$(VENV)/bin/celery -A agentflow flower $(FLOWER_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

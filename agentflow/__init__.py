@@ -9,6 +9,7 @@ from agentflow.agents import Agent, FunctionAgent, agent, agent_names, get_agent
 from agentflow.app import app
 from agentflow.client import Client, EventHandle
 from agentflow.config import Settings, get_settings, load_settings
+from agentflow.context import Cancelled, RunContext, current_run
 from agentflow.dlq import DeadLetter, DeadLetterQueue
 from agentflow.errors import (
     AgentError,
@@ -17,6 +18,7 @@ from agentflow.errors import (
     BrokerUnavailable,
     CircuitOpen,
     ConfigError,
+    EventCancelled,
     EventFailed,
     EventRejected,
     EventTimeout,
@@ -26,6 +28,7 @@ from agentflow.errors import (
     LLMUnavailable,
     MCPError,
     RateLimited,
+    ResultLost,
     StreamFailed,
     ToolError,
     UnknownAgent,
@@ -48,12 +51,14 @@ __all__ = [
     "BackpressureError",
     "BrokerUnavailable",
     "CallTools",
+    "Cancelled",
     "CircuitOpen",
     "Client",
     "ConfigError",
     "DeadLetter",
     "DeadLetterQueue",
     "Event",
+    "EventCancelled",
     "EventFailed",
     "EventHandle",
     "EventRejected",
@@ -68,6 +73,8 @@ __all__ = [
     "MutableState",
     "Orchestrator",
     "RateLimited",
+    "ResultLost",
+    "RunContext",
     "Settings",
     "State",
     "StateStore",
@@ -84,6 +91,7 @@ __all__ = [
     "agent",
     "agent_names",
     "app",
+    "current_run",
     "get_agent",
     "get_settings",
     "get_tool",

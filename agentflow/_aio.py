@@ -174,7 +174,12 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     if timeout is not None:
         coro = asyncio.wait_for(coro, timeout)
     future = asyncio.run_coroutine_threadsafe(coro, get_loop())
-    return future.result()
+    try:
+        return future.result()
+    except BaseException:
+        # The caller gave up (a pool's time limit, an interrupt): so does the coroutine.
+        future.cancel()
+        raise
 
 
 def stop() -> None:

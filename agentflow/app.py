@@ -11,14 +11,10 @@ import os
 
 from celery import Celery
 
+from agentflow import flower_security
+
 app = Celery("agentflow", set_as_current=False)
 app.config_from_object(os.environ.get("AGENTFLOW_CELERY_CONFIG", "celeryconfig"))
 
-
-def _install_steps() -> None:
-    from agentflow.workers.direct import DirectExecution
-
-    app.steps["consumer"].add(DirectExecution)
-
-
-_install_steps()
+# `celery -A agentflow flower`: loopback and credentials by default (docs/security.md).
+flower_security.install(app)

@@ -13,57 +13,53 @@ is enqueued that was not admitted, and `BackpressureError.sent` says how many we
 
 from __future__ import annotations
 
+import json
+import math
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import redis
-from celery import Celery
-from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery import Celery, signals
 from celery.result import AsyncResult
 from pydantic import ValidationError
 
-from agentflow.broker.messages import encode_body, envelope, origin, short_repr
+from agentflow.broker.messages import ENQUEUED_AT_HEADER, encode_body, envelope, origin, short_repr
 from agentflow.broker.queues import RUN_EVENT_TASK, agent_queue
 from agentflow.broker.routes import resolve_agent
+from agentflow.broker.scripts import Script
+from agentflow.broker.transport import WAKE_LIMIT, wake_key
 from agentflow.config import Settings, get_settings
 from agentflow.errors import (
     BackpressureError,
+    EventCancelled,
     EventFailed,
     EventTimeout,
     InvalidEvent,
     UnknownAgent,
 )
+from agentflow.keys import Keys
 from agentflow.models import AgentResult, Event
-from agentflow.tasks.runner import ENQUEUED_AT_HEADER
+from agentflow.results import ResultWaiter
 
-# KEYS: inflight, queue.  ARGV: now, expire_at, max_inflight, max_queued, n, id1, msg1, ...
-_ADMIT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local inflight = redis.call('ZCARD', KEYS[1])
-local queued = redis.call('LLEN', KEYS[2])
-local room = math.min(tonumber(ARGV[3]) - inflight, tonumber(ARGV[4]) - queued, tonumber(ARGV[5]))
-if room <= 0 then return {0, inflight, queued} end
-for i = 1, room do
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4 + 2 * i])
-  redis.call('LPUSH', KEYS[2], ARGV[5 + 2 * i])
-end
-return {room, inflight, queued}
-"""
+_ADMIT = Script("admit")
 
 
 def known_agents_key(prefix: str) -> str:
-    """The Redis set where workers announce the agents they serve."""
-    return f"{prefix}:agents"
+    """The Redis hash where workers announce the agents they serve (agent → time)."""
+    return Keys(prefix).agents
 
 
 class EventHandle:
     """A published event: wait for its result, or read what it streams while it runs."""
 
-    def __init__(self, client: Client, event: Event, queue: str) -> None:
+    def __init__(self, client: Client, event: Event, queue: str, epoch: str | None = None) -> None:
         self.client = client
         self.event = event
         self.queue = queue
+        self.epoch = epoch
+        """The Redis epoch the event was emitted under (a later one means it may be lost)."""
 
     @property
     def id(self) -> str:
@@ -77,11 +73,16 @@ class EventHandle:
 
     def ready(self) -> bool:
         """True once the event has finished (successfully or not)."""
-        return bool(self.async_result.ready())
+        return self.client.state(self.id) in ("SUCCESS", "FAILURE", "REVOKED")
 
     def result(self, timeout: float | None = 60.0) -> AgentResult:
-        """Wait for the agent's result; raises EventFailed or EventTimeout."""
-        return self.client.result(self.id, timeout=timeout)
+        """Wait for the agent's result; raises EventFailed (EventCancelled, ResultLost) or
+        EventTimeout."""
+        return self.client.result(self.id, timeout=timeout, epoch=self.epoch)
+
+    def cancel(self) -> bool:
+        """Cancel the event (see :meth:`Client.cancel`)."""
+        return self.client.cancel(self.id)
 
     def stream(self, timeout: float | None = 60.0) -> Iterator[Any]:
         """Items the event streams while it runs (LLM tokens, tool results), in order.
@@ -116,15 +117,28 @@ class Client:
         self.app = app
         self.settings = settings or get_settings()
         if redis_client is None:
-            redis_client = redis.Redis.from_url(app.conf.broker_url, max_connections=64)
+            # Waits for a free connection (up to 30 s) instead of raising when every one is
+            # in use: a client shared by hundreds of threads queues, it does not fail.
+            pool = redis.BlockingConnectionPool.from_url(
+                app.conf.broker_url, max_connections=self.settings.broker.producer_connections,
+                timeout=30, socket_keepalive=True,
+            )  # fmt: skip
+            redis_client = redis.Redis(connection_pool=pool)
         self.redis = redis_client
-        prefix = self.settings.broker.key_prefix
-        self._inflight_key = f"{prefix}:inflight"
-        self._known_key = known_agents_key(prefix)
-        self._admit = self.redis.register_script(_ADMIT)
+        self.keys = keys = Keys(self.settings.broker.key_prefix)
+        self._inflight_key = keys.inflight
+        self._known_key = keys.agents
         self._known: set[str] = set()
         runner = self.settings.runner
-        self._inflight_ttl = runner.effective_visibility_timeout + runner.hard_time_limit
+        self._inflight_ttl = runner.hard_time_limit + 2 * runner.visibility_timeout
+        self._epoch: str | None = None
+        prefix = bytes(app.backend.task_keyprefix).decode()
+        # Results live in the result backend (the broker's Redis unless [broker] result_url).
+        self.results_redis = _results_client(app, self.redis)
+        self.results = ResultWaiter(self.results_redis, lambda task_id: prefix + task_id,
+                                    keys.epoch, keys.survivors,
+                                    epochs=self.redis)  # fmt: skip
+        self._meta_prefix = prefix
 
     # -- building messages -----------------------------------------------------------------
     def _validate(self, event: Event | Mapping[str, Any]) -> tuple[Event, str]:
@@ -146,7 +160,7 @@ class Client:
     def _check_agent(self, name: str) -> None:
         from agentflow.agents.registry import agent_names
 
-        if name in agent_names() or self.redis.sismember(self._known_key, name):
+        if name in agent_names() or self.redis.hexists(self._known_key, name):
             self._known.add(name)
             return
         raise UnknownAgent(
@@ -155,13 +169,24 @@ class Client:
         )
 
     def _announced(self) -> set[str]:
-        members: set[bytes] = cast(Any, self.redis.smembers(self._known_key))
-        return {m.decode() for m in members}
+        names: list[bytes] = cast(Any, self.redis.hkeys(self._known_key))
+        return {m.decode() for m in names}
+
+    def epoch(self) -> str:
+        """The Redis epoch this client emits under (see :mod:`agentflow.workers.heartbeat`)."""
+        if self._epoch is None:
+            self.redis.set(self.keys.epoch, uuid.uuid4().hex, nx=True)
+            raw = self.redis.get(self.keys.epoch)
+            self._epoch = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return self._epoch
 
     def _message(self, event: Event, queue: str) -> str:
         payload = event.model_dump(mode="json")
-        body = encode_body([payload], {}, {"callbacks": None, "errbacks": None,
-                                           "chain": None, "chord": None})  # fmt: skip
+        try:
+            body = encode_body([payload], {}, {"callbacks": None, "errbacks": None,
+                                               "chain": None, "chord": None})  # fmt: skip
+        except ValueError as exc:  # NaN or Infinity: not JSON any other producer could read
+            raise InvalidEvent(f"event {event.id} is not valid JSON: {exc}") from None
         if len(body) > self.settings.runner.max_event_bytes:
             raise InvalidEvent(
                 f"event {event.id} is {len(body)} bytes; max_event_bytes="
@@ -174,7 +199,13 @@ class Client:
         )  # fmt: skip
         headers = dict(msg.headers)
         headers[ENQUEUED_AT_HEADER] = time.time()
-        return envelope(headers, dict(msg.properties), body, queue)
+        properties = dict(msg.properties)
+        if signals.before_task_publish.receivers:  # tracing (OpenTelemetry) injects here
+            signals.before_task_publish.send(
+                sender=RUN_EVENT_TASK, body=msg.body, exchange="", routing_key=queue,
+                declare=[], headers=headers, properties=properties, retry_policy=None,
+            )  # fmt: skip
+        return envelope(headers, properties, body, queue)
 
     # -- publishing ------------------------------------------------------------------------
     def emit(
@@ -189,9 +220,10 @@ class Client:
         """Validate all events first, then publish them in one round trip (per admission try)."""
         handles: list[EventHandle] = []
         pending: dict[str, list[tuple[str, str]]] = {}
+        epoch = self.epoch()
         for raw in events:
             event, queue = self._validate(raw)
-            handles.append(EventHandle(self, event, queue))
+            handles.append(EventHandle(self, event, queue, epoch))
             pending.setdefault(queue, []).append((event.id, self._message(event, queue)))
         runner = self.settings.runner
         wait = runner.backpressure_timeout if timeout is None else timeout
@@ -211,6 +243,11 @@ class Client:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+        if signals.after_task_publish.receivers:
+            for handle in handles:
+                signals.after_task_publish.send(sender=RUN_EVENT_TASK, body=None,
+                                                headers={"id": handle.id, "task": RUN_EVENT_TASK},
+                                                exchange="", routing_key=handle.queue)  # fmt: skip
         return handles
 
     def _publish_round(self, pending: dict[str, list[tuple[str, str]]]) -> int:
@@ -224,7 +261,8 @@ class Client:
                                runner.event_buffer_size, len(items)]  # fmt: skip
             for event_id, message in items:
                 args += [event_id, message]
-            calls.append([2, self._inflight_key, queue, *args])
+            args.append(WAKE_LIMIT)
+            calls.append([self._inflight_key, queue, wake_key(queue), *args])
         sent = 0
         for queue, (admitted, _inflight, _queued) in zip(order, self._admit_all(calls),
                                                          strict=True):  # fmt: skip
@@ -248,13 +286,13 @@ class Client:
         for attempt in range(2):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                pipe.evalsha(self._admit.sha, *call)
+                pipe.execute_command(*_ADMIT.command(call[:3], call[3:]))
             try:
                 return list(pipe.execute())
             except redis.exceptions.NoScriptError:
                 if attempt:
                     raise
-                self._admit.sha = str(self.redis.script_load(_ADMIT))
+                self.redis.script_load(_ADMIT.text)
         raise AssertionError("unreachable")
 
     # -- results ---------------------------------------------------------------------------
@@ -262,17 +300,79 @@ class Client:
         """A handle for an event emitted elsewhere (its data is not known here)."""
         return EventHandle(self, Event(id=event_id, type="unknown"), "")
 
-    def result(self, event_id: str, timeout: float | None = 60.0) -> AgentResult:
-        """Wait for an event's result; raises EventFailed (with the reason) or EventTimeout."""
-        ar = self.app.AsyncResult(event_id)
+    def state(self, event_id: str) -> str:
+        """The event's Celery state: PENDING (queued or running), SUCCESS, FAILURE,
+        REVOKED (cancelled), or RETRY."""
+        raw: Any = self.results_redis.get(self._meta_prefix + event_id)
+        if raw is None:
+            return "PENDING"
+        return str(json.loads(raw).get("status", "PENDING"))
+
+    def result(self, event_id: str, timeout: float | None = 60.0,
+               epoch: str | None = None) -> AgentResult:  # fmt: skip
+        """Wait for an event's result; raises EventFailed (with the reason; EventCancelled
+        for a cancelled event, ResultLost when Redis lost it) or EventTimeout."""
+        if timeout is not None and (math.isnan(timeout) or timeout < 0):
+            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         try:
-            value = ar.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
-        except CeleryTimeoutError:
+            meta = self.results.wait(event_id, timeout, epoch)
+        except TimeoutError:
             raise EventTimeout(f"no result for event {event_id} within {timeout}s") from None
-        if ar.failed():
-            raise EventFailed(event_id, f"{type(value).__name__}: {value}")
-        return AgentResult.model_validate(value)
+        status = meta.get("status")
+        if status == "SUCCESS":
+            return AgentResult.model_validate(meta.get("result"))
+        if status == "REVOKED":
+            raise EventCancelled(event_id, "cancelled")
+        error = meta.get("result")
+        if isinstance(error, dict) and "exc_type" in error:
+            reason = f"{error.get('exc_type')}: {_message_of(error.get('exc_message'))}"
+        else:
+            reason = str(error)
+        raise EventFailed(event_id, reason)
+
+    def cancel(self, event_id: str) -> bool:
+        """Cancel an event, wherever it is: queued, waiting for a worker's slot, running
+        (its coroutine is cancelled; a sync agent is stopped), or waiting for its tool calls
+        (running ones end with a "cancelled" error). Its result becomes REVOKED
+        (:class:`EventCancelled`), its state delta is not applied, its stream ends with a
+        cancelled marker, and it is neither dead-lettered nor redelivered. False when the
+        event had already finished."""
+        self.redis.set(self.keys.cancel(event_id), 1, ex=int(self.settings.broker.result_expires))
+        raw: Any = self.results_redis.get(self._meta_prefix + event_id)
+        if raw is not None and json.loads(raw).get("status") in ("SUCCESS", "FAILURE",
+                                                                  "REVOKED"):  # fmt: skip
+            return False
+        control = self.app.control
+        control.revoke(event_id, terminate=True)
+        control.broadcast("agentflow_cancel", arguments={"event_id": event_id})
+        return True
 
     def close(self) -> None:
-        """Release connections."""
+        """Release connections and the result thread."""
+        self.results.close()
         self.redis.close()
+
+
+def _results_client(app: Celery, broker: redis.Redis) -> redis.Redis:
+    """A client on the result backend's Redis: `broker` when they are the same database."""
+    from celery.backends.redis import RedisBackend
+
+    from agentflow.broker.publish import same_redis
+
+    backend = app.backend
+    if not isinstance(backend, RedisBackend) or same_redis(backend.client, broker):
+        return broker
+    return redis.Redis(
+        connection_pool=redis.BlockingConnectionPool(
+            connection_class=backend.client.connection_pool.connection_class,
+            max_connections=16,
+            timeout=30,
+            **backend.client.connection_pool.connection_kwargs,
+        )
+    )
+
+
+def _message_of(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)

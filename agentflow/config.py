@@ -45,6 +45,11 @@ class BrokerConfig(_Section):
     )
     key_prefix: str = Field(default="agentflow", description="Prefix of AgentFlow's own keys.")
     result_expires: Duration = Field(default=86400.0, description="How long results are kept.")
+    producer_connections: int = Field(
+        default=64,
+        ge=1,
+        description="Redis connections one Client may hold; more callers wait for one.",
+    )
 
 
 class RunnerConfig(_Section):
@@ -67,9 +72,28 @@ class RunnerConfig(_Section):
     prefetch_multiplier: int = Field(default=4, ge=1)
     backpressure: Literal["block", "error"] = "block"
     backpressure_timeout: Duration = 30.0
-    visibility_timeout: Duration | None = Field(
+    visibility_timeout: Duration = Field(
+        default=60.0,
+        gt=0,
+        description="How long after its worker died an unacked message is redelivered. A "
+        "live worker renews its messages every quarter of it, however long they run.",
+    )
+    claim_lease: Duration | None = Field(
         default=None,
-        description="Redelivery delay of unacked events; default 4 x event_timeout+60s.",
+        description="Lease of a running event's claim, renewed every third of it while the "
+        "event runs; default: half the visibility timeout.",
+    )
+    max_stuck_threads: int = Field(
+        default=16,
+        ge=1,
+        description="Timed-out sync agents whose threads stay stuck in blocking calls before "
+        "the worker restarts itself gracefully.",
+    )
+    unserved_timeout: Duration = Field(
+        default=600.0,
+        gt=0,
+        description="A queue of an agent no live worker has announced for this long is "
+        "drained into the dead-letter queue.",
     )
     max_event_bytes: int = Field(default=1_048_576, ge=256)
     max_redeliveries: int = Field(default=5, ge=1)
@@ -78,15 +102,16 @@ class RunnerConfig(_Section):
 
     @property
     def hard_time_limit(self) -> float:
-        """The hard limit: event_timeout plus a grace period for cleanup."""
+        """Celery's hard limit for an event: event_timeout plus a grace period for cleanup
+        (AgentFlow's own timeout fires first; this is prefork's backstop)."""
         return self.event_timeout + max(5.0, self.event_timeout * 0.1)
 
     @property
-    def effective_visibility_timeout(self) -> float:
-        """Visibility timeout, always longer than the hard time limit."""
-        if self.visibility_timeout is not None:
-            return max(self.visibility_timeout, self.hard_time_limit + 1)
-        return self.event_timeout * 4 + 60
+    def claim_ttl(self) -> float:
+        """The claim lease in seconds."""
+        if self.claim_lease is not None:
+            return self.claim_lease
+        return max(5.0, self.visibility_timeout / 2)
 
 
 class MemoryConfig(_Section):
@@ -297,13 +322,45 @@ class Settings(BaseSettings):
 
 
 def mask_url(url: str | None) -> str | None:
-    """Hide the password in a URL such as redis://:secret@host/0."""
-    if not url or "@" not in url or "://" not in url:
+    """A URL fit to print: every password in it replaced by ``********``.
+
+    Masks the password of the user info (``redis://:secret@host``,
+    ``rediss://user:secret@host``; the user name is kept), secret query parameters
+    (``password``, ``pass``, ``passwd``, ``auth`` and any ``*password``, as in
+    ``unix:///run/redis.sock?password=secret``), and each URL of a ``;``-separated list
+    (``sentinel://:pw@h1:26379;sentinel://:pw@h2:26379``). The rest is kept as given.
+    Characters that URLs reserve (``/ ? # @``) must be percent-encoded in a password, as for
+    any URL; a raw ``@`` or ``/`` in one is still masked.
+    """
+    import re
+    from urllib.parse import unquote_plus
+
+    mask = "********"
+
+    def secret_key(key: str) -> bool:
+        name = unquote_plus(key).strip().lower()
+        return name in ("password", "pass", "passwd", "auth") or name.endswith("password")
+
+    def one(part: str) -> str:
+        head, qmark, query = part.partition("?")
+        scheme, sep, rest = head.partition("://")
+        at = rest.rfind("@")
+        if sep and at >= 0:
+            user, colon, password = rest[:at].partition(":")
+            if colon and password:
+                head = f"{scheme}://{user}:{mask}@{rest[at + 1 :]}"
+        if qmark:
+            params = query.split("&")
+            for i, param in enumerate(params):
+                key, eq, _ = param.partition("=")
+                if eq and secret_key(key):
+                    params[i] = f"{key}={mask}"
+            query = "&".join(params)
+        return head + qmark + query
+
+    if not url:
         return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:********@{host}"
+    return ";".join(one(p) for p in re.split(r";(?=[A-Za-z][A-Za-z0-9+.\-]*://)", url))
 
 
 def config_path() -> Path | None:

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import redis
 
+from agentflow.config import mask_url
 from agentflow.local_cluster import ClusterSpec, LocalCluster
 
 
@@ -129,7 +130,7 @@ def run_demo(
                        env={"AGENTFLOW_LLM__OPENAI__MAX_CONNECTIONS": str(concurrency)})  # fmt: skip
     echo("starting embedded Redis, mock LLM and worker ..." if not redis_url else "starting ...")
     with LocalCluster(spec) as cluster:
-        echo(f"redis {cluster.redis_url}  mock LLM {cluster.mock_url}  "
+        echo(f"redis {mask_url(cluster.redis_url)}  mock LLM {cluster.mock_url}  "
              f"workers {cluster.worker_pids()}")  # fmt: skip
         os.environ.update(cluster.env)
         from agentflow.app import app

@@ -15,8 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-import redis
-
 
 @dataclass
 class DeadLetter:
@@ -40,7 +38,8 @@ class DeadLetter:
     @classmethod
     def from_json(cls, raw: bytes | str) -> DeadLetter:
         """Parse what :meth:`to_json` wrote."""
-        return cls(**json.loads(raw))
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        return cls(**json.loads(text))
 
 
 def raw_to_text(body: Any) -> str:
@@ -59,14 +58,34 @@ def raw_to_text(body: Any) -> str:
         return repr(body)
 
 
+_MAX_STEPS_COUNTED = 64
+
+
 class DeadLetterQueue:
     """Push, list, inspect, remove and replay dead-lettered events."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "agentflow") -> None:
+    def __init__(self, client: Any, prefix: str = "agentflow") -> None:
         self._redis = client
         self.prefix = prefix
         self.list_key = f"{prefix}:dlq"
         self.entries_key = f"{prefix}:dlq:entries"
+
+    def _entry(self, reason: str, event: Mapping[str, Any] | None, raw: Any, queue: str | None,
+               task_id: str | None, content_type: str | None, source: str) -> DeadLetter:  # fmt: skip
+        return DeadLetter(
+            id=uuid.uuid4().hex,
+            reason=reason,
+            queue=queue,
+            task_id=task_id,
+            event=dict(event) if event is not None else None,
+            raw=None if raw is None else raw_to_text(raw),
+            content_type=content_type,
+            source=source,
+        )
+
+    def _write(self, pipe: Any, entry: DeadLetter) -> None:
+        pipe.hset(self.entries_key, entry.id, entry.to_json())
+        pipe.rpush(self.list_key, entry.id)
 
     def push(
         self,
@@ -80,20 +99,28 @@ class DeadLetterQueue:
         source: str = "worker",
     ) -> DeadLetter:
         """Store an entry; returns it (with its id)."""
-        entry = DeadLetter(
-            id=uuid.uuid4().hex,
-            reason=reason,
-            queue=queue,
-            task_id=task_id,
-            event=dict(event) if event is not None else None,
-            raw=None if raw is None else raw_to_text(raw),
-            content_type=content_type,
-            source=source,
-        )
+        entry = self._entry(reason, event, raw, queue, task_id, content_type, source)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self.entries_key, entry.id, entry.to_json())
-        pipe.rpush(self.list_key, entry.id)
+        self._write(pipe, entry)
         pipe.execute()
+        return entry
+
+    async def push_async(
+        self,
+        reason: str,
+        *,
+        event: Mapping[str, Any] | None = None,
+        raw: Any = None,
+        queue: str | None = None,
+        task_id: str | None = None,
+        content_type: str | None = None,
+        source: str = "worker",
+    ) -> DeadLetter:
+        """:meth:`push` for a queue built on a ``redis.asyncio`` client."""
+        entry = self._entry(reason, event, raw, queue, task_id, content_type, source)
+        pipe = self._redis.pipeline(transaction=True)
+        self._write(pipe, entry)
+        await pipe.execute()
         return entry
 
     def __len__(self) -> int:
@@ -143,8 +170,9 @@ class DeadLetterQueue:
                 f"entry {entry_id} holds a raw message, not an event; fix and emit it by hand: "
                 f"{entry.reason}"
             )
-        if entry.task_id:
-            self._redis.delete(f"{self.prefix}:deliv:{entry.task_id}")
+        if entry.task_id:  # the delivery counters of every step
+            self._redis.delete(*(f"{self.prefix}:deliv:{entry.task_id}:{step}"
+                                 for step in range(_MAX_STEPS_COUNTED)))  # fmt: skip
         handle = emit(dict(entry.event))
         self.remove(entry_id)
         return handle

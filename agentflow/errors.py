@@ -46,6 +46,15 @@ class EventFailed(AgentFlowError):
         self.reason = reason
 
 
+class EventCancelled(EventFailed):
+    """The event was cancelled (``Client.cancel``); its Celery state is REVOKED."""
+
+
+class ResultLost(EventFailed):
+    """The event's result can no longer come: Redis came back empty (restarted without
+    persistence, or flushed) after the event was emitted, and no worker still holds it."""
+
+
 class EventTimeout(AgentFlowError):
     """No result arrived within the time the caller was willing to wait."""
 

@@ -31,7 +31,8 @@ class ClusterSpec:
 
     workers: int = 1
     concurrency: int = 100
-    pool: str = "threads"
+    pool: str | None = None
+    """``-P`` for the workers; None starts them as the README does (AgentFlow's pool)."""
     queues: list[str] | None = None
     redis_url: str | None = None
     """Use this Redis; None starts a private embedded one."""
@@ -101,7 +102,7 @@ class LocalCluster:
 
     def _start_worker(self, index: int) -> None:
         args = [sys.executable, "-m", "celery", "-A", "agentflow", "worker",
-                "-P", self.spec.pool, "-c", str(self.spec.concurrency),
+                *(["-P", self.spec.pool] if self.spec.pool else []), "-c", str(self.spec.concurrency),
                 "-n", f"local{index}-{os.getpid()}@%h", "-l", "WARNING",
                 "--without-mingle", "--without-gossip", "--without-heartbeat"]  # fmt: skip
         if self.spec.queues:

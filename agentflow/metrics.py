@@ -2,7 +2,22 @@
 
 Every layer reports through :func:`get_metrics`; ``[monitoring] enable_metrics = false``
 turns all of it into no-ops. Names are dotted (``events.succeeded.<agent>``) so statsd,
-Graphite and the Prometheus statsd exporter all read them.
+Graphite and the Prometheus statsd exporter all read them:
+
+- ``events.received.<agent>``, ``events.succeeded.<agent>``, ``events.failed.<agent>``,
+  ``events.retried.<agent>``, ``events.fanned_out.<agent>``, ``events.cancelled.<agent>``
+  — counters, sent by the event runner on every path (asyncio pool, prefork, threads)
+- ``event.latency.<agent>`` — enqueue (producer stamp) to done, ms
+- ``event.queue_wait.<agent>`` — enqueue to start, ms
+- ``event.run_time.<agent>`` — start to done in the worker, ms
+- ``queue.depth.<agent>`` and ``events.in_flight`` — gauges, from each worker's heartbeat
+- ``redis.wiped`` — a worker found Redis came back empty
+
+LLM calls add ``llm.call.<provider>`` (ms), ``llm.errors.<provider>``, ``llm.cache.hit`` /
+``llm.cache.miss`` and ``llm.tokens.{prompt,completion}.<model>``; the shared breaker
+``llm.breaker.open.<provider>`` (gauge 0/1), ``llm.breaker.opened.<provider>`` and
+``llm.breaker.rejected.<provider>``; tools ``tool.call.<tool>`` (ms) and
+``tool.errors.<tool>``.
 """
 
 from __future__ import annotations

@@ -50,19 +50,23 @@ def _step_event(template: Mapping[str, Any], agent: str, previous: Any) -> dict[
 
 def _run_step(task: Task, event: dict[str, Any]) -> dict[str, Any]:
     """Run one step's event in this task; an error becomes ``{"error": ..., "agent": ...}``."""
-    from agentflow.tasks.runner import FanOut, RetryLater, get_runner
+    from agentflow import _aio
+    from agentflow.workers.runner import FannedOut, Job, RetryLater, Revoked, get_runner
 
     request = task.request
+    job = Job(event["id"], "agentflow.run_event", [event], {}, {}, dict(request.__dict__),
+              agent_queue(event["agent"]), send_fan_out=False)  # fmt: skip
     try:
-        outcome = get_runner().execute(event, event["id"], agent_queue(event["agent"]),
-                                       request.headers or {})  # fmt: skip
+        outcome = _aio.run(get_runner().run_event(job))
     except RetryLater as later:
         raise task.retry(countdown=later.countdown, exc=later) from None
     except AgentFlowError as exc:
         return {"error": str(exc), "agent": event.get("agent"), "event_id": event["id"]}
-    if isinstance(outcome, FanOut):
+    if isinstance(outcome, FannedOut):
         raise task.replace(outcome.signature)
-    return outcome
+    if isinstance(outcome, Revoked):
+        return {"error": "cancelled", "agent": event.get("agent"), "event_id": event["id"]}
+    return outcome.result
 
 
 @app.task(name=STEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, typing=False)

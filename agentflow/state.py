@@ -122,7 +122,7 @@ class StateStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | None,
         *,
         prefix: str = "agentflow",
         ttl: float = 3600.0,
@@ -157,16 +157,33 @@ class StateStore:
 
     def load(self, session_id: str) -> State:
         """The session's current state as a read-only view (empty if none)."""
+        assert self._redis is not None, "this store has no blocking client: use load_async"
         key = self.key(session_id)
         if self._cache_size:
-            raw_version: Any = self._redis.hget(key, _VERSION_FIELD)
-            version = int(raw_version) if raw_version is not None else 0
-            with self._lock:
-                hit = self._cache.get(session_id)
-                if hit is not None and hit[0] == version:
-                    self._cache.move_to_end(session_id)
-                    return State(hit[1], session_id)
-        raw: dict[bytes, bytes] = cast(Any, self._redis.hgetall(key))
+            hit = self._cached(session_id, self._redis.hget(key, _VERSION_FIELD))
+            if hit is not None:
+                return hit
+        return self._loaded(session_id, cast(Any, self._redis.hgetall(key)))
+
+    async def load_async(self, client: Any, session_id: str) -> State:
+        """:meth:`load` on a ``redis.asyncio`` client (the worker's event loop)."""
+        key = self.key(session_id)
+        if self._cache_size:
+            hit = self._cached(session_id, await client.hget(key, _VERSION_FIELD))
+            if hit is not None:
+                return hit
+        return self._loaded(session_id, await client.hgetall(key))
+
+    def _cached(self, session_id: str, raw_version: Any) -> State | None:
+        version = int(raw_version) if raw_version is not None else 0
+        with self._lock:
+            hit = self._cache.get(session_id)
+            if hit is not None and hit[0] == version:
+                self._cache.move_to_end(session_id)
+                return State(hit[1], session_id)
+        return None
+
+    def _loaded(self, session_id: str, raw: dict[bytes, bytes]) -> State:
         version = int(raw.pop(_VERSION_FIELD.encode(), b"0") or 0)
         data = {k.decode(): self._decode(v) for k, v in raw.items()}
         if self._cache_size:
@@ -179,6 +196,7 @@ class StateStore:
 
     def apply(self, session_id: str, update: StateUpdate) -> None:
         """Merge a delta into the session atomically and refresh its TTL."""
+        assert self._redis is not None, "this store has no blocking client"
         key = self.key(session_id)
         pipe = self._redis.pipeline(transaction=True)
         if update.set:
@@ -210,6 +228,7 @@ class StateStore:
 
     def delete(self, session_id: str) -> None:
         """Forget a session."""
+        assert self._redis is not None, "this store has no blocking client"
         self._redis.delete(self.key(session_id))
         with self._lock:
             self._cache.pop(session_id, None)

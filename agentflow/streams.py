@@ -28,7 +28,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aredis
 
-from agentflow.errors import StreamFailed
+from agentflow.errors import EventCancelled, StreamFailed
 
 DEFAULT_TTL = 3600
 DEFAULT_MAXLEN = 1_000_000
@@ -36,6 +36,7 @@ DEFAULT_HIGH_WATER = 20_000
 DEFAULT_MAX_WAIT = 30.0
 log = logging.getLogger("agentflow.streams")
 _END = b"end"
+_CANCELLED = "cancelled"
 _ITEM = b"d"
 
 
@@ -211,6 +212,8 @@ def _decode(reply: list[Any], last_id: bytes) -> tuple[list[Any], bytes, bool, s
         for entry_id, fields in entries:
             last_id = entry_id
             if _END in fields:
+                if fields.get(b"cancelled"):
+                    return items, last_id, True, _CANCELLED
                 error = fields.get(b"error")
                 return items, last_id, True, error.decode(errors="replace") if error else None
             items.append(json.loads(fields[_ITEM]))
@@ -230,7 +233,8 @@ def iter_stream(
 ) -> Iterator[Any]:
     """Yield the items of an event's stream in order until it ends.
 
-    Stops at the end entry (raising :class:`StreamFailed` if it carries an error), or when
+    Stops at the end entry (raising :class:`StreamFailed` if it carries an error, or
+    :class:`EventCancelled` if the event was cancelled), or when
     `done()` turns true and the stream holds nothing more (the event finished without
     streaming), or raises :class:`TimeoutError` after `timeout` seconds without an item.
     With `trim`, entries already read are trimmed after each read (a single reader; this is
@@ -252,9 +256,19 @@ def iter_stream(
             finished = True
         items, last_id, ended, error = _decode(reply, last_id)
         yield from items
+        if error is _CANCELLED:
+            raise EventCancelled(event_id, "cancelled while it streamed")
         if error is not None:
             raise StreamFailed(error)
         if ended or (finished and not items):
             return
         if timeout is not None and time.monotonic() - quiet_since > timeout:
             raise TimeoutError(f"no item on the stream of event {event_id} for {timeout:g}s")
+
+
+async def end_cancelled(client: aredis.Redis, event_id: str, prefix: str | None = None) -> None:
+    """End an event's stream, if it has one, with a cancelled marker (readers raise
+    :class:`~agentflow.errors.EventCancelled`)."""
+    key = stream_key(event_id, prefix)
+    if await client.exists(key):
+        await client.xadd(key, {_END: b"1", b"cancelled": b"1"})

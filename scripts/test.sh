@@ -1,19 +1,16 @@
 #!/usr/bin/env bash
-# Run the test suite against a reachable Redis: 127.0.0.1:6379 (database 11) if it answers,
-# else an embedded redis-server started here for the run and stopped afterwards.
+# Run the test suite against a Redis of its own: a private redis-server on a free loopback
+# port, in a temporary directory, started here and stopped afterwards. Two runs on one
+# machine never share state (set AGENTFLOW_TEST_REDIS_URL to use a given Redis instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 started=""
 runtime="$(mktemp -d "${TMPDIR:-/tmp}/agentflow-test-redis.XXXXXX")"
 if [ -z "${AGENTFLOW_TEST_REDIS_URL:-}" ]; then
-  if "$VENV/bin/python" -c 'import sys; from agentflow.broker.embedded import ping; sys.exit(0 if ping("redis://127.0.0.1:6379/11") else 1)'; then
-    export AGENTFLOW_TEST_REDIS_URL="redis://127.0.0.1:6379/11"
-  else
-    url="$(AGENTFLOW_BROKER__EMBEDDED_DIR="$runtime" "$VENV/bin/agentflow" redis start)"
-    started=1
-    export AGENTFLOW_TEST_REDIS_URL="${url%/*}/11"
-  fi
+  url="$(AGENTFLOW_BROKER__EMBEDDED_DIR="$runtime" "$VENV/bin/agentflow" redis start)"
+  started=1
+  export AGENTFLOW_TEST_REDIS_URL="${url%/*}/0"
 fi
 cleanup() {
   if [ -n "$started" ]; then

@@ -90,3 +90,155 @@ def climb(event: Event, state: State) -> dict[str, object]:
     """n + 1 each time it runs; done once n reaches `data.target`."""
     n = int((event.data.get("input") or {}).get("n", 0)) + 1
     return {"n": n, "done": n >= int(event.data.get("target", 3))}
+
+
+# -- agents for the fault tests (tests/chaos) ---------------------------------------------
+
+
+@agent("spin", timeout=1.0)
+def spin(event: Event, state: State) -> None:
+    """Spin at 100 % CPU for ever (its timeout must stop it)."""
+    n = 0
+    while True:
+        n += 1
+
+
+@agent("nap", timeout=1.0)
+def nap(event: Event, state: State) -> None:
+    """Sleep in a C call far past its timeout (it can only be abandoned)."""
+    time.sleep(float(event.data.get("seconds", 3600)))
+
+
+@agent("ledger", blocking=False)
+def ledger(event: Event, state: State) -> AgentResult:
+    """Count one run per event in a Redis list, and add `data.n` to the session total."""
+    prefix = get_settings().broker.key_prefix
+    get_redis().rpush(f"{prefix}:test:runs:{event.id}", os.getpid())
+    n = int(event.data.get("n", 1))
+    return AgentResult(output={"n": n}, state_updates=StateUpdate(incr={"total": n}))
+
+
+@tool("mark")
+async def mark(key: str, index: int, seconds: float = 0.0) -> dict[str, object]:
+    """Record a tool run under `key`, wait `seconds`, return which call this was."""
+    import asyncio
+
+    from agentflow.broker.connection import get_async_redis
+
+    prefix = get_settings().broker.key_prefix
+    await get_async_redis().rpush(f"{prefix}:test:toolruns:{key}", index)
+    await asyncio.sleep(seconds)
+    return {"index": index}
+
+
+@agent("fanout")
+class Fanout(Agent):
+    """Asks for `data.calls` tool calls at once; returns the call indices it got back."""
+
+    async def run(self, event: Event, state: State) -> CallTools:
+        calls = int(event.data.get("calls", 3))
+        seconds = float(event.data.get("seconds", 0.05))
+        return CallTools.of(*(("mark", {"key": event.id, "index": i, "seconds": seconds})
+                              for i in range(calls)))  # fmt: skip
+
+    async def resume(self, event: Event, state: State, context: dict, results: list) -> dict:
+        return {"indices": [r.output["index"] if r.ok else None for r in results],
+                "errors": [r.error for r in results if not r.ok]}  # fmt: skip
+
+
+@agent("long_wait", timeout=120.0)
+async def long_wait(event: Event, state: State) -> dict[str, object]:
+    """Runs longer than event_timeout (its own timeout is longer); records each start."""
+    import asyncio
+
+    from agentflow.broker.connection import get_async_redis
+
+    prefix = get_settings().broker.key_prefix
+    await get_async_redis().rpush(f"{prefix}:test:started:{event.id}", os.getpid())
+    await asyncio.sleep(float(event.data.get("seconds", 5)))
+    return {"pid": os.getpid()}
+
+
+# -- Celery signals, recorded when the test asks for it -----------------------------------
+
+if os.environ.get("AGENTFLOW_TEST_RECORD_SIGNALS"):
+    import json as _json
+
+    from celery import signals as _signals
+
+    def _record(kind: str, **fields: object) -> None:
+        prefix = get_settings().broker.key_prefix
+        get_redis().rpush(f"{prefix}:test:signals", _json.dumps({"signal": kind, **fields},
+                                                                default=str))  # fmt: skip
+
+    @_signals.task_received.connect
+    def _on_received(request: object = None, **_: object) -> None:
+        _record("task_received", id=getattr(request, "id", None))
+
+    @_signals.task_prerun.connect
+    def _on_prerun(sender: object = None, task_id: str = "", task: object = None,
+                   args: object = None, kwargs: object = None, **_: object) -> None:  # fmt: skip
+        request_id = getattr(getattr(task, "request", None), "id", None)
+        _record("task_prerun", id=task_id, task=getattr(task, "name", None),
+                request_id=request_id, args=args)  # fmt: skip
+
+    @_signals.task_postrun.connect
+    def _on_postrun(sender: object = None, task_id: str = "", state: str = "",
+                    retval: object = None, **_: object) -> None:  # fmt: skip
+        _record("task_postrun", id=task_id, state=state)
+
+    @_signals.task_success.connect
+    def _on_success(sender: object = None, result: object = None, **_: object) -> None:
+        request_id = getattr(getattr(sender, "request", None), "id", None)
+        _record("task_success", id=request_id, task=getattr(sender, "name", None))
+
+    @_signals.task_failure.connect
+    def _on_failure(sender: object = None, task_id: str = "", exception: object = None,
+                    einfo: object = None, **_: object) -> None:  # fmt: skip
+        _record("task_failure", id=task_id, exception=repr(exception),
+                has_einfo=einfo is not None)  # fmt: skip
+
+    @_signals.task_retry.connect
+    def _on_retry(sender: object = None, request: object = None, reason: object = None,
+                  **_: object) -> None:  # fmt: skip
+        _record("task_retry", id=getattr(request, "id", None), reason=str(reason))
+
+    @_signals.task_revoked.connect
+    def _on_revoked(sender: object = None, request: object = None, terminated: object = None,
+                    **_: object) -> None:  # fmt: skip
+        _record("task_revoked", id=getattr(request, "id", None), terminated=terminated)
+
+
+@agent("slow_async", timeout=60.0)
+async def slow_async(event: Event, state: State) -> dict[str, object]:
+    """Wait `data.seconds` on the loop (cancellable), recording its start and its end."""
+    import asyncio
+
+    from agentflow.broker.connection import get_async_redis
+
+    prefix = get_settings().broker.key_prefix
+    client = get_async_redis()
+    await client.rpush(f"{prefix}:test:started:{event.id}", os.getpid())
+    try:
+        await asyncio.sleep(float(event.data.get("seconds", 30)))
+    except asyncio.CancelledError:
+        await client.rpush(f"{prefix}:test:cancelled:{event.id}", os.getpid())
+        raise
+    return {"slept": event.data.get("seconds", 30)}
+
+
+@agent("slow_sync", timeout=60.0)
+def slow_sync(event: Event, state: State) -> dict[str, object]:
+    """Compute in small steps for `data.seconds`, checking its run context between steps."""
+    from agentflow import current_run
+
+    prefix = get_settings().broker.key_prefix
+    get_redis().rpush(f"{prefix}:test:started:{event.id}", os.getpid())
+    ctx = current_run()
+    deadline = time.monotonic() + float(event.data.get("seconds", 30))
+    while time.monotonic() < deadline:
+        if ctx is not None and ctx.cancelled:
+            get_redis().rpush(f"{prefix}:test:cancelled:{event.id}", os.getpid())
+            ctx.check()
+        time.sleep(0.01)
+    return {"done": True}

@@ -1,9 +1,11 @@
-"""Shared fixtures: a Redis database of the suite's own, real worker processes, a Client.
+"""Shared fixtures: a Redis of the suite's own, real worker processes, a Client.
 
-The suite uses database 11 of the Redis at 127.0.0.1:6379 (or `$AGENTFLOW_TEST_REDIS_URL`);
-where nothing answers there it starts AgentFlow's embedded Redis. Every integration test starts
-from an empty database and leaves it empty. Workers are real `celery -A agentflow worker`
-processes, configured through the same environment variables a user would set.
+The suite uses `$AGENTFLOW_TEST_REDIS_URL` (scripts/test.sh starts a private redis-server
+for each run); without it, it starts a private embedded Redis of its own in a temporary
+directory. It never uses a shared Redis, so two runs on one machine never meet. Every
+integration test starts from an empty database and leaves it empty. Workers are real
+`celery -A agentflow worker` processes, configured through the same environment variables a
+user would set.
 """
 
 from __future__ import annotations
@@ -31,12 +33,9 @@ def _base_url() -> str:
     url = os.environ.get("AGENTFLOW_TEST_REDIS_URL")
     if url:
         return url
-    from agentflow.broker.embedded import ensure_embedded, ping
+    from agentflow.broker.embedded import ensure_embedded
 
-    if ping("redis://127.0.0.1:6379/11"):
-        return "redis://127.0.0.1:6379/11"
-    base = ensure_embedded(_TMP / "redis")
-    return base.rsplit("/", 1)[0] + "/11"
+    return ensure_embedded(_TMP / "redis")
 
 
 TEST_REDIS_URL = _base_url()
@@ -127,7 +126,10 @@ StartWorker = Callable[..., WorkerProcess]
 
 @pytest.fixture
 def start_worker(redis_client: redis.Redis, tmp_path: Path) -> Iterator[StartWorker]:
-    """Factory: `start_worker(queues=..., concurrency=4, pool="threads", env={...})`.
+    """Factory: `start_worker(queues=..., concurrency=4, pool=None, env={...})`.
+
+    `pool` None starts the worker as the README does (no ``-P``: AgentFlow's asyncio pool);
+    "prefork", "threads" or "solo" pass ``-P``.
 
     Returns a ready :class:`WorkerProcess`; all are stopped when the test ends.
     `env` adds environment variables (e.g. ``{"AGENTFLOW_RUNNER__EVENT_TIMEOUT": "2s"}``).
@@ -137,15 +139,17 @@ def start_worker(redis_client: redis.Redis, tmp_path: Path) -> Iterator[StartWor
     def start(
         queues: list[str] | None = None,
         concurrency: int = 4,
-        pool: str = "threads",
+        pool: str | None = None,
         env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
         wait: bool = True,
     ) -> WorkerProcess:
         name = f"w{len(workers)}-{uuid.uuid4().hex[:6]}@%h"
         args = [sys.executable, "-m", "celery", "-A", "agentflow", "worker",
-                "-P", pool, "-c", str(concurrency), "-n", name, "-l", "INFO",
+                "-c", str(concurrency), "-n", name, "-l", "INFO",
                 "--without-mingle", "--without-gossip"]  # fmt: skip
+        if pool:
+            args += ["-P", pool]
         if queues:
             args += ["-Q", ",".join(queues)]
         args += extra_args or []

@@ -21,7 +21,7 @@ class LocalOptions:
 
     workers: int = 1
     concurrency: int = 200
-    pool: str = "threads"
+    pool: str | None = None
     redis_url: str | None = None
     mock_latency: str = "50ms"
     mock_llm: bool = True

@@ -3,29 +3,62 @@
 | agentflow.toml                   | Celery setting                                        |
 | -------------------------------- | ----------------------------------------------------- |
 | [runner] worker_pool_size        | worker_concurrency                                    |
-| [runner] pool                    | worker_pool                                           |
-| [runner] event_timeout           | task_soft_time_limit; hard limit = timeout + grace    |
+| [runner] pool                    | the worker's pool unless ``-P`` is given (see below)  |
+| [runner] event_timeout           | task time limits (AgentFlow's own timeout fires first)|
 | [runner] prefetch_multiplier     | worker_prefetch_multiplier                            |
-| [runner] visibility_timeout      | broker/result transport options visibility_timeout    |
+| [runner] visibility_timeout      | broker transport options visibility_timeout           |
 | [broker] url / result_url        | broker_url / result_backend                           |
 | [broker] result_expires          | result_expires                                        |
 | [monitoring] task_events         | worker_send_task_events, task_send_sent_event         |
 
 Always on: JSON only, acks_late with reject_on_worker_lost, thread-safe result backend.
+
+The pool: ``worker_pool`` is left unset, because Celery's command line cannot tell
+``-P prefork`` from its own default once it is set (it would run the configured pool
+instead). :func:`agentflow.workers.signals.choose_pool` applies ``[runner] pool`` when no
+``-P`` was given: ``threads`` means AgentFlow's asyncio pool with ``execution = "direct"``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from agentflow.broker.connection import redis_url, result_url
 from agentflow.broker.queues import DEFAULT_QUEUE, all_queues
 from agentflow.config import Settings, get_settings
+from agentflow.errors import ConfigError
+
+log = logging.getLogger("agentflow.config")
+
+
+def _check_redis(url: str, what: str) -> None:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss", "unix", "sentinel"):
+        raise ConfigError(
+            f"{what} {scheme or url!r}: AgentFlow needs Redis (redis://, rediss://, unix://, "
+            "sentinel://). Its producers admit events with Lua scripts, its workers take "
+            "them with one (so no message is lost between taking and recording it), and "
+            "results, state and the dead-letter queue live in the same Redis."
+        )
+
+
+def _longest(limit: float, names: dict[str, float], what: str) -> float:
+    """`limit`, raised to cover the longest of `names` (said in a log line)."""
+    if not names:
+        return limit
+    name, longest = max(names.items(), key=lambda kv: kv[1])
+    if longest > limit:
+        log.warning("%s: raising Celery's time limit from %gs to %gs to cover %s (timeout "
+                    "%gs)", what, limit, longest, name, longest)  # fmt: skip
+        return longest
+    return limit
 
 
 def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
     """Celery settings (lower-case names) for the given AgentFlow settings."""
-    from agentflow.agents.registry import agent_names, load_modules
+    from agentflow.agents.registry import agent_names, get_agent, load_modules
+    from agentflow.tools.registry import get_tool, tool_names
 
     s = settings or get_settings()
     load_modules(
@@ -37,19 +70,42 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
         ]
     )
     runner = s.runner
-    visibility = int(runner.effective_visibility_timeout)
+    broker, backend = redis_url(s), result_url(s)
+    _check_redis(broker, "[broker] url")
+    _check_redis(backend, "[broker] result_url")
+    visibility = int(runner.visibility_timeout)
+    # Celery's chord join lets one worker claim the dispatch of a chord's body for
+    # max(5, 2 x result_chord_join_timeout) = 6 s; a member redelivered while a dead
+    # worker's claim still holds gives up, and the chord would never complete. A message
+    # must therefore come back only after such a claim has expired.
+    floor = 10
+    if visibility < floor:
+        log.warning("[runner] visibility_timeout: raising %gs to %gs, the least that outlasts "
+                    "Celery's chord dispatch claim (a redelivered tool call must be able to "
+                    "send its chord's continuation)", visibility, floor)  # fmt: skip
+        visibility = floor
     transport_options = {
         "visibility_timeout": visibility,
         "socket_keepalive": True,
         "health_check_interval": 25,
         # Sweep unacked messages of dead workers every few seconds, not every 100 s.
-        "unacked_restore_interval": 5,
+        "unacked_restore_interval": max(1, min(5, visibility // 4)),
         "unacked_restore_throttle": 1,
+        # kombu's restore sweep runs under a Redis lock that expires after 5 minutes by
+        # default: one worker killed inside a sweep stopped every restore for that long.
+        "unacked_mutex_expire": max(10, visibility),
     }
     concurrency = runner.worker_pool_size
+    # Prefork's backstop only: AgentFlow's own timeout stops an agent at its limit first.
+    agent_limits = {f"agent {n!r}": float(get_agent(n).timeout or 0) for n in agent_names()}
+    event_limit = _longest(runner.event_timeout, agent_limits, "agentflow.run_event")
+    tool_limits = {f"tool {n!r}": float(get_tool(n).timeout or 0) for n in tool_names()}
+    tool_limit = _longest(s.tools.timeout, tool_limits, "agentflow.run_tool")
+    grace = max(5.0, event_limit * 0.1)
+    tool_grace = max(5.0, tool_limit * 0.1)
     return {
-        "broker_url": redis_url(s),
-        "result_backend": result_url(s),
+        "broker_url": broker,
+        "result_backend": backend,
         "broker_transport": "agentflow.broker.transport:Transport",
         "broker_transport_options": transport_options,
         "result_backend_transport_options": {"visibility_timeout": visibility},
@@ -72,10 +128,15 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure": True,
         "task_acks_on_timeout": True,
-        "task_soft_time_limit": runner.event_timeout,
-        "task_time_limit": runner.hard_time_limit,
+        "task_soft_time_limit": event_limit + grace / 2,
+        "task_time_limit": event_limit + grace,
+        "task_annotations": {
+            "agentflow.run_tool": {
+                "soft_time_limit": tool_limit + tool_grace / 2,
+                "time_limit": tool_limit + tool_grace,
+            },
+        },
         "worker_concurrency": concurrency,
-        "worker_pool": runner.pool,
         "worker_prefetch_multiplier": runner.prefetch_multiplier,
         "worker_disable_rate_limits": True,
         "worker_consumer": "agentflow.workers.consumer:Consumer",
@@ -86,7 +147,7 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "imports": (
             "agentflow.tasks",
             "agentflow.workers.signals",
-            "agentflow.workers.metrics_signals",
+            "agentflow.workers.control",
             "agentflow.workers.profiling",
             "agentflow.orchestration",
             *s.agents.modules,

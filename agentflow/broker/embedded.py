@@ -75,6 +75,11 @@ def _recorded_url(runtime_dir: Path) -> str | None:
     return url if ping(url) else None
 
 
+def running_url(runtime_dir: Path | None = None) -> str | None:
+    """The URL of the embedded Redis if it is running; None otherwise (never starts one)."""
+    return _recorded_url(runtime_dir or default_runtime_dir())
+
+
 def ensure_embedded(runtime_dir: Path | None = None, startup_timeout: float = 10.0) -> str:
     """Return the URL of the embedded Redis, starting it if it is not running."""
     runtime_dir = runtime_dir or default_runtime_dir()

@@ -21,10 +21,14 @@ from kombu.serialization import registry as kombu_registry
 from kombu.utils import json as kombu_json
 from kombu.utils.json import JSONEncoder
 
+ENQUEUED_AT_HEADER = "agentflow_enqueued_at"
+"""Header the producer stamps with the enqueue time (epoch seconds): queue-wait metrics."""
+
 
 def encode_body(args: Any, kwargs: Any, embed: dict[str, Any]) -> bytes:
     """A protocol-2 body, ``[args, kwargs, embed]``, with kombu's JSON encoder (as Celery)."""
-    return json.dumps([args, kwargs, embed], cls=JSONEncoder, separators=(",", ":")).encode()
+    return json.dumps([args, kwargs, embed], cls=JSONEncoder, separators=(",", ":"),
+                      allow_nan=False).encode()  # fmt: skip
 
 
 def envelope(headers: dict[str, Any], properties: dict[str, Any], body: bytes, queue: str) -> str:
@@ -69,9 +73,14 @@ def decode(message: Any) -> Any:
         and _kombu_json_decoder()
     ):
         try:
-            return json.loads(body.decode("utf-8"))  # strict UTF-8, as kombu decodes
+            value = json.loads(body.decode("utf-8"))  # strict UTF-8, as kombu decodes
         except ValueError:
             pass  # kombu says what is wrong, in its own exception
+        else:
+            # kombu's cache of the decoded body: ``message.payload`` (what Celery's Request
+            # reads) then needs no second decode. A contract test watches the name.
+            message._decoded_cache = value
+            return value
     return message.decode()
 
 

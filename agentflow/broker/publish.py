@@ -20,6 +20,7 @@ from celery import signals
 from celery.backends.redis import RedisBackend
 
 from agentflow.broker.messages import encode_body, envelope, origin, short_repr
+from agentflow.broker.transport import ring
 
 
 class Outgoing(NamedTuple):
@@ -76,19 +77,26 @@ def task_message(
                     headers, body)  # fmt: skip
 
 
-def push(pipe: Any, messages: list[Outgoing]) -> None:
-    """LPUSH `messages` on `pipe` (which may carry other commands), run it, fire the
-    ``after_task_publish`` signals."""
+def _stage(pipe: Any, messages: list[Outgoing]) -> None:
+    counts: dict[str, int] = {}
     for m in messages:
         pipe.lpush(m.queue, m.item)
+        counts[m.queue] = counts.get(m.queue, 0) + 1
+    for queue, n in counts.items():
+        ring(pipe, [queue], n)
+
+
+def push(pipe: Any, messages: list[Outgoing]) -> None:
+    """LPUSH `messages` on `pipe` (which may carry other commands) and ring their queues'
+    doorbells, run it, fire the ``after_task_publish`` signals."""
+    _stage(pipe, messages)
     pipe.execute()
     published(messages)
 
 
 async def push_async(pipe: Any, messages: list[Outgoing]) -> None:
     """:func:`push` on a ``redis.asyncio`` pipeline: the event loop goes on meanwhile."""
-    for m in messages:
-        pipe.lpush(m.queue, m.item)
+    _stage(pipe, messages)
     await pipe.execute()
     published(messages)
 

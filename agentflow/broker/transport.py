@@ -1,12 +1,28 @@
-"""kombu's Redis transport, hardened so a hand-pushed item on a queue is dead-lettered, not lost.
+"""kombu's Redis transport, made so that no message is ever lost and no item kills a worker.
 
-kombu pops an item with BRPOP and parses it as a kombu envelope; an item that is not JSON, or
-JSON that is not an envelope (someone ran ``LPUSH agentflow.agent.x '{"type": ...}'``), makes
-it raise after the item has left Redis. This channel wraps such an item into a valid envelope
-whose content type no worker accepts and whose header says why, so Celery's consumer hands it
-to AgentFlow's dead-letter queue (see agentflow.workers.consumer).
+kombu takes a message with BRPOP and only then writes its unacked record: a worker killed
+between the two loses the message (the issue's fault runs lost up to 16 per kill). Here a
+message leaves its queue only inside one Lua script (``lua/fetch.lua``) that also records it
+as unacked, so at every instant it is either queued or recorded, and kombu's restore sweep
+brings a dead worker's records back after the visibility timeout.
 
-Selected with Celery's `broker_transport` setting; URLs stay ``redis://``.
+A script cannot block, so waiting works like Dramatiq's Redis broker: after a fetch that
+found nothing the channel waits with BRPOP on the queues' *doorbell* keys (never on the
+queues themselves, which would take a message) for at most ``fetch_idle_wait`` seconds,
+backing off from 1 ms. AgentFlow's producers ring the doorbell of the queue they push to, so
+an idle worker wakes at once; a message from any other producer waits at most that long.
+
+While a worker holds a message (running, waiting for a slot or for its ETA) the channel
+renews the message's score in kombu's unacked index every ``visibility_timeout / 4``: a live
+worker's messages are never redelivered under it, however long they take, and a dead
+worker's come back ``visibility_timeout`` after its last renewal.
+
+Items that are not kombu envelopes, and envelopes whose body cannot be decoded, reach the
+consumer as a stand-in message whose content type no worker accepts and whose header says
+why; Celery's consumer then hands it to AgentFlow's dead-letter queue
+(:mod:`agentflow.workers.consumer`), and the item is acked only once it is there.
+
+Selected with Celery's ``broker_transport`` setting; URLs stay ``redis://``.
 """
 
 from __future__ import annotations
@@ -15,125 +31,204 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
+from redis.exceptions import NoScriptError
+
+from agentflow.broker.scripts import Script
 
 log = logging.getLogger("agentflow.transport")
 MALFORMED_CONTENT_TYPE = "application/x-agentflow-malformed"
 MALFORMED_HEADER = "agentflow_malformed"
+MALFORMED_TAG_PREFIX = "malformed."
+WAKE_PREFIX = "agentflow.wake:"
+"""Doorbell keys: ``agentflow.wake:<queue>``; a push of anything wakes one idle consumer."""
+WAKE_LIMIT = 16
+"""At most this many rings are kept per queue (rings no consumer waited for expire here)."""
+
+_FETCH = Script("fetch")
+_RESTORE_MALFORMED = Script("restore_malformed")
 
 
-def _is_envelope(value: Any) -> bool:
-    properties = value.get("properties") if isinstance(value, dict) else None
-    return (
-        isinstance(properties, dict)
-        and "body" in value
-        and isinstance(value.get("headers", {}), dict)
-        and properties.get("delivery_tag") is not None
-        and isinstance(properties.get("delivery_info"), dict)
-    )
+def wake_key(queue: str) -> str:
+    """The doorbell key of `queue`."""
+    return WAKE_PREFIX + queue
 
 
-def parse_item(item: bytes | str, queue: str) -> dict[str, Any]:
-    """The kombu envelope in a queue item, or a stand-in envelope that says what was wrong."""
-    text = bytes_to_str(item)
+def ring(pipe: Any, queues: Any, rings: int = 1) -> None:
+    """Queue doorbell rings for `queues` on `pipe` (one per message pushed, up to a limit)."""
+    for queue in queues:
+        key = wake_key(queue)
+        pipe.lpush(key, *([1] * max(1, min(rings, WAKE_LIMIT))))
+        pipe.ltrim(key, 0, WAKE_LIMIT - 1)
+
+
+def item_text(item: bytes | str) -> str:
+    """A queue item as text (undecodable bytes replaced, as kombu reads items)."""
+    return bytes_to_str(item)
+
+
+def malformed_reason(item: bytes | str) -> str:
+    """Why a queue item is not a kombu message envelope."""
     try:
-        value = json.loads(text)
+        json.loads(item)
+    except RecursionError:
+        return "queue item is JSON nested too deeply to read"
     except ValueError:
-        reason = "queue item is not JSON"
-    else:
-        if _is_envelope(value):
-            return dict(value)
-        reason = "queue item is JSON but not a kombu message envelope"
+        return "queue item is not JSON"
+    return "queue item is JSON but not a kombu message envelope"
+
+
+def stand_in(
+    body: str, queue: str, tag: str, reason: str, properties: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An envelope for something that cannot be delivered as it is: no worker accepts its
+    content type, and its header says why (the consumer dead-letters it)."""
+    props = {
+        "delivery_info": {"exchange": "", "routing_key": queue},
+        "priority": 0,
+        "delivery_mode": 2,
+        **{k: v for k, v in (properties or {}).items() if k in ("priority", "delivery_mode")},
+    }
+    props["delivery_tag"] = tag
+    props["body_encoding"] = None
     return {
-        "body": text,
+        "body": body,
         "content-encoding": "utf-8",
         "content-type": MALFORMED_CONTENT_TYPE,
         "headers": {MALFORMED_HEADER: reason},
-        "properties": {
-            "delivery_info": {"exchange": "", "routing_key": queue},
-            "delivery_tag": uuid.uuid4().hex,
-            "body_encoding": None,
-            "priority": 0,
-            "delivery_mode": 2,
-        },
+        "properties": props,
     }
 
 
-def _unacked_entry(payload: dict[str, Any], item: bytes | str) -> tuple[Any, str]:
-    """(tag, kombu's unacked record ``[payload, exchange, routing_key]`` as JSON), reusing the
-    item's own JSON text instead of serializing the parsed payload again."""
-    properties = payload["properties"]
-    info = properties["delivery_info"]
-    tail = json.dumps([info.get("exchange"), info.get("routing_key")])[1:]
-    if payload.get("content-type") == MALFORMED_CONTENT_TYPE:
-        text = json.dumps(payload)
-    else:
-        text = bytes_to_str(item)
-    return properties["delivery_tag"], "[" + text + "," + tail
+def is_malformed_tag(tag: Any) -> bool:
+    """Whether a delivery tag names an item kept raw in the malformed hash."""
+    return isinstance(tag, str) and tag.startswith(MALFORMED_TAG_PREFIX)
+
+
+class Message(kombu_virtual.Message):
+    """kombu's message; a body it cannot decode (an unknown ``body_encoding``, bad base64)
+    becomes a stand-in that says so, under the same delivery tag."""
+
+    def __init__(self, payload: Any, channel: Any = None, **kwargs: Any) -> None:
+        try:
+            super().__init__(payload, channel=channel, **kwargs)
+        except Exception as exc:
+            properties = payload.get("properties") or {}
+            info = properties.get("delivery_info") or {}
+            encoding = properties.get("body_encoding")
+            reason = f"cannot decode the message body (body_encoding {encoding!r}): {exc!r}"
+            body = payload.get("body")
+            text = body if isinstance(body, str) else json.dumps(body, default=repr)
+            replacement = stand_in(text, str(info.get("routing_key") or ""),
+                                   str(properties.get("delivery_tag")), reason[:1000])  # fmt: skip
+            super().__init__(replacement, channel=channel, **kwargs)
 
 
 class QoS(kombu_redis.QoS):
-    """kombu's Redis QoS, plus acks for messages already settled in Redis.
+    """kombu's Redis QoS for messages the fetch script has already recorded.
 
-    Direct execution removes a finished event's message from kombu's unacked hash and index
-    inside its finish script (one round trip for result and ack); :meth:`settled` records
-    that, and the ack that follows on the consumer's thread only updates the in-memory
-    bookkeeping.
+    - ``append`` writes nothing: the fetch recorded the message when it took it.
+    - Malformed items have records of their own (the raw item and its queue).
+    - :meth:`touch` renews the index score of every message this channel holds.
+    - :meth:`settled`: direct execution removes a finished message's records inside its
+      own finish script (one round trip for result and ack); the ack that follows then only
+      updates the in-memory bookkeeping.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._settled: set[Any] = set()
-        self._recorded: set[Any] = set()
 
-    def record(self, entries: list[tuple[Any, str]]) -> None:
-        """Write the unacked entries of messages about to be delivered, in one transaction.
+    @property
+    def malformed_key(self) -> str:
+        """The hash of raw malformed items (``tag`` → item, ``tag:queue`` → queue)."""
+        return self.unacked_key + ".malformed"
 
-        ``entries`` are ``(delivery_tag, json_of([payload, exchange, routing_key]))``, what
-        kombu's :meth:`append` writes one message at a time; the appends that follow for
-        these tags only update the in-memory bookkeeping.
-        """
-        now = time.time()
-        with self.channel.conn_or_acquire() as client:
-            pipe = client.pipeline()
-            pipe.zadd(self.unacked_index_key, {tag: now for tag, _ in entries})
-            pipe.hset(self.unacked_key, mapping=dict(entries))
-            pipe.execute()
-        self._recorded.update(tag for tag, _ in entries)
+    @property
+    def malformed_index_key(self) -> str:
+        """The malformed items' index (tag → time taken), swept like kombu's."""
+        return self.unacked_index_key + ".malformed"
 
     def append(self, message: Any, delivery_tag: Any) -> None:
-        if delivery_tag in self._recorded:
-            self._recorded.discard(delivery_tag)
-            kombu_virtual.QoS.append(self, message, delivery_tag)
-            return
-        super().append(message, delivery_tag)
+        kombu_virtual.QoS.append(self, message, delivery_tag)
 
     def settled(self, delivery_tag: Any) -> None:
-        """The message's Redis entries are gone already (any thread)."""
+        """The message's Redis records are gone already (any thread)."""
         self._settled.add(delivery_tag)
 
     def ack(self, delivery_tag: Any) -> None:
         if delivery_tag in self._settled:
             self._settled.discard(delivery_tag)
+        elif is_malformed_tag(delivery_tag):
+            self._forget_malformed(delivery_tag)
+        else:
+            self._remove_from_indices(delivery_tag).execute()
+        kombu_virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if is_malformed_tag(delivery_tag):
+            if requeue:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            else:
+                self._forget_malformed(delivery_tag)
             kombu_virtual.QoS.ack(self, delivery_tag)
             return
-        super().ack(delivery_tag)
+        super().reject(delivery_tag, requeue=requeue)
+
+    def _forget_malformed(self, tag: str) -> None:
+        with self.channel.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            pipe.hdel(self.malformed_key, tag, tag + ":queue")
+            pipe.zrem(self.malformed_index_key, tag)
+            pipe.execute()
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        if not is_malformed_tag(tag):
+            return super().restore_by_tag(tag, client=client, leftmost=leftmost)
+        with self.channel.conn_or_acquire(client) as conn:
+            _RESTORE_MALFORMED(conn, [self.malformed_key, self.malformed_index_key],
+                               ["tag", tag, 1])  # fmt: skip
+        return None
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        before = self._vrestore_count
+        super().restore_visible(start=start, num=num, interval=interval)
+        if (before % (interval or 1)) == 0:  # kombu scanned this time: so do we
+            ceil = time.time() - self.visibility_timeout
+            with self.channel.conn_or_acquire() as client:
+                _RESTORE_MALFORMED(client, [self.malformed_key, self.malformed_index_key],
+                                   ["before", ceil, num or 100])  # fmt: skip
+
+    def touch(self) -> None:
+        """Renew the unacked index score of every message this channel holds, so that none
+        is redelivered while its worker is alive."""
+        held = [t for t in self._delivered if t not in self._dirty and t not in self._settled]
+        if not held:
+            return
+        now = time.time()
+        normal = {t: now for t in held if not is_malformed_tag(t)}
+        malformed = {t: now for t in held if is_malformed_tag(t)}
+        with self.channel.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            if normal:
+                pipe.zadd(self.unacked_index_key, normal, xx=True)
+            if malformed:
+                pipe.zadd(self.malformed_index_key, malformed, xx=True)
+            pipe.execute()
 
     def settle_keys(self) -> tuple[str, str]:
-        """kombu's unacked hash and index, as Redis names them (global key prefix included)."""
-        channel = self.channel
-        prefix = getattr(channel, "global_keyprefix", "") or ""
-        return prefix + channel.unacked_key, prefix + channel.unacked_index_key
+        """kombu's unacked hash and index, as Redis names them."""
+        return self.channel.unacked_key, self.channel.unacked_index_key
 
 
 class Channel(kombu_redis.Channel):
-    """A Redis channel that never loses a malformed queue item, and reuses its ack client.
+    """A Redis channel that takes messages with :data:`fetch.lua`, reuses one client for
+    acks, and rings the doorbell of every queue it pushes to.
 
     kombu builds a new redis-py client object for every ack, reject and QoS append
     (``conn_or_acquire`` without a client); building one costs more CPU than the ack's round
@@ -142,48 +237,33 @@ class Channel(kombu_redis.Channel):
     """
 
     QoS = QoS
+    Message = Message
     _shared_client: Any = None
     _no_ack_queues: frozenset[str] = frozenset()
+    _waiting = False
+    _idle_wait = 0.0
+    _next_wait = 0.0
+    _fetch_keys: list[str] = []
     max_pop = 16
-    """Messages taken per wake-up: after BRPOP returns one, up to this many - 1 more are
-    popped at once (RPOP with a count) if the prefetch limit leaves room. The batch's
-    unacked records (what kombu writes per message) are written in one transaction before
-    any is handed to the consumer; if that fails the items go back to the queue."""
-    _pop_more_ok = True
+    """Messages taken per fetch at most (fewer when the prefetch limit leaves less room)."""
+    fetch_idle_wait = 0.2
+    """Longest wait, in seconds, between fetches while the queues are empty."""
 
-    def _pop_more(self, raw_key: bytes) -> list[bytes]:
-        if not self._pop_more_ok or self.global_keyprefix:
-            return []
-        room = self.qos.can_consume_max_estimate()
-        extra = (self.max_pop if room is None else min(self.max_pop, room)) - 1
-        if extra <= 0:
-            return []
-        conn = self.client.connection
-        try:
-            conn.send_command("RPOP", raw_key, extra)
-            items = self.client.parse_response(conn, "RPOP")
-        except self.connection_errors:
-            conn.disconnect()
-            raise
-        except Exception:  # a Redis older than 6.2 (no RPOP count): one per BRPOP, as kombu
-            self._pop_more_ok = False
-            return []
-        return list(items or [])
+    from_transport_options = (  # type: ignore[assignment]
+        *kombu_redis.Channel.from_transport_options,
+        "fetch_idle_wait",
+        "max_pop",
+    )
 
-    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
-        if no_ack:
-            self._no_ack_queues = self._no_ack_queues | {queue}
-        return super().basic_consume(queue, no_ack, *args, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.global_keyprefix:
+            from agentflow.errors import ConfigError
 
-    def _put_back(self, raw_key: bytes, items: tuple[bytes, ...]) -> None:
-        """Return popped items whose unacked records could not be written to the end of
-        the queue they came from (the next to be popped), first popped first again."""
-        try:
-            with self.conn_or_acquire() as client:
-                client.rpush(raw_key, *reversed(items))
-        except Exception:
-            log.error("%d messages taken from %s could not be recorded or put back",
-                      len(items), bytes_to_str(raw_key))  # fmt: skip
+            raise ConfigError(
+                "AgentFlow does not support kombu's global_keyprefix: its producers write "
+                "queue keys by their plain names. Give each tenant its own Redis database."
+            )
 
     @contextlib.contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -195,33 +275,72 @@ class Channel(kombu_redis.Channel):
             shared = self._shared_client = self._create_client()
         yield shared
 
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._no_ack_queues = self._no_ack_queues | {queue}
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    # -- taking messages -------------------------------------------------------------------
+    def _fetch_request(self, queues: list[str], limit: int) -> tuple[list[Any], list[str]]:
+        """The fetch script's keys and arguments for `queues` (in priority order)."""
+        qos = self.qos
+        keys: list[Any] = [qos.unacked_key, qos.unacked_index_key, qos.malformed_key,
+                           qos.malformed_index_key, qos.malformed_key + ".seq"]  # fmt: skip
+        args: list[Any] = [time.time(), limit]
+        names = []
+        for pri in self.priority_steps:
+            for queue in queues:
+                keys.append(self._q_for_pri(queue, pri))
+                args += [queue, 0 if queue in self._no_ack_queues else 1]
+                names.append(queue)
+        return [*_FETCH.command(keys, args)], names
+
+    def _fetch_limit(self) -> int:
+        room = self.qos.can_consume_max_estimate()
+        return max(1, self.max_pop if room is None else min(self.max_pop, room))
+
+    def _brpop_start(self, timeout: Any = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        conn = self.client.connection
+        self._in_poll = conn
+        self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]
+        if self._idle_wait > 0:
+            self._waiting = True
+            conn.send_command("BRPOP", *(wake_key(q) for q in queues), self._idle_wait)
+            return
+        self._waiting = False
+        command, self._fetch_keys = self._fetch_request(list(queues), self._fetch_limit())
+        conn.send_command(*command)
+
     def _brpop_read(self, **options: Any) -> bool:
         try:
+            conn = self.client.connection
+            waited = self._waiting
             try:
-                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                reply = self.client.parse_response(conn, "BRPOP" if waited else "EVALSHA",
+                                                   **options)  # fmt: skip
             except self.connection_errors:
-                self.client.connection.disconnect()
+                conn.disconnect()
                 raise
-            if not dest__item:
+            except NoScriptError:
+                with self.conn_or_acquire() as client:
+                    client.script_load(_FETCH.text)
+                raise kombu_redis.Empty() from None
+            if waited:
+                # Rung, or the wait ran out: fetch next. A ring means work: no backoff.
+                self._idle_wait = 0.0
+                self._next_wait = 0.001 if reply else self._next_wait
                 raise kombu_redis.Empty()
-            raw_key, item = dest__item
-            dest = bytes_to_str(raw_key).rsplit(self.sep, 1)[0]
-            self._queue_cycle.rotate(dest)
-            more = self._pop_more(raw_key)
-            if not more:
-                self.connection._deliver(parse_item(item, dest), dest)
-                return True
-            items = (item, *more)
-            payloads = [parse_item(i, dest) for i in items]
-            if dest not in self._no_ack_queues:
-                try:
-                    self.qos.record([_unacked_entry(p, i)
-                                     for p, i in zip(payloads, items, strict=True)])  # fmt: skip
-                except BaseException:
-                    self._put_back(raw_key, items)
-                    raise
-            for payload in payloads:
-                self.connection._deliver(payload, dest)
+            if not reply:
+                self._idle_wait = self._next_wait = min(
+                    max(self._next_wait * 2, 0.001), self.fetch_idle_wait
+                )
+                raise kombu_redis.Empty()
+            self._idle_wait = 0.0
+            self._next_wait = 0.0
+            self._deliver_fetched(reply, self._fetch_keys)
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]  # kombu resets it to None too
@@ -229,8 +348,78 @@ class Channel(kombu_redis.Channel):
             if flush is not None:
                 flush()
 
+    def _deliver_fetched(self, reply: list[Any], names: list[str]) -> None:
+        """Hand what the fetch script took to the consumer, one message at a time."""
+        for i in range(0, len(reply), 4):
+            kind, index, raw_tag, item = reply[i : i + 4]
+            queue = names[int(index) - 1]
+            tag = bytes_to_str(raw_tag)
+            self._queue_cycle.rotate(queue)
+            payload: dict[str, Any]
+            if int(kind) == 2:
+                payload = stand_in(item_text(item), queue, tag, malformed_reason(item))
+            else:
+                try:
+                    payload = json.loads(item)
+                    payload["properties"]["delivery_tag"] = tag
+                except (ValueError, RecursionError, TypeError, KeyError) as exc:
+                    payload = stand_in(item_text(item), queue, tag,
+                                       f"queue item cannot be read: {exc!r}"[:1000])  # fmt: skip
+            self.connection._deliver(payload, queue)
+
+    def _get(self, queue: str, timeout: Any = None) -> Any:
+        """One message from `queue`, taken and recorded in one step (``basic_get``)."""
+        command, _names = self._fetch_request([queue], 1)
+        with self.conn_or_acquire() as client:
+            try:
+                reply = client.execute_command(*command)
+            except NoScriptError:
+                client.script_load(_FETCH.text)
+                reply = client.execute_command(*command)
+        if not reply:
+            raise kombu_redis.Empty()
+        kind, _, raw_tag, item = reply[:4]
+        tag = bytes_to_str(raw_tag)
+        if int(kind) == 2:
+            return stand_in(item_text(item), queue, tag, malformed_reason(item))
+        payload = json.loads(item)
+        payload["properties"]["delivery_tag"] = tag
+        return payload
+
+    # -- publishing ------------------------------------------------------------------------
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's push, plus a ring of the queue's doorbell in the same round trip."""
+        if kwargs.get("_publish_batch") is not None:
+            super()._put(queue, message, **kwargs)
+            kwargs["_publish_batch"].add("lpush", wake_key(queue), 1)
+            return
+        pri = self._get_message_priority(message, reverse=False)
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.lpush(self._q_for_pri(queue, pri), json.dumps(message))
+            if self._expires and queue in self._expires:
+                for p in self.priority_steps:
+                    pipe.pexpire(self._q_for_pri(queue, p), self._expires[queue])
+            ring(pipe, [queue])
+            pipe.execute()
+
 
 class Transport(kombu_redis.Transport):
-    """kombu's Redis transport with :class:`Channel`."""
+    """kombu's Redis transport with :class:`Channel`, renewing held messages' scores."""
 
     Channel = Channel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        visibility = float(connection.client.transport_options.get(
+            "visibility_timeout", Channel.visibility_timeout))  # fmt: skip
+        loop.call_repeatedly(max(0.5, visibility / 4), self._touch_all)
+
+    def _touch_all(self) -> None:
+        for channel in list(self.channels):
+            try:
+                channel.qos.touch()
+            except channel.connection_errors:
+                log.debug("renewing held messages failed; the next round tries again")
+            except Exception:
+                log.exception("renewing held messages failed")

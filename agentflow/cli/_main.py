@@ -10,8 +10,10 @@ import click
 _COMMANDS: list[tuple[str, str]] = [
     ("agentflow.cli.config_cmd", "config"),
     ("agentflow.cli.emit_cmd", "emit"),
+    ("agentflow.cli.cancel_cmd", "cancel"),
     ("agentflow.cli.dlq_cmd", "dlq"),
     ("agentflow.cli.redis_cmd", "redis"),
+    ("agentflow.cli.doctor_cmd", "doctor"),
     ("agentflow.cli.demo_cmd", "demo"),
     ("agentflow.cli.mock_llm_cmd", "mock_llm"),
     ("agentflow.cli.benchmark_cmd", "benchmark"),

@@ -1,21 +1,45 @@
-"""Helpers shared by CLI commands: settings loading and error reporting."""
+"""Helpers shared by CLI commands: error reporting and option types."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
+import redis.exceptions
+from kombu.exceptions import OperationalError
 
 from agentflow.errors import AgentFlowError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Failures to reach Redis: redis-py's, kombu's (a publish through Celery), and the OS's own
+# when a socket error escapes unwrapped.
+_UNREACHABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OperationalError,
+    ConnectionError,
+)
+
+
+def redis_location() -> str:
+    """The Redis URL this process uses, password masked (for error messages)."""
+    from agentflow.broker.connection import redis_url
+    from agentflow.config import mask_url
+
+    try:
+        return mask_url(redis_url()) or "Redis"
+    except Exception:  # the URL cannot be resolved either: say so without it
+        return "(unresolved URL)"
+
 
 def friendly_errors(fn: F) -> F:
-    """Turn AgentFlow errors into a one-line message and exit status 1 (no traceback)."""
+    """Turn AgentFlow errors and unreachable Redis into a one-line message and exit status 1
+    (no traceback)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -23,8 +47,40 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except AgentFlowError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        except _UNREACHABLE as exc:
+            reason = str(exc) or type(exc).__name__
+            raise click.ClickException(
+                f"cannot reach Redis at {redis_location()}: {reason}"
+            ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that must also be finite (click's FloatRange lets nan and inf in)."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON for AgentFlow (no NaN or Infinity)")
+
+
+def _load_object(value: str) -> dict[str, Any]:
+    """A strict JSON object (``NaN``, ``Infinity`` and ``-Infinity`` refused)."""
+    try:
+        data = json.loads(value, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def parse_json_object(value: str | None, what: str) -> dict[str, Any]:
@@ -32,9 +88,16 @@ def parse_json_object(value: str | None, what: str) -> dict[str, Any]:
     if value is None or value == "":
         return {}
     try:
-        data = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"{what} must be a JSON object, got {type(data).__name__}")
-    return data
+        return _load_object(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{what}: {exc}") from None
+
+
+def json_object_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Click callback: the option's value as a strict JSON object (empty: ``{}``)."""
+    if value is None or value == "":
+        return {}
+    try:
+        return _load_object(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None

@@ -20,9 +20,9 @@ def local_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Bring up Redis (embedded unless --redis-url), workers and the mock LLM."),
         click.option("--workers", default=1, show_default=True, help="Local worker processes."),
         click.option("--concurrency", default=200, show_default=True,
-                     help="Local worker concurrency (threads per worker)."),
-        click.option("--pool", default="threads", show_default=True,
-                     type=click.Choice(["threads", "prefork", "solo"])),
+                     help="Local worker concurrency (events in flight per worker)."),
+        click.option("--pool", default=None, type=click.Choice(["threads", "prefork", "solo"]),
+                     help="Pass -P to the local workers (default: none, AgentFlow's pool)."),
         click.option("--redis-url", help="With --local: use this Redis instead of an embedded one."),
         click.option("--mock-latency", default="50ms", show_default=True,
                      help="With --local: mock LLM latency."),
@@ -43,7 +43,7 @@ def local_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def build_local(local: bool, workers: int, concurrency: int, pool: str, redis_url: str | None,
+def build_local(local: bool, workers: int, concurrency: int, pool: str | None, redis_url: str | None,
                 mock_latency: str) -> Any:  # fmt: skip
     """LocalOptions for --local, else None."""
     if not local:
@@ -91,7 +91,7 @@ def check_profile(profile: str | None, output: Path | None) -> Path | None:
 def benchmark(
     duration: str | None, users: int, agent: str | None, workload: str | None,
     requests: int | None, rate: float | None, data: str | None, local: bool, workers: int, concurrency: int,
-    pool: str, redis_url: str | None, mock_latency: str, warmup: str, profile: str | None,
+    pool: str | None, redis_url: str | None, mock_latency: str, warmup: str, profile: str | None,
     output: Path | None, as_json: bool, html_path: Path | None, progress: bool | None,
 ) -> None:  # fmt: skip
     """Drive a steady load (N concurrent users) and report requests/s, latency, memory."""

@@ -6,29 +6,39 @@ import json
 
 import click
 
-from agentflow.cli._util import friendly_errors, parse_json_object
+from agentflow.cli._util import FiniteFloat, friendly_errors, json_object_option
 
 
 @click.command("emit")
 @click.option("--agent", "agent_name", help="Agent to run the event (else routed by --type).")
 @click.option("--type", "event_type", required=True, help="The event type.")
-@click.option("--data", default="{}", help="Event data as a JSON object.")
+@click.option(
+    "--data", default="{}", callback=json_object_option, help="Event data as a JSON object."
+)
 @click.option("--session", "session_id", help="Session id (state is kept per session).")
 @click.option("--id", "event_id", help="Event id (default: a new uuid).")
 @click.option("--idempotency-key", help="Events with the same key produce a single result.")
-@click.option("--metadata", default="{}", help="Event metadata as a JSON object.")
+@click.option(
+    "--metadata", default="{}", callback=json_object_option, help="Event metadata as a JSON object."
+)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait with --wait.")
+@click.option(
+    "--timeout",
+    type=FiniteFloat(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait with --wait or --stream (a finite number >= 0).",
+)
 @click.option("--stream", is_flag=True, help="Print streamed items (LLM tokens) as they arrive.")
 @friendly_errors
 def emit(
     agent_name: str | None,
     event_type: str,
-    data: str,
+    data: dict[str, object],
     session_id: str | None,
     event_id: str | None,
     idempotency_key: str | None,
-    metadata: str,
+    metadata: dict[str, object],
     wait: bool,
     timeout: float,
     stream: bool,
@@ -38,8 +48,8 @@ def emit(
 
     event: dict[str, object] = {
         "type": event_type,
-        "data": parse_json_object(data, "--data"),
-        "metadata": parse_json_object(metadata, "--metadata"),
+        "data": data,
+        "metadata": metadata,
     }
     for key, value in (("agent", agent_name), ("session_id", session_id), ("id", event_id),
                        ("idempotency_key", idempotency_key)):  # fmt: skip

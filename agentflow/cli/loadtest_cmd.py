@@ -27,7 +27,7 @@ from agentflow.durations import parse_duration
 @friendly_errors
 def loadtest(
     stages: str, agent: str | None, workload: str | None, data: str | None, local: bool,
-    workers: int, concurrency: int, pool: str, redis_url: str | None, mock_latency: str,
+    workers: int, concurrency: int, pool: str | None, redis_url: str | None, mock_latency: str,
     warmup: str, profile: str | None, output: Path | None, as_json: bool,
     html_path: Path | None, progress: bool | None,
 ) -> None:  # fmt: skip

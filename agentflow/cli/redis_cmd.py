@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from agentflow.cli._util import friendly_errors
+from agentflow.config import mask_url
 
 
 def _runtime_dir() -> Path | None:
@@ -22,12 +23,22 @@ def redis() -> None:
 
 
 @redis.command("url")
+@click.option(
+    "--show-password",
+    is_flag=True,
+    help="Print the URL with its password (for scripts that need it). Without it the "
+    "password is masked.",
+)
 @friendly_errors
-def url() -> None:
-    """Print the Redis URL in use (starting the embedded one if nothing else answers)."""
+def url(show_password: bool) -> None:
+    """Print the Redis URL in use (starting the embedded one if nothing else answers).
+
+    The password is masked unless --show-password is given: that prints the secret.
+    """
     from agentflow.broker.connection import redis_url
 
-    click.echo(redis_url())
+    found = redis_url()
+    click.echo(found if show_password else mask_url(found))
 
 
 @redis.command("start")
@@ -36,7 +47,7 @@ def start() -> None:
     """Start the embedded Redis (if not running) and print its URL."""
     from agentflow.broker.embedded import ensure_embedded
 
-    click.echo(ensure_embedded(_runtime_dir()))
+    click.echo(mask_url(ensure_embedded(_runtime_dir())))
 
 
 @redis.command("stop")

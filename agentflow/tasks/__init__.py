@@ -1,60 +1,80 @@
-"""The Celery tasks of AgentFlow. `agentflow.run_event` is the wire protocol's entry point."""
+"""The Celery tasks of AgentFlow. `agentflow.run_event` is the wire protocol's entry point.
+
+On a worker with AgentFlow's pool (the default) these never run as functions: the pool
+runs the same work as coroutines on its event loop (:mod:`agentflow.workers.asyncio_pool`).
+Their bodies are the *pool path* — prefork, solo, ``-P threads`` or
+``[runner] execution = "pool"`` — and run the same runner coroutines on their process's
+loop, so every path gives the same result, metrics, dead letters and signals.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore, Reject
 
+from agentflow import _aio
 from agentflow.app import app
 from agentflow.broker.queues import RUN_EVENT_TASK
-from agentflow.tasks.runner import FanOut, RetryLater, get_runner
+from agentflow.errors import AgentError, EventRejected
+from agentflow.tools.execute import RUN_TOOL_TASK
 from agentflow.tools.fanout import RESUME_TASK
-from agentflow.tools.tasks import run_tool
 
-# At-least-once, retried by AgentFlow's own policy, run directly on threads/solo workers.
-_EVENT_TASK_OPTIONS: dict[str, Any] = {
+# At-least-once: acked after the result is stored; a lost worker's message is redelivered.
+_TASK_OPTIONS: dict[str, Any] = {
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
     "max_retries": None,
     "typing": False,
-    "Strategy": "agentflow.workers.direct:strategy",
 }
 
 
-@app.task(name=RUN_EVENT_TASK, **_EVENT_TASK_OPTIONS)
-def run_event(self: Task, event: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def run_on_pool(task: Task, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Run one request's work through the runner from a pool's thread or process."""
+    from agentflow.workers.runner import Done, FannedOut, Job, RetryLater, Revoked, get_runner
+
+    request = task.request
+    fields = dict(request.__dict__)
+    embed = {k: fields.get(k) for k in ("callbacks", "errbacks", "chain", "chord", "group")}
+    queue = (request.delivery_info or {}).get("routing_key")
+    job = Job(str(request.id), name, list(args), dict(kwargs), embed, fields, queue)
+    try:
+        outcome = _aio.run(get_runner().run(job))
+    except RetryLater as later:
+        raise task.retry(countdown=later.countdown, exc=later) from None
+    except (EventRejected, AgentError):
+        raise  # dead-lettered: the task fails with the reason
+    except Exception as exc:
+        # Not the event's fault (Redis unreachable, say): back to the queue, as for a
+        # lost worker; [runner] max_redeliveries caps how often.
+        raise Reject(exc, requeue=True) from exc
+    if isinstance(outcome, FannedOut):
+        raise Ignore()  # replaced by the chord, as ``Task.replace`` does
+    if isinstance(outcome, Revoked):
+        task.backend.mark_as_revoked(request.id, outcome.reason, request=request)
+        raise Ignore()
+    assert isinstance(outcome, Done)
+    return outcome.result
+
+
+@app.task(name=RUN_EVENT_TASK, **_TASK_OPTIONS)
+def run_event(self: Task, event: Any = None, *args: Any, **kwargs: Any) -> Any:
     """Run one event (a JSON object) through its agent and return the agent result."""
-    request = self.request
-    raw = event if not args and not kwargs else {"event": event, "args": args, "kwargs": kwargs}
-    delivery = request.delivery_info or {}
-    try:
-        outcome = get_runner().execute(
-            raw, request.id, delivery.get("routing_key"), request.headers or {}
-        )
-    except RetryLater as later:
-        raise self.retry(countdown=later.countdown, exc=later) from None
-    if isinstance(outcome, FanOut):
-        return self.replace(outcome.signature)
-    return outcome
+    return run_on_pool(self, RUN_EVENT_TASK, [event, *args], kwargs)
 
 
-@app.task(name=RESUME_TASK, **_EVENT_TASK_OPTIONS)
-def resume_event(self: Task, results: Any, event: Any, context: dict[str, Any]) -> dict[str, Any]:
+@app.task(name=RESUME_TASK, **_TASK_OPTIONS)
+def resume_event(self: Task, results: Any, event: Any, context: dict[str, Any]) -> Any:
     """A fan-out's chord body: continue the event's agent with its tool results."""
-    request = self.request
-    delivery = request.delivery_info or {}
-    try:
-        outcome = get_runner().resume(
-            results, event, context, request.id, delivery.get("routing_key"),
-            request.headers or {},
-        )  # fmt: skip
-    except RetryLater as later:
-        raise self.retry(countdown=later.countdown, exc=later) from None
-    if isinstance(outcome, FanOut):
-        return self.replace(outcome.signature)
-    return outcome
+    return run_on_pool(self, RESUME_TASK, [results, event, context], {})
+
+
+@app.task(name=RUN_TOOL_TASK, **_TASK_OPTIONS)
+def run_tool(self: Task, call: Any, event_id: str | None = None) -> Any:
+    """Run one tool call; the result (never an exception) goes to the chord's body."""
+    return run_on_pool(self, RUN_TOOL_TASK, [call, event_id], {})
 
 
 __all__ = ["resume_event", "run_event", "run_tool"]

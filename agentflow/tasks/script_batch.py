@@ -15,10 +15,16 @@ trip, and for as long again as the loop thread then waits to get the GIL back.)
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
-from redis.commands.core import Script
 from redis.exceptions import NoScriptError
+
+
+class Script(Protocol):
+    """A Lua script with its SHA (AgentFlow's, or one redis-py registered)."""
+
+    sha: str
+
 
 REPLY_TIMEOUT = 30.0
 """Seconds a batch waits for Redis before its calls fail (and their messages are redelivered)."""
@@ -85,7 +91,9 @@ class ScriptBatch:
         for (script, keys, args, future), reply in zip(pending, replies, strict=True):
             if isinstance(reply, NoScriptError) and script is not None and not future.done():
                 try:  # load the script, then run it
-                    await self.client.script_load(script.script)
+                    await self.client.script_load(
+                        getattr(script, "text", None) or getattr(script, "script", "")
+                    )
                     reply = await self.client.evalsha(script.sha, len(keys), *keys, *args)
                 except Exception as exc:
                     reply = exc

@@ -21,7 +21,18 @@ def lookup(client: redis.Redis, prefix: str, calls: list[ToolCall]) -> dict[str,
     """Cached results of `calls` by call id (one MGET)."""
     if not calls:
         return {}
-    raws = cast(list[Any], client.mget([cache_key(prefix, c) for c in calls]))
+    return _found(calls, cast(list[Any], client.mget([cache_key(prefix, c) for c in calls])))
+
+
+async def lookup_async(client: Any, prefix: str, calls: list[ToolCall]) -> dict[str, ToolResult]:
+    """:func:`lookup` on a ``redis.asyncio`` client."""
+    if not calls:
+        return {}
+    raws = await client.mget([cache_key(prefix, c) for c in calls])
+    return _found(calls, raws)
+
+
+def _found(calls: list[ToolCall], raws: list[Any]) -> dict[str, ToolResult]:
     found: dict[str, ToolResult] = {}
     for call, raw in zip(calls, raws, strict=True):
         if raw is not None:
@@ -33,3 +44,9 @@ def lookup(client: redis.Redis, prefix: str, calls: list[ToolCall]) -> dict[str,
 def store(client: redis.Redis, prefix: str, call: ToolCall, output: Any, ttl: float) -> None:
     """Keep a successful output for `ttl` seconds."""
     client.set(cache_key(prefix, call), json.dumps(output, default=str), ex=max(1, int(ttl)))
+
+
+async def store_async(client: Any, prefix: str, call: ToolCall, output: Any, ttl: float) -> None:
+    """:func:`store` on a ``redis.asyncio`` client."""
+    await client.set(cache_key(prefix, call), json.dumps(output, default=str),
+                     ex=max(1, int(ttl)))  # fmt: skip

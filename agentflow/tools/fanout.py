@@ -16,6 +16,7 @@ the Redis result backend, written in one pipeline.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from celery import chord, group
@@ -34,7 +35,7 @@ RESUME_TASK = "agentflow.resume_event"
 _CALLS, _CACHED, _STEP = "_agentflow_calls", "_agentflow_cached", "_agentflow_step"
 
 
-def build(
+async def build(
     app: Any,
     request: CallTools,
     raw_event: Any,
@@ -42,9 +43,9 @@ def build(
     event_id: str,
     step: int,
     settings: Settings,
-    redis_client: Any,
 ) -> Signature:
-    """The signature that replaces the current task: a chord, or the body alone."""
+    """The signature that replaces the current task: a chord, or the body alone (every
+    call's result was cached)."""
     cacheable = []
     for call in request.calls:
         try:
@@ -52,7 +53,7 @@ def build(
                 cacheable.append(call)
         except Exception:
             continue  # an unknown tool: run_tool reports it as that call's error
-    hits = cache.lookup(redis_client, settings.broker.key_prefix, cacheable)
+    hits = await cache.lookup_async(get_async_redis(), settings.broker.key_prefix, cacheable)
     to_run = [c for c in request.calls if c.id not in hits]
     context = {
         **request.context,
@@ -79,6 +80,35 @@ def build(
         header.append(app.signature("agentflow.run_tool", args=(call.model_dump(), event_id),
                                     queue=queue))  # fmt: skip
     return chord(group(header), resume)
+
+
+async def send(
+    request: CallTools,
+    raw_event: Any,
+    agent_name: str,
+    task_id: str,
+    step: int,
+    settings: Settings,
+    *,
+    headers: dict[str, Any],
+    settle: tuple[str, str, str] | None = None,
+) -> bool:
+    """Build and send the fan-out that replaces task `task_id`; True when the same
+    transaction settled the replaced message (see :func:`send_async`)."""
+    from agentflow.app import app
+
+    signature = await build(app, request, raw_event, agent_name, task_id, step, settings)
+    nesting = int(headers.get("replaced_task_nesting") or 0) + 1
+    root_id = headers.get("root_id")
+    if await send_async(app, signature, task_id, root_id=root_id, nesting=nesting,
+                        settle=settle):  # fmt: skip
+        return settle is not None
+    # Celery's canvas (another result backend, compression, task-sent events...): what
+    # ``Task.replace`` sends, from a helper thread (it blocks).
+    signature.freeze(task_id, root_id=root_id)
+    signature.set(replaced_task_nesting=nesting)
+    await asyncio.get_running_loop().run_in_executor(None, signature.apply_async)
+    return False
 
 
 def results_in_order(raw_results: Any, context: dict[str, Any]) -> list[ToolResult]:
@@ -124,6 +154,15 @@ async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: s
     """
     if not _direct_ok(app, signature):
         return False
+    if not isinstance(signature, chord):  # every result was cached: the body alone
+        message = _body_message(app, signature, task_id, root_id, nesting)
+        pipe = get_async_redis().pipeline(transaction=True)
+        if settle is not None:
+            unacked, index, tag = settle
+            pipe.hdel(unacked, tag)
+            pipe.zrem(index, tag)
+        await publish.push_async(pipe, [message])
+        return True
     pipe = get_async_redis().pipeline(transaction=True)
     await publish.push_async(pipe, _stage(pipe, app, signature, task_id, root_id, nesting,
                                           settle))  # fmt: skip
@@ -132,10 +171,21 @@ async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: s
 
 def _direct_ok(app: Any, signature: Signature) -> bool:
     return (
-        isinstance(signature, chord)
+        isinstance(signature, chord | ResumeSignature)
         and publish.direct_publish_ok(app)
         and publish.same_redis(app.backend.client, get_redis())
     )
+
+
+def _body_message(app: Any, body: Signature, task_id: str, root_id: str | None,
+                  nesting: int) -> publish.Outgoing:  # fmt: skip
+    """The continuation's message when it is sent alone (no call left to run)."""
+    return publish.task_message(
+        app, body.task, tuple(body.args), dict(body.kwargs), task_id=task_id,
+        queue=str(body.options.get("queue")), root_id=root_id or task_id,
+        replaced_task_nesting=nesting, argsrepr=body.options.get("argsrepr"),
+        kwargsrepr=body.options.get("kwargsrepr"),
+    )  # fmt: skip
 
 
 def _stage(pipe: Any, app: Any, signature: Signature, task_id: str, root_id: str | None,

@@ -1,10 +1,12 @@
-"""Worker lifecycle hooks (Celery signals): announce agents, per-process set-up and tear-down."""
+"""Worker lifecycle hooks (Celery signals): the pool, the heartbeat, per-process set-up."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -18,7 +20,7 @@ log = logging.getLogger("agentflow.worker")
 @signals.before_task_publish.connect
 def stamp_enqueue_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Stamp the enqueue time on every task our app publishes (queue-wait metrics)."""
-    from agentflow.tasks.runner import ENQUEUED_AT_HEADER
+    from agentflow.broker.messages import ENQUEUED_AT_HEADER
 
     if headers is not None and ENQUEUED_AT_HEADER not in headers:
         headers[ENQUEUED_AT_HEADER] = time.time()
@@ -26,15 +28,65 @@ def stamp_enqueue_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 def ready_workers_key(prefix: str) -> str:
     """The Redis set of main-process pids of workers that are ready (local tooling waits on it)."""
-    return f"{prefix}:workers:ready"
+    from agentflow.keys import Keys
+
+    return Keys(prefix).workers_ready
+
+
+_POOLS = {
+    "threads": "agentflow.workers.asyncio_pool:AsyncPool",
+    "prefork": "prefork",
+    "solo": "solo",
+}
+
+
+@signals.worker_init.connect
+def choose_pool(sender: Any = None, **_: Any) -> None:
+    """The pool: ``-P`` when given on the command line, else ``[runner] pool`` (``threads``
+    with ``execution = "direct"`` is AgentFlow's asyncio pool). gevent and eventlet are
+    refused: their monkey-patching breaks the event loop that carries the LLM calls."""
+    import click
+    from click.core import ParameterSource
+
+    from agentflow.config import get_settings
+    from agentflow.errors import ConfigError
+
+    if sender is None:
+        return
+    ctx = click.get_current_context(silent=True)
+    source = None
+    if ctx is not None:
+        with contextlib.suppress(Exception):
+            source = ctx.get_parameter_source("pool")
+    if source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+        runner = get_settings().runner
+        choice = _POOLS[runner.pool]
+        if runner.pool == "threads" and runner.execution == "pool":
+            choice = "threads"
+        sender.pool_cls = choice
+    pool = sender.pool_cls
+    name = str(pool if isinstance(pool, str) else getattr(pool, "__module__", ""))
+    name = name.split(":")[0].rsplit(".", 1)[-1]
+    if name in ("gevent", "eventlet"):
+        reason = (
+            f"AgentFlow workers cannot run on the {name} pool: its monkey-patching breaks the "
+            "per-process asyncio loop that carries LLM calls (events would never finish). "
+            "Leave -P out (AgentFlow's asyncio pool) or use -P prefork."
+        )
+        log.critical(reason)
+        print(f"Error: {reason}", file=sys.stderr)
+        # Celery logs and swallows a signal handler's exceptions: only an exit stops it.
+        raise SystemExit(1) from ConfigError(reason)
 
 
 @signals.worker_shutdown.connect
 def retire_worker(**_: Any) -> None:
-    """Take this worker out of the ready set."""
+    """Take this worker out of the ready set and stop its heartbeat."""
     from agentflow.broker.connection import get_redis
     from agentflow.config import get_settings
+    from agentflow.workers import heartbeat
 
+    heartbeat.stop()
     try:
         get_redis().srem(ready_workers_key(get_settings().broker.key_prefix), os.getpid())
     except Exception as exc:
@@ -43,26 +95,18 @@ def retire_worker(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def announce_agents(sender: Any = None, **_: Any) -> None:
-    """Record the agents this worker serves, so producers can refuse unknown agent names;
-    then freeze the start-up heap where events run in this process."""
+    """Start the heartbeat (it announces the agents this worker serves at once); then
+    freeze the start-up heap where events run in this process."""
     from agentflow.agents.registry import agent_names
-    from agentflow.broker.connection import get_redis
-    from agentflow.client import known_agents_key
-    from agentflow.config import get_settings
+    from agentflow.workers import heartbeat
 
     runs_here = getattr(getattr(sender, "app", None), "conf", None) is not None and (
-        sender.app.conf.worker_pool != "prefork"
+        "prefork" not in type(getattr(sender, "pool", None)).__module__
     )
-    if runs_here:  # threads or solo: events run in this process
+    if runs_here:  # events run in this process
         _start_mcp()  # here rather than at worker_init: logging is set up by now
-    names = agent_names()
-    prefix = get_settings().broker.key_prefix
-    pipe = get_redis().pipeline(transaction=False)
-    if names:
-        pipe.sadd(known_agents_key(prefix), *names)
-    pipe.sadd(ready_workers_key(prefix), os.getpid())
-    pipe.execute()
-    log.info("agentflow worker ready; agents: %s", ", ".join(names))
+    heartbeat.start(sender)
+    log.info("agentflow worker ready; agents: %s", ", ".join(agent_names()))
     if runs_here:
         _freeze_heap()
 
@@ -70,7 +114,7 @@ def announce_agents(sender: Any = None, **_: Any) -> None:
 @signals.worker_process_init.connect
 def init_process(**_: Any) -> None:
     """After fork: fresh runner, fresh event loop, warm LLM connections."""
-    from agentflow.tasks.runner import reset_runner
+    from agentflow.workers.runner import reset_runner
 
     reset_runner()
     _warm_llm()
@@ -88,9 +132,8 @@ def _freeze_heap() -> None:
 
 @signals.worker_init.connect
 def init_worker(sender: Any = None, **_: Any) -> None:
-    """In a threads/solo worker there is no fork: warm up here."""
-    pool = getattr(getattr(sender, "app", None), "conf", None)
-    if pool is not None and pool.worker_pool != "prefork":
+    """Where events run in the main process (no fork), warm up here."""
+    if sender is not None and "prefork" not in str(sender.pool_cls):
         _warm_llm()
 
 

@@ -154,9 +154,12 @@ def test_celeryconfig_maps_seed_keys_onto_celery(tmp_path: Path, clean_env: None
     text = SEED_TOML + '\n[broker]\nurl = "redis://127.0.0.1:6379/9"\n'
     conf = build_celery_config(load_settings(write(tmp_path, text)))
     assert conf["worker_concurrency"] == 64
-    assert conf["task_soft_time_limit"] == 45.0
-    assert conf["task_time_limit"] > 45.0
-    assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]
+    # AgentFlow's own timeout (45 s) fires first; Celery's limits are prefork's backstop.
+    assert 45.0 < conf["task_soft_time_limit"] < conf["task_time_limit"]
+    # Held messages are renewed while they run: the visibility timeout is only how long a
+    # dead worker's messages take to come back, whatever the time limits.
+    assert conf["broker_transport_options"]["visibility_timeout"] == 60
+    assert "worker_pool" not in conf  # -P on the command line must win (see choose_pool)
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
     assert conf["broker_url"] == "redis://127.0.0.1:6379/9"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from agentflow.broker.queues import agent_queue
 from agentflow.broker.routes import resolve_agent
-from agentflow.broker.transport import MALFORMED_CONTENT_TYPE, MALFORMED_HEADER, parse_item
+from agentflow.broker.transport import (
+    MALFORMED_CONTENT_TYPE,
+    MALFORMED_HEADER,
+    malformed_reason,
+    stand_in,
+)
 from agentflow.config import load_settings
 from agentflow.errors import UnknownAgent
 
@@ -26,23 +29,19 @@ def test_unroutable_event_is_a_clear_error() -> None:
         resolve_agent({"type": "lost"}, load_settings(runner={"routes": {}}))
 
 
-def test_envelope_passes_through() -> None:
-    env = {"body": "e30=", "headers": {},
-           "properties": {"delivery_tag": "x", "delivery_info": {"routing_key": "q"}}}  # fmt: skip
-    assert parse_item(json.dumps(env).encode(), "q") == env
-
-
 @pytest.mark.parametrize(
     ("item", "reason"),
     [
         (b"\x80not json", "not JSON"),
         (b'{"type": "t"}', "not a kombu message envelope"),
-        # an envelope kombu could not deliver (no delivery tag): dead-lettered, not lost
-        (b'{"body": "e30=", "properties": {"delivery_info": {}}}', "not a kombu message envelope"),
+        (b"[" * 10_000 + b"]" * 10_000, "nested too deeply"),
     ],
 )
-def test_malformed_items_become_dead_letter_envelopes(item: bytes, reason: str) -> None:
-    env = parse_item(item, "agentflow.agent.echo")
+def test_malformed_items_say_why(item: bytes, reason: str) -> None:
+    assert reason in malformed_reason(item)
+    env = stand_in(item.decode(errors="replace"), "agentflow.agent.echo", "malformed.1",
+                   malformed_reason(item))  # fmt: skip
     assert env["content-type"] == MALFORMED_CONTENT_TYPE
     assert reason in env["headers"][MALFORMED_HEADER]
     assert env["properties"]["delivery_info"]["routing_key"] == "agentflow.agent.echo"
+    assert env["properties"]["delivery_tag"] == "malformed.1"

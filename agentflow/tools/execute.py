@@ -1,6 +1,6 @@
-"""`agentflow.run_tool`: one tool call as a Celery task, on the tools queue.
+"""How one tool call runs (the work of the `agentflow.run_tool` task, on the tools queue).
 
-The task never raises: a failing, timed-out or unknown tool gives a result with `error`, so
+A call never raises: a failing, timed-out or unknown tool gives a result with `error`, so
 the chord it belongs to always completes and the agent decides what to do (a chord whose
 header task fails never calls its body — one of the Celery pitfalls this avoids). A worker
 killed mid-call loses nothing: the task is acked late and redelivered.
@@ -14,26 +14,33 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import ValidationError
 
-from agentflow import _aio
-from agentflow.app import app
-from agentflow.broker.connection import get_redis
+from agentflow.broker.connection import get_async_redis, get_redis
 from agentflow.config import get_settings
 from agentflow.errors import ToolError
 from agentflow.metrics import get_metrics
 from agentflow.tools import cache
 from agentflow.tools.calls import ToolCall, ToolResult
 from agentflow.tools.registry import Tool, get_tool
+from agentflow.workers.stoppable import StoppableThreads, Stopped
 
 RUN_TOOL_TASK = "agentflow.run_tool"
 
 
-def _threads() -> ThreadPoolExecutor:
-    return _aio.executor("tool", 64)
+def _threads() -> StoppableThreads:
+    """Daemon threads for sync tools: a timed-out call is stopped, not left running."""
+    global _tool_threads
+    if _tool_threads is None:
+        _tool_threads = StoppableThreads(
+            "tool", max_abandoned=get_settings().runner.max_stuck_threads
+        )
+    return _tool_threads
+
+
+_tool_threads: StoppableThreads | None = None
 
 
 def _stream_sync(tool: Tool, args: dict[str, Any], event_id: str, timeout: float) -> Any:
@@ -68,19 +75,16 @@ async def _stream_async(tool: Tool, args: dict[str, Any], event_id: str) -> Any:
 
 
 async def _invoke(tool: Tool, args: dict[str, Any], event_id: str | None, timeout: float) -> Any:
-    loop = asyncio.get_running_loop()
     if tool.is_streaming:
         if event_id is None:
             raise ToolError(f"streaming tool {tool.name!r} needs an event to stream to")
         if inspect.isasyncgenfunction(tool.fn):
             return await asyncio.wait_for(_stream_async(tool, args, event_id), timeout)
-        return await asyncio.wait_for(
-            loop.run_in_executor(_threads(), _stream_sync, tool, args, event_id, timeout),
-            timeout + 1,
-        )
+        return await _threads().run(_stream_sync, tool, args, event_id, timeout,
+                                    timeout=timeout + 1)  # fmt: skip
     if tool.is_async:
         return await asyncio.wait_for(tool.call(args), timeout)
-    value = await asyncio.wait_for(loop.run_in_executor(_threads(), tool.call, args), timeout)
+    value = await _threads().run(tool.call, args, timeout=timeout)
     if inspect.isawaitable(value):
         value = await asyncio.wait_for(_awaited(value), timeout)
     return value
@@ -111,11 +115,11 @@ async def execute_tool_async(raw: Any, event_id: str | None = None) -> ToolResul
         timeout = tool.timeout or settings.tools.timeout
         try:
             output = await _invoke(tool, call.args, event_id, timeout)
-        except TimeoutError:
+        except (TimeoutError, Stopped):
             error = f"tool {call.name!r} timed out after {timeout:g}s"
         if error is None and tool.cacheable:
-            cache.store(get_redis(), settings.broker.key_prefix, call, output,
-                        tool.cache_ttl or settings.tools.cache_ttl)  # fmt: skip
+            await cache.store_async(get_async_redis(), settings.broker.key_prefix, call, output,
+                                    tool.cache_ttl or settings.tools.cache_ttl)  # fmt: skip
     except ToolError as exc:
         error = str(exc)
     except Exception as exc:
@@ -127,20 +131,3 @@ async def execute_tool_async(raw: Any, event_id: str | None = None) -> ToolResul
         metrics.incr(f"tool.errors.{call.name}")
     return ToolResult(id=call.id, name=call.name, output=output, error=error,
                       seconds=finished - started, started=started, finished=finished)  # fmt: skip
-
-
-def execute_tool(raw: Any, event_id: str | None = None) -> ToolResult:
-    """:func:`execute_tool_async` from a pool thread."""
-    return _aio.run(execute_tool_async(raw, event_id))
-
-
-@app.task(
-    name=RUN_TOOL_TASK,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    typing=False,
-    Strategy="agentflow.workers.direct:strategy",
-)
-def run_tool(call: Any, event_id: str | None = None) -> dict[str, Any]:
-    """Run one tool call; the result (never an exception) goes to the chord's body."""
-    return execute_tool(call, event_id).model_dump(mode="json")

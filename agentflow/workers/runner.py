@@ -1,0 +1,632 @@
+"""The event pipeline: what a worker does with an event, a continuation or a tool call.
+
+One async path, whatever runs it: the worker's pool (:mod:`agentflow.workers.pool`) runs it
+on the process's event loop, and the Celery task bodies (prefork, ``execution = "pool"``)
+run the same coroutines on their process's loop. For an event (`agentflow.run_event`):
+
+1. Parse the event and find its agent; anything that cannot run is dead-lettered with its
+   reason (:meth:`EventRunner.parse`).
+2. Begin (one Lua round trip, ``lua/begin.lua``): the stored result if the event already
+   finished, "cancelled", or a claim. The claim is a lease held by this run and renewed
+   while it runs (:class:`ClaimRenewer`), so a second delivery of the same event never runs
+   beside a live one, however long the agent takes.
+3. Load the session state; run the agent under its time limit (async: cancelled; sync:
+   stopped on a helper thread, see :mod:`agentflow.workers.stoppable`).
+4. Finish (one round trip, ``lua/finish.lua``): the result and the state delta are stored
+   once (the first run to finish wins), Celery's result entry is written and published,
+   and the message is settled — or, when the agent asked for tools, the chord that replaces
+   the task is sent in one transaction (:mod:`agentflow.tools.fanout`).
+
+Every Redis call here is async (the loop's client, batched per loop turn where it pays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentflow import context as run_context
+from agentflow.agents.base import Agent, to_result
+from agentflow.agents.registry import get_agent
+from agentflow.broker.connection import get_async_redis
+from agentflow.broker.messages import ENQUEUED_AT_HEADER
+from agentflow.broker.queues import AGENT_QUEUE_PREFIX
+from agentflow.broker.routes import resolve_agent
+from agentflow.broker.scripts import Script
+from agentflow.config import Settings, get_settings
+from agentflow.dlq import DeadLetterQueue
+from agentflow.errors import AgentError, EventRejected, LLMUnavailable, UnknownAgent
+from agentflow.keys import Keys
+from agentflow.metrics import get_metrics
+from agentflow.models import AgentResult, Event
+from agentflow.state import State, StateStore
+from agentflow.tasks.script_batch import ScriptBatch
+from agentflow.tools.calls import CallTools, ToolResult
+from agentflow.workers import stoppable
+
+log = logging.getLogger("agentflow.run_event")
+
+_EMPTY_STATE = State({})
+_BEGIN, _FINISH, _RELEASE, _RENEW = (Script(n) for n in ("begin", "finish", "release", "renew"))
+
+
+class RetryLater(Exception):
+    """The event should run again after `countdown` seconds (its LLM is unavailable)."""
+
+    def __init__(self, reason: str, countdown: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.countdown = countdown
+
+
+@dataclass
+class Job:
+    """One Celery request's work, as the runner needs it."""
+
+    task_id: str
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    embed: dict[str, Any]
+    headers: dict[str, Any]
+    queue: str | None
+    meta: ResultMeta | None = None
+    """Write Celery's result entry in the finish script (the pool path lets Celery do it)."""
+    settle: tuple[str, str, str] | None = None
+    """kombu's unacked hash, index and the delivery tag: settle the message in the same
+    script that stores the result (its ack then needs no round trip)."""
+    cancelled: bool = False
+    send_fan_out: bool = True
+    """False: a fan-out is built but not sent; the caller replaces its task with it
+    (``Task.replace``, which keeps the chain an orchestration step belongs to)."""
+
+
+@dataclass
+class Done:
+    """The work finished; `result` is what the producer gets (an AgentResult as JSON)."""
+
+    result: Any
+    replayed: bool = False
+    """True when the result came from an earlier run (a redelivery or a duplicate)."""
+    settled: bool = False
+    """True when the finish script removed the message's unacked records."""
+
+
+@dataclass
+class FannedOut:
+    """The agent asked for tools: the chord that replaces this task has been sent (or, with
+    ``Job.send_fan_out`` false, is `signature`, for the caller to send)."""
+
+    calls: int
+    settled: bool = False
+    signature: Any = None
+
+
+@dataclass
+class Revoked:
+    """The event was cancelled (``Client.cancel``) before or while it ran."""
+
+    reason: str = "cancelled"
+
+
+Outcome = Done | FannedOut | Revoked
+
+
+@dataclass
+class Begun:
+    """An event that passed validation and holds its claim."""
+
+    event: Event
+    agent: Agent
+    raw: Any
+    job: Job
+    started: float
+    done_key: str
+    claim_key: str
+    run_id: str
+    step: int = 0
+    starts: int = 1
+    loaded: float = 0.0
+
+
+@dataclass
+class ResultMeta:
+    """Celery's result-backend entry for a task, written by the finish script.
+
+    The script writes ``head + <result JSON> + tail`` to `key` with `ttl` and publishes it
+    on the channel of the same name, as Celery's Redis backend does; the fields are those
+    of ``backend._get_result_meta`` (a contract test compares them).
+    """
+
+    key: str
+    task_id: str
+    ttl: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def parts(self) -> tuple[str, str, str]:
+        """(key, head, tail) of the entry."""
+        tail = {"traceback": None, "children": [],
+                "date_done": datetime.now(UTC).isoformat(), **self.extra,
+                "task_id": self.task_id}  # fmt: skip
+        tail_json = json.dumps(tail, separators=(",", ":"), default=str)
+        return self.key, '{"status":"SUCCESS","result":', "," + tail_json[1:]
+
+    @classmethod
+    def for_request(
+        cls, backend: Any, task_id: str, request: dict[str, Any], ttl: int
+    ) -> ResultMeta:
+        """The entry Celery's backend would write for the request `request` (its dict)."""
+        extra: dict[str, Any] = {}
+        if request.get("group"):
+            extra["group_id"] = request["group"]
+        if request.get("parent_id"):
+            extra["parent_id"] = request["parent_id"]
+        if backend.app.conf.find_value_for_key("extended", "result"):
+            info = request.get("delivery_info") or {}
+            extra.update(name=request.get("task"), args=request.get("args"),
+                         kwargs=request.get("kwargs"), worker=request.get("hostname"),
+                         retries=request.get("retries"),
+                         queue=info.get("routing_key") if info else None)  # fmt: skip
+        return cls(backend.get_key_for_task(task_id).decode(), task_id, ttl, extra)
+
+
+class ClaimRenewer:
+    """Renews the claims of the events this process is running, in one script call per
+    round (every third of the lease)."""
+
+    def __init__(self, runner: EventRunner) -> None:
+        self.runner = runner
+        self.held: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def hold(self, begun: Begun) -> None:
+        """Keep `begun`'s claim alive until :meth:`release`."""
+        self.held[begun.claim_key] = begun.run_id
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._renew())
+
+    def release(self, begun: Begun) -> None:
+        """Stop renewing `begun`'s claim."""
+        if self.held.get(begun.claim_key) == begun.run_id:
+            del self.held[begun.claim_key]
+
+    async def _renew(self) -> None:
+        lease = self.runner.claim_ttl
+        while self.held:
+            await asyncio.sleep(max(0.5, lease / 3))
+            held = dict(self.held)
+            if not held:
+                break
+            try:
+                await _RENEW.run_async(get_async_redis(), list(held), [lease, *held.values()])
+            except Exception:
+                log.warning("renewing %d claims failed; retrying", len(held), exc_info=True)
+
+
+class EventRunner:
+    """Per-process state of the event pipeline: settings, keys, stores, scripts."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = s = settings or get_settings()
+        self.keys = Keys(s.broker.key_prefix)
+        self.states = StateStore(
+            None,
+            prefix=s.broker.key_prefix,
+            ttl=s.memory.state_cache_ttl,
+            cache_size=s.memory.state_cache_size,
+            compress=s.memory.enable_state_compression,
+            compression_threshold=s.memory.compression_threshold,
+        )
+        self.claim_ttl = max(1, int(s.runner.claim_ttl))
+        self.deliveries_ttl = int(s.broker.result_expires)
+        self.result_ttl = int(s.broker.result_expires)
+        self.hostname = f"{socket.gethostname()}:{os.getpid()}"
+        self.threads = stoppable.StoppableThreads(
+            "agent", max_abandoned=s.runner.max_stuck_threads, on_too_many=_too_many_stuck
+        )
+        self._renewers: dict[int, ClaimRenewer] = {}
+        self._batches: dict[int, ScriptBatch] = {}
+
+    # -- per-loop helpers ----------------------------------------------------------------
+    def batch(self) -> ScriptBatch:
+        """The running loop's batch of begin/finish calls."""
+        loop = asyncio.get_running_loop()
+        batch = self._batches.get(id(loop))
+        if batch is None or batch.loop is not loop:
+            batch = self._batches[id(loop)] = ScriptBatch(get_async_redis())
+        return batch
+
+    def renewer(self) -> ClaimRenewer:
+        """The running loop's claim renewer."""
+        loop_id = id(asyncio.get_running_loop())
+        renewer = self._renewers.get(loop_id)
+        if renewer is None:
+            renewer = self._renewers[loop_id] = ClaimRenewer(self)
+        return renewer
+
+    def dlq(self) -> DeadLetterQueue:
+        """The dead-letter queue, on the loop's client."""
+        return DeadLetterQueue(get_async_redis(), self.keys.prefix)
+
+    # -- steps ---------------------------------------------------------------------------
+    async def dead_letter(
+        self, reason: str, raw: Any, task_id: str | None, queue: str | None, source: str
+    ) -> EventRejected:
+        """Store the event in the DLQ and return the exception the task fails with."""
+        event = raw if isinstance(raw, dict) else None
+        await self.dlq().push_async(reason, event=event, raw=None if event is not None else raw,
+                                    task_id=task_id, queue=queue, source=source)  # fmt: skip
+        log.warning("event %s dead-lettered: %s", task_id, reason)
+        return EventRejected(reason)
+
+    def parse(self, raw: Any, queue: str | None) -> tuple[Event, Agent]:
+        """Validate the wire event and find its agent (ValueError, UnknownAgent).
+
+        On an agent's own queue (``agentflow.agent.<name>``) the queue decides: an event
+        that names no agent runs `<name>`, and one that names another agent is refused (it
+        was sent to the wrong queue). Elsewhere the event's `agent`, else its route.
+        """
+        if not isinstance(raw, dict):
+            raise ValueError(f"an event must be a JSON object, got {type(raw).__name__}")
+        event = Event.model_validate(raw)
+        if queue and queue.startswith(AGENT_QUEUE_PREFIX):
+            owner = queue[len(AGENT_QUEUE_PREFIX) :]
+            if event.agent is not None and event.agent != owner:
+                raise ValueError(
+                    f"event for agent {event.agent!r} arrived on {queue}, the queue of agent "
+                    f"{owner!r}: a worker runs only the agent whose queue an event is on"
+                )
+            name = owner
+        else:
+            name = resolve_agent(raw, self.settings)
+        if event.agent is None:
+            event.agent = name
+        return event, get_agent(name)
+
+    async def _begin(self, raw: Any, job: Job, step: int) -> Begun | Done | Revoked:
+        """Validate and claim; raises EventRejected (dead-lettered) or RetryLater."""
+        started = time.time()
+        try:
+            event, agent = self.parse(raw, job.queue)
+        except ValidationError as exc:
+            reason = "invalid event: " + "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()
+            )
+            raise await self.dead_letter(reason, raw, job.task_id, job.queue, "worker") from None
+        except (ValueError, UnknownAgent) as exc:
+            raise await self.dead_letter(str(exc), raw, job.task_id, job.queue,
+                                         "worker") from None  # fmt: skip
+        keys = self.keys
+        begun = Begun(event, agent, raw, job, started, keys.done(event.dedup_key),
+                      keys.claim(event.dedup_key), uuid.uuid4().hex, step)  # fmt: skip
+        status, value = await self.batch().call(
+            _BEGIN,
+            [begun.done_key, begun.claim_key, keys.deliveries(job.task_id, step),
+             keys.cancel(event.id)],
+            [begun.run_id, self.claim_ttl, self.deliveries_ttl],
+        )  # fmt: skip
+        if status == 1:  # already finished: a redelivery, or a duplicate idempotency key
+            return Done(json.loads(value), replayed=True)
+        if status == 3:
+            return Revoked()
+        if status == 2:
+            raise RetryLater(f"event {event.dedup_key} is running elsewhere", countdown=1.0)
+        begun.starts = int(value)
+        limit = self.settings.runner.max_redeliveries
+        if begun.starts > limit:
+            await self._release(begun)
+            last = await get_async_redis().get(keys.retry_reason(job.task_id))
+            last_error = f"; last error: {last.decode(errors='replace')}" if last else ""
+            raise await self.dead_letter(
+                f"started {begun.starts - 1} times without finishing (worker lost or retried "
+                f"each time); max_redeliveries={limit}{last_error}",
+                raw, job.task_id, job.queue, "worker",
+            )  # fmt: skip
+        return begun
+
+    async def _release(self, begun: Begun, *, done: bool = True) -> None:
+        """Give up the claim; with `done`, the event also leaves the events in flight."""
+        await _RELEASE.run_async(get_async_redis(), [begun.claim_key, self.keys.inflight],
+                                 [begun.event.id, begun.run_id, "1" if done else "0"])  # fmt: skip
+
+    async def load_state(self, begun: Begun) -> State:
+        """The event's session state (empty without a session)."""
+        session = begun.event.session_id
+        state = await self.states.load_async(get_async_redis(), session) if session \
+            else _EMPTY_STATE  # fmt: skip
+        begun.loaded = time.time()
+        return state
+
+    async def _call_agent(self, begun: Begun, fn: Callable[..., Any], is_async: bool,
+                          *args: Any) -> Any:  # fmt: skip
+        """``fn(*args)`` under the agent's time limit: async code is cancelled, blocking
+        sync code runs on a stoppable thread, non-blocking sync code under a watchdog."""
+        agent = begun.agent
+        timeout = agent.timeout or self.settings.runner.event_timeout
+        ctx = run_context.RunContext(begun.event.id, begun.job.task_id, agent.name,
+                                     time.monotonic() + timeout)  # fmt: skip
+        token = run_context.enter(ctx)
+        try:
+            if is_async:
+                value = await asyncio.wait_for(_awaited(fn(*args)), timeout)
+            elif not agent.blocking:
+                value = stoppable.guarded(fn, args, timeout)
+            else:
+                value = await self.threads.run(fn, *args, timeout=timeout, on_cancel=ctx.cancel)
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(_awaited(value), ctx.remaining())
+        except stoppable.Stopped:
+            raise TimeoutError(timeout) from None
+        except asyncio.CancelledError:
+            ctx.cancel()
+            raise
+        finally:
+            run_context.leave(token)
+        if isinstance(value, CallTools):
+            return value
+        return to_result(value, begun.event, agent.name)
+
+    async def failure(self, begun: Begun, exc: BaseException) -> Exception:
+        """What the task raises for an agent that failed: RetryLater, or a dead letter."""
+        _event, agent, job = begun.event, begun.agent, begun.job
+        await self._release(begun)
+        if isinstance(exc, LLMUnavailable):
+            # Kept so that the dead letter says why, if the retries run out.
+            await get_async_redis().set(self.keys.retry_reason(job.task_id),
+                                        f"LLM unavailable: {exc}"[:1000],
+                                        ex=self.deliveries_ttl)  # fmt: skip
+            countdown = exc.retry_after or min(60.0, 2.0 ** min(begun.starts, 6))
+            return RetryLater(f"LLM unavailable: {exc}", countdown)
+        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            timeout = agent.timeout or self.settings.runner.event_timeout
+            reason = f"agent {agent.name!r} timed out after {timeout:g}s"
+            return await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent")
+        reason = f"agent {agent.name!r} raised {type(exc).__name__}: {exc}"
+        await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent")
+        return AgentError(reason)
+
+    def _finish_request(self, begun: Begun, result: AgentResult) -> tuple[list[Any], list[Any],
+                                                                          dict[str, Any]]:  # fmt: skip
+        finished = time.time()
+        event, job = begun.event, begun.job
+        enqueued = job.headers.get(ENQUEUED_AT_HEADER)
+        if isinstance(enqueued, int | float):
+            result.timings["queue_wait"] = max(0.0, begun.started - float(enqueued))
+        loaded = begun.loaded or begun.started
+        result.timings["state_load"] = loaded - begun.started
+        result.timings["agent"] = finished - loaded
+        result.worker = self.hostname
+        payload = result.model_dump(mode="json")
+        encoded = json.dumps(payload, separators=(",", ":"))
+        state_key = ""
+        state_args: list[Any] = [0, 0, 0]
+        if event.session_id and not result.state_updates.is_empty():
+            state_key = self.states.key(event.session_id)
+            state_args = self.states.delta_args(result.state_updates)
+        meta_key, head, tail = job.meta.parts() if job.meta is not None else ("", "", "")
+        unacked, unacked_index, tag = job.settle if job.settle is not None else ("", "", "")
+        keys = [begun.done_key, begun.claim_key, self.keys.inflight, state_key, meta_key,
+                unacked, unacked_index, self.keys.cancel(event.id)]  # fmt: skip
+        args = [encoded, self.result_ttl, event.id, self.states.ttl, head, tail,
+                job.meta.ttl if job.meta is not None else 0, tag, begun.run_id,
+                *state_args]  # fmt: skip
+        return keys, args, payload
+
+    async def _finish(self, begun: Begun, result: AgentResult) -> Done | Revoked:
+        keys, args, payload = self._finish_request(begun, result)
+        reply = await self.batch().call(_FINISH, keys, args)
+        status = int(reply[0])
+        if status == 2:
+            return Revoked()
+        settled = begun.job.settle is not None
+        if status == 1:
+            return Done(json.loads(reply[1]), replayed=True, settled=settled)
+        return Done(payload, settled=settled)
+
+    async def _fan_out(self, begun: Begun, request: CallTools, step: int) -> FannedOut:
+        """Send the chord that runs `request`'s calls and then resumes the agent."""
+        from agentflow.tools import fanout
+
+        limit = begun.agent.max_steps or self.settings.tools.max_steps
+        if step > limit:
+            await self._release(begun)
+            raise await self.dead_letter(
+                f"agent {begun.agent.name!r} asked for tools more than max_steps={limit} times",
+                begun.raw, begun.job.task_id, begun.job.queue, "agent",
+            )  # fmt: skip
+        job = begun.job
+        if not job.send_fan_out:
+            from agentflow.app import app
+
+            signature = await fanout.build(app, request, begun.raw, begun.agent.name,
+                                           job.task_id, step, self.settings)  # fmt: skip
+            await self._release(begun, done=False)
+            return FannedOut(len(request.calls), signature=signature)
+        settled = await fanout.send(request, begun.raw, begun.agent.name, job.task_id, step,
+                                    self.settings, headers=job.headers,
+                                    settle=job.settle)  # fmt: skip
+        await self._release(begun, done=False)  # the continuation claims the next step
+        return FannedOut(len(request.calls), settled=settled)
+
+    # -- the three kinds of work ---------------------------------------------------------
+    async def run(self, job: Job) -> Outcome:
+        """Run `job` by its task name (an event, a continuation or a tool call)."""
+        if job.name == "agentflow.run_tool":
+            return await self.run_tool(job)
+        if job.name == "agentflow.resume_event":
+            return await self.resume(job)
+        return await self.run_event(job)
+
+    async def run_event(self, job: Job) -> Outcome:
+        """An event (`agentflow.run_event`)."""
+        args = job.args
+        raw = args[0] if len(args) == 1 and not job.kwargs else {
+            "event": args[0] if args else None, "args": args[1:], "kwargs": job.kwargs}  # fmt: skip
+        name = _metric_name(raw, job.queue)
+        metrics = get_metrics()
+        started = time.time()
+        metrics.incr(f"events.received.{name}")
+        enqueued = job.headers.get(ENQUEUED_AT_HEADER)
+        if isinstance(enqueued, int | float):
+            metrics.timing(f"event.queue_wait.{name}", max(0.0, started - enqueued) * 1000)
+        try:
+            begun = await self._begin(raw, job, step=0)
+            if not isinstance(begun, Begun):
+                return _count(begun, name, started, enqueued)
+            agent = begun.agent
+            outcome = await self._run_step(begun, agent.run, agent.is_async, step=1)
+        except RetryLater:
+            metrics.incr(f"events.retried.{name}")
+            raise
+        except BaseException:
+            metrics.incr(f"events.failed.{name}")
+            raise
+        return _count(outcome, name, started, enqueued)
+
+    async def resume(self, job: Job) -> Outcome:
+        """A fan-out's continuation (`agentflow.resume_event`, the chord's body)."""
+        from agentflow.tools import fanout
+
+        results, raw, context = [*job.args, None, None, None][:3]
+        context = context if isinstance(context, dict) else {}
+        step = fanout.step_of(context)
+        name = _metric_name(raw, job.queue)
+        started = time.time()
+        enqueued = job.headers.get(ENQUEUED_AT_HEADER)
+        try:
+            begun = await self._begin(raw, job, step=step)
+            if not isinstance(begun, Begun):
+                return _count(begun, name, started, enqueued)
+            ordered = fanout.results_in_order(results, context)
+            resume = begun.agent.resume
+            outcome = await self._run_step(begun, resume, inspect.iscoroutinefunction(resume),
+                                           fanout.user_context(context), ordered,
+                                           step=step + 1)  # fmt: skip
+        except RetryLater:
+            get_metrics().incr(f"events.retried.{name}")
+            raise
+        except BaseException:
+            get_metrics().incr(f"events.failed.{name}")
+            raise
+        return _count(outcome, name, started, enqueued)
+
+    async def _run_step(self, begun: Begun, fn: Callable[..., Any], is_async: bool,
+                        *extra: Any, step: int) -> Outcome:  # fmt: skip
+        """Run the agent (`fn` is its run or resume), then finish or fan out."""
+        renewer = self.renewer()
+        renewer.hold(begun)
+        try:
+            state = await self.load_state(begun)
+            try:
+                result = await self._call_agent(begun, fn, is_async, begun.event, state, *extra)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._release(begun))
+                raise
+            except Exception as exc:
+                raise await self.failure(begun, exc) from exc
+            if isinstance(result, CallTools):
+                return await self._fan_out(begun, result, step)
+            return await self._finish(begun, result)
+        finally:
+            renewer.release(begun)
+
+    async def run_tool(self, job: Job) -> Done:
+        """A tool call (`agentflow.run_tool`), maybe a chord member. Its first result is
+        kept, so a redelivered call gives the chord the same result (Celery's chord join
+        counts a member once per distinct result)."""
+        from agentflow.tools.execute import execute_tool_async
+
+        call = job.args[0] if job.args else job.kwargs.get("call")
+        event_id = job.args[1] if len(job.args) > 1 else job.kwargs.get("event_id")
+        client = get_async_redis()
+        key = self.keys.tool_result(job.task_id)
+        stored = await client.get(key)
+        if stored is not None:
+            return Done(json.loads(stored), replayed=True)
+        if event_id and await client.exists(self.keys.cancel(str(event_id))):
+            result = ToolResult(id=_call_id(call), name=_call_name(call), error="cancelled")
+        else:
+            try:
+                result = await execute_tool_async(call, event_id)
+            except asyncio.CancelledError:
+                if not job.cancelled:
+                    raise
+                result = ToolResult(id=_call_id(call), name=_call_name(call), error="cancelled")
+        payload = result.model_dump(mode="json")
+        if not await client.set(key, json.dumps(payload), nx=True, ex=self.result_ttl):
+            stored = await client.get(key)  # another run of this call stored first
+            if stored is not None:
+                return Done(json.loads(stored), replayed=True)
+        return Done(payload)
+
+
+def _call_id(call: Any) -> str:
+    return str(call.get("id", "?")) if isinstance(call, dict) else "?"
+
+
+def _call_name(call: Any) -> str:
+    return str(call.get("name", "?")) if isinstance(call, dict) else "?"
+
+
+def _metric_name(raw: Any, queue: str | None) -> str:
+    if isinstance(raw, dict) and isinstance(raw.get("agent"), str) and raw["agent"]:
+        return str(raw["agent"]).replace(".", "_")
+    return (queue or "unknown").rsplit(".", 1)[-1]
+
+
+def _count(outcome: Outcome, name: str, started: float, enqueued: Any) -> Outcome:
+    """Metrics for a finished step, the same on every path."""
+    metrics = get_metrics()
+    now = time.time()
+    if isinstance(outcome, FannedOut):
+        metrics.incr(f"events.fanned_out.{name}")
+        return outcome
+    if isinstance(outcome, Revoked):
+        metrics.incr(f"events.cancelled.{name}")
+        return outcome
+    metrics.timing(f"event.run_time.{name}", (now - started) * 1000)
+    metrics.incr(f"events.succeeded.{name}")
+    if isinstance(enqueued, int | float):
+        metrics.timing(f"event.latency.{name}", max(0.0, now - enqueued) * 1000)
+    return outcome
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+def _too_many_stuck(stuck: int) -> None:
+    from agentflow.workers.recycle import recycle
+
+    recycle(f"{stuck} timed-out agent threads are still stuck in blocking calls")
+
+
+_runner: EventRunner | None = None
+_runner_pid: int | None = None
+
+
+def get_runner() -> EventRunner:
+    """The process's EventRunner, built after fork on first use."""
+    global _runner, _runner_pid
+    if _runner is None or _runner_pid != os.getpid():
+        _runner = EventRunner()
+        _runner_pid = os.getpid()
+    return _runner
+
+
+def reset_runner() -> None:
+    """Forget the process's runner (tests, after configuration changes)."""
+    global _runner
+    _runner = None

@@ -1,0 +1,366 @@
+"""Celery's tracer, for a request that runs as a coroutine on the worker's event loop.
+
+What ``celery.app.trace.build_tracer`` does around a task's function, done here around the
+runner's coroutine: the request context pushed for each signal, ``task_prerun`` and
+``task_postrun`` around every attempt, ``task_success`` or ``task_failure`` (with Celery's
+arguments), the result stored, and the request's own callbacks called to ack it and send
+its events. What differs, and why:
+
+- A successful event's result entry is written by the runner's finish script, together with
+  the result, the state delta and the message's settlement (one round trip).
+- A retry (the LLM is unavailable) waits on the loop and runs again under the same
+  message, which stays unacked until a result is stored (Celery would publish a copy with a
+  countdown and ack the original). ``task_retry`` and ``task-retried`` fire as usual.
+- A fan-out replaces the task like ``Task.replace``: its state is IGNORED, the message is
+  acked, and the chord's body later stores the result under the event's id.
+- An error of the infrastructure (Redis unreachable) is not the event's failure: the
+  message goes back to its queue as for a lost worker (``WorkerLostError``), and
+  ``[runner] max_redeliveries`` caps how often.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from billiard.einfo import ExceptionInfo
+from celery import signals, states
+from celery.app import trace as celery_trace
+from celery.app.task import Context
+from celery.exceptions import Ignore, Retry, WorkerLostError
+from celery.worker import state as worker_state
+from kombu.utils.encoding import safe_repr
+
+from agentflow import _aio
+from agentflow.broker.connection import get_async_redis, get_redis
+from agentflow.broker.messages import short_repr
+from agentflow.broker.transport import QoS as TransportQoS
+from agentflow.config import get_settings
+from agentflow.errors import AgentError, EventRejected
+from agentflow.workers.asyncio_pool import AsyncJob, revoked_now
+from agentflow.workers.runner import (
+    Done,
+    FannedOut,
+    Job,
+    Outcome,
+    ResultMeta,
+    RetryLater,
+    Revoked,
+    get_runner,
+)
+
+log = logging.getLogger("agentflow.trace")
+_FAILURES = (EventRejected, AgentError)
+"""What a failed event raises: it is dead-lettered, its result says why, its message acked."""
+
+
+def _backend_threads() -> Any:
+    """Threads for Celery result-backend calls that block (failures, chord bookkeeping)."""
+    return _aio.executor("backend", 8)
+
+
+async def _blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_backend_threads(), functools.partial(fn, *args, **kwargs))
+
+
+async def run(job: AsyncJob) -> None:
+    """Run `job` to its end: wait for a slot, run, retry on the loop when asked."""
+    pool, request = job.pool, job.request
+    attempt = 0
+    while True:
+        sem = pool.semaphore()
+        try:
+            await sem.acquire()
+        except asyncio.CancelledError:
+            _not_started(job)
+            return
+        try:
+            if job.cancel_requested is not None and not job.started:
+                _not_started(job)
+                return
+            if revoked_now(request):
+                pool.on_request_thread(request.revoked)  # Celery announces and acks it
+                return
+            if not job.started:
+                job.started = True
+                pool.on_request_thread(job.accept_callback, os.getpid(), time.monotonic())
+            later = await _attempt(job, attempt)
+        finally:
+            sem.release()
+        if later is None:
+            return
+        if pool.stopping:
+            # Shutting down: leave it unacked; kombu puts it back on its queue at close.
+            log.info("task %s: retry left to another worker (shutting down)", job.task_id)
+            return
+        try:
+            await asyncio.sleep(later.countdown)
+        except asyncio.CancelledError:
+            if job.cancel_requested == "revoked":
+                return  # Celery's terminate announced it
+            raise
+        attempt += 1
+
+
+def _not_started(job: AsyncJob) -> None:
+    """Cancelled while it waited for a slot."""
+    if job.cancel_requested == "shutdown":
+        return  # unacked: kombu restores it
+    worker_state.revoked.add(job.task_id)
+    job.pool.on_request_thread(job.request.revoked)
+
+
+def _request_context(job: AsyncJob) -> tuple[Context, list[Any], dict[str, Any], dict[str, Any]]:
+    """Celery's task request context, args, kwargs and embed for `job`."""
+    _, _, request_dict, _, _, _ = job.args
+    args, kwargs, embed = job.request.message.payload
+    embed = embed if isinstance(embed, dict) else {}
+    ctx = Context({**request_dict, **embed}, args=args, kwargs=kwargs, called_directly=False,
+                  is_eager=False)  # fmt: skip
+    return ctx, list(args), dict(kwargs), embed
+
+
+def _settle_args(message: Any) -> tuple[str, str, str] | None:
+    """kombu's unacked keys and the delivery tag, when the channel is AgentFlow's."""
+    qos = getattr(getattr(message, "channel", None), "qos", None)
+    if not isinstance(qos, TransportQoS) or message.delivery_tag is None:
+        return None
+    unacked, index = qos.settle_keys()
+    return unacked, index, str(message.delivery_tag)
+
+
+def _send(signal: Any, sender: Any, ctx: Context, **kwargs: Any) -> None:
+    """Fire `signal` with the request pushed, as Celery's tracer does."""
+    if not signal.receivers:
+        return
+    stack = sender.request_stack
+    stack.push(ctx)
+    try:
+        signal.send(sender=sender, **kwargs)
+    except Exception:
+        log.exception("a %s handler failed", signal.name)
+    finally:
+        stack.pop()
+
+
+def _einfo(exc: BaseException) -> ExceptionInfo:
+    if exc.__traceback__ is None:
+        try:
+            raise exc
+        except BaseException:
+            return ExceptionInfo()
+    return ExceptionInfo((type(exc), exc, exc.__traceback__))
+
+
+async def _attempt(job: AsyncJob, attempt: int) -> RetryLater | None:
+    """One run of the request: RetryLater when it should run again."""
+    pool, request = job.pool, job.request
+    task = request.task
+    task_id = job.task_id
+    ctx, args, kwargs, embed = _request_context(job)
+    queue = (request.delivery_info or {}).get("routing_key")
+    settings = get_settings()
+    runner = get_runner()
+    meta = None
+    if job.args[0] != "agentflow.run_tool" and pool.results_in_script:
+        meta = ResultMeta.for_request(task.backend, task_id, ctx.__dict__,
+                                      int(settings.broker.result_expires))  # fmt: skip
+    # The message is settled in the script that stores the result only when that is where
+    # the result goes; else it is acked once Celery's backend has stored it.
+    settle = _settle_args(request.message) if pool.results_in_script else None
+    work = Job(task_id, job.args[0], args, kwargs, embed, job.args[2], queue, meta, settle)
+    job.current = work
+    if attempt:
+        ctx.retries = int(ctx.retries or 0) + attempt
+    _send(signals.task_prerun, task, ctx, task_id=task_id, task=task, args=args, kwargs=kwargs)
+    started = time.monotonic()
+    state, retval = states.FAILURE, None
+    try:
+        outcome = await runner.run(work)
+        state, retval = await _finished(job, ctx, work, outcome, time.monotonic() - started)
+    except RetryLater as later:
+        state, retval = states.RETRY, later
+        await _retry(job, ctx, later)
+        return later
+    except asyncio.CancelledError:
+        state = states.REVOKED
+        if job.cancel_requested != "revoked":
+            raise  # shutdown: no ack, no result; kombu puts the message back
+    except _FAILURES as exc:
+        retval = exc
+        await _failed(job, ctx, exc, time.monotonic() - started)
+    except Exception as exc:
+        retval = exc
+        _lost(job, exc, time.monotonic() - started)
+    finally:
+        _send(signals.task_postrun, task, ctx, task_id=task_id, task=task, args=args,
+              kwargs=kwargs, retval=retval, state=state)  # fmt: skip
+    return None
+
+
+async def _finished(job: AsyncJob, ctx: Context, work: Job, outcome: Outcome,
+                    runtime: float) -> tuple[str, Any]:  # fmt: skip
+    """Store, signal and ack a request whose run ended with `outcome`."""
+    pool, request = job.pool, job.request
+    task = request.task
+    message = request.message
+    if isinstance(outcome, Revoked):
+        worker_state.revoked.add(job.task_id)
+        pool.on_request_thread(request.revoked)
+        await _end_stream(job.task_id)
+        return states.REVOKED, None
+    if isinstance(outcome, FannedOut):
+        if outcome.settled:
+            message.channel.qos.settled(message.delivery_tag)
+        try:
+            raise Ignore()
+        except Ignore as exc:
+            einfo = ExceptionInfo(internal=True)
+            pool.on_request_thread(job.callback, (True, einfo, runtime))
+            exc.__traceback__ = None
+        return states.IGNORED, None
+    assert isinstance(outcome, Done)
+    result = outcome.result
+    if work.name == "agentflow.run_tool":
+        await _blocking(task.backend.mark_as_done, job.task_id, result, request=ctx,
+                        store_result=not ctx.chord)  # fmt: skip
+        if ctx.chord and not await _chord_dispatched(task, ctx, result):
+            _lost(job, RuntimeError("its chord's continuation was not sent yet"), runtime)
+            return states.SUCCESS, result
+        if work.settle is not None and await _blocking(_settle, work.settle):
+            message.channel.qos.settled(message.delivery_tag)
+    elif work.meta is None:  # the result backend is elsewhere: Celery's backend stores it
+        await _blocking(task.backend.mark_as_done, job.task_id, result, request=ctx)
+    elif outcome.replayed:
+        await _store_meta(work.meta, result)
+    if outcome.settled:
+        message.channel.qos.settled(message.delivery_tag)
+    _send(signals.task_success, task, ctx, result=result, runtime=runtime)
+    shown = short_repr(result, 256)
+    if celery_trace.logger.isEnabledFor(logging.INFO):  # Celery's own success line
+        celery_trace.info(celery_trace.LOG_SUCCESS, {
+            "id": job.task_id, "name": task.name, "return_value": shown, "runtime": runtime,
+            "args": ctx.get("argsrepr") or "", "kwargs": ctx.get("kwargsrepr") or ""})  # fmt: skip
+    pool.on_request_thread(job.callback, (False, shown, runtime))
+    return states.SUCCESS, result
+
+
+def _settle(settle: tuple[str, str, str]) -> bool:
+    """Remove a message's unacked records (its ack then makes no round trip)."""
+    unacked, index, tag = settle
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.hdel(unacked, tag)
+        pipe.zrem(index, tag)
+        pipe.execute()
+    except Exception:
+        log.warning("settling message %s failed; kombu acks it", tag)
+        return False
+    return True
+
+
+CHORD_RETRY_INTERVAL = 2.0
+CHORD_RETRY_FOR = 90.0
+
+
+async def _chord_dispatched(task: Any, ctx: Context, result: Any) -> bool:
+    """Whether the chord this tool call belongs to has sent its continuation (or will
+    without this call). Celery's Redis backend lets one worker claim the sending for up to
+    ~20 s; a worker killed while it holds the claim never sends, and a member that comes
+    back within that time gives up. So a member whose chord is complete but not sent holds
+    on to its message and joins again until the claim runs out and it sends the body itself
+    (the join counts each member once); it lets the message go only once the body is sent."""
+    waited = 0.0
+    while await _blocking(chord_waiting, task.backend, ctx):
+        if waited >= CHORD_RETRY_FOR:
+            return False  # leave it to a redelivery
+        await asyncio.sleep(CHORD_RETRY_INTERVAL)
+        waited += CHORD_RETRY_INTERVAL
+        await _blocking(task.backend.on_chord_part_return, ctx, states.SUCCESS, result)
+    return True
+
+
+def chord_waiting(backend: Any, ctx: Context) -> bool:
+    """True when `ctx`'s chord has every member's result but its body was not sent yet."""
+    group = ctx.group
+    if not group or not hasattr(backend, "get_key_for_group"):
+        return False
+    client = backend.client
+    pipe = client.pipeline(transaction=False)
+    pipe.get(backend.get_key_for_group(group, ".s"))
+    pipe.get(backend.get_key_for_group(group, ".t"))
+    jkey = backend.get_key_for_group(group, ".j")
+    pipe.zcard(jkey) if getattr(backend, "_chord_zset", True) else pipe.llen(jkey)
+    size, diff, ready = pipe.execute()
+    return size is not None and int(ready) >= int(size) + int(diff or 0)
+
+
+async def _store_meta(meta: ResultMeta, payload: Any) -> None:
+    """Celery's result entry for a task whose event finished in an earlier run."""
+    key, head, tail = meta.parts()
+    value = head + json.dumps(payload, separators=(",", ":")) + tail
+    batch = get_runner().batch()
+    await asyncio.gather(batch.command("SET", key, value, "EX", meta.ttl),
+                         batch.command("PUBLISH", key, value))  # fmt: skip
+
+
+async def _failed(job: AsyncJob, ctx: Context, exc: BaseException, runtime: float) -> None:
+    """The event failed (and is dead-lettered): store FAILURE, signal, ack."""
+    task = job.request.task
+    einfo = _einfo(exc)
+    try:
+        await _blocking(task.backend.mark_as_failure, job.task_id, exc, einfo.traceback,
+                        request=ctx)  # fmt: skip
+    except Exception as store_exc:
+        _lost(job, store_exc, runtime)
+        return
+    _send(signals.task_failure, task, ctx, task_id=job.task_id, exception=exc, args=ctx.args,
+          kwargs=ctx.kwargs, traceback=einfo.tb, einfo=einfo)  # fmt: skip
+    job.pool.on_request_thread(job.callback, (True, einfo, runtime))
+
+
+def _lost(job: AsyncJob, exc: BaseException, runtime: float) -> None:
+    """Not the event's fault (Redis unreachable, say): back to the queue, as for a lost
+    worker; ``[runner] max_redeliveries`` caps how often."""
+    log.warning("task %s could not run (%s: %s); its message goes back to the queue",
+                job.task_id, type(exc).__name__, exc)  # fmt: skip
+    try:
+        raise WorkerLostError(f"AgentFlow could not run the task: {exc!r}") from exc
+    except WorkerLostError:
+        einfo = ExceptionInfo()
+    job.pool.on_request_thread(job.request.on_failure, einfo, False, True)
+
+
+async def _retry(job: AsyncJob, ctx: Context, later: RetryLater) -> None:
+    """The run asked to be retried: store RETRY, signal, send task-retried."""
+    task = job.request.task
+    reason = Retry(message=later.reason, exc=later, when=later.countdown)
+    einfo = _einfo(reason)
+    try:
+        await _blocking(task.backend.mark_as_retry, job.task_id, later, einfo.traceback,
+                        request=ctx)  # fmt: skip
+    except Exception:
+        log.warning("task %s: could not store its RETRY state", job.task_id, exc_info=True)
+    _send(signals.task_retry, task, ctx, request=ctx, reason=reason, einfo=einfo)
+    job.pool.on_request_thread(functools.partial(
+        job.request.send_event, "task-retried", exception=safe_repr(later),
+        traceback=einfo.traceback))  # fmt: skip
+    # Celery's own wording, so that log searches for retries find these too.
+    log.info("Task %s[%s] retry: Retry in %ss: %s", task.name, job.task_id,
+             round(later.countdown, 3), later.reason)  # fmt: skip
+
+
+async def _end_stream(event_id: str) -> None:
+    """End the event's stream (if it has one) with a cancelled marker."""
+    from agentflow.streams import end_cancelled
+
+    try:
+        await end_cancelled(get_async_redis(), event_id)
+    except Exception:
+        log.debug("could not end the stream of %s", event_id, exc_info=True)
