@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -40,10 +41,27 @@ class Event(BaseModel):
             raise ValueError("agent names use letters, digits and _ - . : only")
         return value
 
+    @field_validator("data", "metadata")
+    @classmethod
+    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not _all_finite(value):
+            raise ValueError("NaN and Infinity are not JSON: every number must be finite")
+        return value
+
     @property
     def dedup_key(self) -> str:
         """The key that makes a redelivered event produce one result: idempotency key, else id."""
         return self.idempotency_key or self.id
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 class Usage(BaseModel):

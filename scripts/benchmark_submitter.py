@@ -10,7 +10,7 @@ Every system gets the same load from the same driver (agentflow.bench.driver: cl
 with N users, or open loop at a rate), and the table goes into docs/benchmarks.md between
 the ``<!-- results -->`` markers, with the raw summaries in docs/benchmarks.json.
 
-    python scripts/benchmark_submitter.py                  # W0, W1 and W2, 20 s each
+    python scripts/benchmark_submitter.py                  # W0 to W3, 20 s each
     python scripts/benchmark_submitter.py --duration 60 --workloads W0   # other rows stay
 
 Redis: ``--redis-url`` (default redis://127.0.0.1:6379/13, flushed before each run), else
@@ -66,8 +66,10 @@ SHAPES: dict[str, list[Shape]] = {
     "W0": [Shape(50)],
     "W1": [Shape(200), Shape(200, rate=400), Shape(200, rate=500)],
     "W2": [Shape(100), Shape(100, rate=200), Shape(100, rate=250)],
+    "W3": [Shape(200), Shape(200, rate=400)],
 }
-PLAIN_TASK = {"W0": "plain.noop", "W1": "plain.chat", "W2": "plain.after_tools"}
+PLAIN_TASK = {"W0": "plain.noop", "W1": "plain.chat", "W2": "plain.after_tools",
+              "W3": "plain.chat_session"}  # fmt: skip
 
 
 class PlainClient:
@@ -204,7 +206,7 @@ def write_docs(rows: list[dict[str, Any]], seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per row")
-    parser.add_argument("--workloads", default="W0,W1,W2")
+    parser.add_argument("--workloads", default="W0,W1,W2,W3")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--workers", type=int, default=2, help="AgentFlow worker processes")
     parser.add_argument("--concurrency", type=int, default=200)

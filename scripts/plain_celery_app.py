@@ -12,6 +12,7 @@ Run by scripts/benchmark_submitter.py as
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -60,6 +61,36 @@ def after_tools(results: list[Any], event: dict[str, Any]) -> dict[str, Any]:
     """W2's chord body: one chat call with the tools' results."""
     reply = chat(event)
     return {"content": reply["content"], "tools": len(results)}
+
+
+_redis_lock = threading.Lock()
+_redis: Any = None
+
+
+def _state() -> Any:
+    global _redis
+    if _redis is None:
+        with _redis_lock:
+            if _redis is None:
+                import redis
+
+                _redis = redis.Redis.from_url(BROKER)
+    return _redis
+
+
+@app.task(name="plain.chat_session")
+def chat_session(event: dict[str, Any]) -> dict[str, Any]:
+    """W3: read the session's state, one chat completion, write the history back."""
+    key = f"plain:state:{event.get('session_id')}"
+    state = _state()
+    history = json.loads(state.hget(key, "history") or b"[]")
+    reply = chat(event)
+    history = [*history, {"role": "assistant", "content": reply["content"]}][-20:]
+    pipe = state.pipeline()
+    pipe.hset(key, "history", json.dumps(history))
+    pipe.expire(key, 3600)
+    pipe.execute()
+    return reply
 
 
 @app.task(name="plain.chat")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agentflow.bench.client_users import run_client_users
 from agentflow.bench.driver import LoadDriver, Progress, WorkerWatch
 from agentflow.bench.local import LocalOptions, client_for_env, local_cluster
 from agentflow.bench.profiles import CpuProfileCollector, heap_snapshot, profiler_urls
@@ -39,6 +40,10 @@ class RunOptions:
     warmup_users: int | None = None
     """Users during the warm-up (default: the shape's user count at t=0, at least 1)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    driver: Literal["lean", "client"] = "lean"
+    """``lean``: batched emits, one subscription for every result (the load generator's
+    own cost kept small); ``client``: one thread per user calling ``Client.emit`` and
+    ``handle.result()``, as an application does (closed loop only)."""
 
 
 @contextlib.contextmanager
@@ -89,16 +94,21 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
                 seconds = opts.duration if opts.duration is not None else 30.0
                 collector = CpuProfileCollector(urls, seconds)
                 collector.start()
-        driver = LoadDriver(
-            client, make, opts.users, name=opts.name, duration=opts.duration,
-            requests=opts.requests, drain_timeout=opts.drain_timeout, workers=workers,
-            on_progress=on_progress, rate=opts.rate,
-        )  # fmt: skip
         started = time.time()
-        report = driver.run()
+        if opts.driver == "client":
+            if opts.rate is not None or opts.duration is None:
+                raise AgentFlowError("--driver client runs a closed loop for a --duration")
+            report = run_client_users(client, make, max(1, opts.users(0.0)), opts.duration,
+                                      name=opts.name, workers=workers)  # fmt: skip
+        else:
+            report = LoadDriver(
+                client, make, opts.users, name=opts.name, duration=opts.duration,
+                requests=opts.requests, drain_timeout=opts.drain_timeout, workers=workers,
+                on_progress=on_progress, rate=opts.rate,
+            ).run()  # fmt: skip
         report.settings.update(
             {"workload": opts.workload.name, "agent": opts.workload.agent, "started": started,
-             "rate": opts.rate,
+             "rate": opts.rate, "driver": opts.driver,
              "warmup_s": opts.warmup, "local": opts.local is not None, **opts.extra}
         )  # fmt: skip
         if opts.local is not None:

@@ -5,6 +5,8 @@
 - ``W2``: an agent that fans out 3 tools of 20 ms in parallel (a chord), then one 50 ms LLM
   call. It needs the tools layer (``agentflow.tools``); :func:`available` says whether it is
   there.
+- ``W3``: W1 with session state: each event belongs to one of 1,000 sessions, so the worker
+  reads the session's state before the call and writes the updated history after it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Workload:
     data: Callable[[int], dict[str, Any]]
     needs_llm: bool = False
     needs_module: str | None = None
+    sessions: int = 0
+    """Events spread over this many sessions (0: no session state)."""
 
     def available(self) -> str | None:
         """None when it can run here, else why not."""
@@ -41,7 +45,9 @@ class Workload:
 
         def make() -> Event:
             i = next(counter)
-            return Event(type=f"bench.{self.name.lower()}", agent=self.agent, data=self.data(i))
+            session = f"bench-{i % self.sessions}" if self.sessions else None
+            return Event(type=f"bench.{self.name.lower()}", agent=self.agent, data=self.data(i),
+                         session_id=session)  # fmt: skip
 
         return make
 
@@ -62,6 +68,14 @@ WORKLOADS: dict[str, Workload] = {
         lambda i: {"prompt": f"benchmark request {i}", "tool_seconds": 0.02, "tools": 3},
         needs_llm=True,
         needs_module="agentflow.tools",
+    ),
+    "W3": Workload(
+        "W3",
+        "chat",
+        "W1 with a session state read and update per event, over 1,000 sessions",
+        lambda i: {"prompt": f"benchmark request {i}", "cache": False},
+        needs_llm=True,
+        sessions=1000,
     ),
 }
 

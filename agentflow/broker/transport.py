@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -204,6 +205,31 @@ class QoS(kombu_redis.QoS):
                 _RESTORE_MALFORMED(client, [self.malformed_key, self.malformed_index_key],
                                    ["before", ceil, num or 100])  # fmt: skip
 
+    def restore_unacked(self, client: Any = None) -> None:
+        """Put every message this channel holds back on its queue (the connection closes).
+
+        kombu restores a message from its record in Redis; a record that is gone (Redis came
+        back empty) or a Redis that does not answer would lose the message, so such messages
+        wait in this process (:data:`_limbo`) and go back on their queues through the next
+        connection.
+        """
+        for tag, message in list(self._delivered.items()):
+            if tag in self._dirty or tag in self._settled:
+                continue
+            try:
+                with self.channel.conn_or_acquire(client) as conn:
+                    present = conn.hexists(
+                        self.malformed_key if is_malformed_tag(tag) else self.unacked_key, tag
+                    )
+                    if present:
+                        self.restore_by_tag(tag, client=conn)
+                        continue
+            except Exception:
+                log.warning("could not put message %s back on its queue now; it waits for the "
+                            "next connection", tag)  # fmt: skip
+            _keep_for_later(message)
+        self._delivered.clear()
+
     def touch(self) -> None:
         """Renew the unacked index score of every message this channel holds, so that none
         is redelivered while its worker is alive."""
@@ -224,6 +250,46 @@ class QoS(kombu_redis.QoS):
     def settle_keys(self) -> tuple[str, str]:
         """kombu's unacked hash and index, as Redis names them."""
         return self.channel.unacked_key, self.channel.unacked_index_key
+
+
+_limbo: list[tuple[str, str]] = []
+"""Messages that could not be put back on their queues when a connection closed:
+(queue, item). The next channel that connects pushes them."""
+_limbo_lock = threading.Lock()
+
+
+def _keep_for_later(message: Any) -> None:
+    raw = getattr(message, "_raw", None)
+    queue = (message.delivery_info or {}).get("routing_key")
+    if raw is None or not queue:
+        log.error("message %s could not be kept for the next connection", message.delivery_tag)
+        return
+    payload = dict(raw)
+    properties = dict(payload.get("properties") or {})
+    properties["delivery_info"] = {**(properties.get("delivery_info") or {}), "redelivered": True}
+    payload["properties"] = properties
+    with _limbo_lock:
+        _limbo.append((str(queue), json.dumps(payload)))
+
+
+def _push_limbo(client: Any) -> None:
+    """Push the messages kept in :data:`_limbo` back on their queues (next to be taken)."""
+    with _limbo_lock:
+        items, _limbo[:] = list(_limbo), []
+    if not items:
+        return
+    try:
+        pipe = client.pipeline(transaction=False)
+        for queue, item in items:
+            pipe.rpush(queue, item)
+        ring(pipe, {q for q, _ in items})
+        pipe.execute()
+    except Exception:
+        with _limbo_lock:
+            _limbo.extend(items)
+        raise
+    log.warning("put %d messages held across a lost connection back on their queues",
+                len(items))  # fmt: skip
 
 
 class Channel(kombu_redis.Channel):
@@ -257,6 +323,9 @@ class Channel(kombu_redis.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if _limbo:
+            with contextlib.suppress(Exception), self.conn_or_acquire() as client:
+                _push_limbo(client)
         if self.global_keyprefix:
             from agentflow.errors import ConfigError
 

@@ -79,18 +79,23 @@ def check_profile(profile: str | None, output: Path | None) -> Path | None:
 @click.option("--concurrent-users", "users", default=10, show_default=True,
               help="Virtual users; each keeps one event in flight.")  # fmt: skip
 @click.option("--agent", help="Agent to drive (default: noop, or the --workload's agent).")
-@click.option("--workload", type=click.Choice(["W0", "W1", "W2"]),
+@click.option("--workload", type=click.Choice(["W0", "W1", "W2", "W3"]),
               help="A standard workload (see docs/benchmarks.md).")  # fmt: skip
 @click.option("--requests", type=int, help="Stop after this many events instead of a duration.")
 @click.option("--rate", type=float,
               help="Open loop: send this many events/s whatever the latency; "
                    "--concurrent-users then caps the events in flight.")  # fmt: skip
 @click.option("--data", help="JSON object sent as each event's data (with --agent).")
+@click.option("--driver", type=click.Choice(["lean", "client"]), default="lean",
+              show_default=True,
+              help="lean: batched emits and one result subscription; client: a thread per "
+                   "user calling Client.emit and handle.result(), as an application does.")  # fmt: skip
 @local_options
 @friendly_errors
 def benchmark(
     duration: str | None, users: int, agent: str | None, workload: str | None,
-    requests: int | None, rate: float | None, data: str | None, local: bool, workers: int, concurrency: int,
+    requests: int | None, rate: float | None, data: str | None, driver: str, local: bool,
+    workers: int, concurrency: int,
     pool: str | None, redis_url: str | None, mock_latency: str, warmup: str, profile: str | None,
     output: Path | None, as_json: bool, html_path: Path | None, progress: bool | None,
 ) -> None:  # fmt: skip
@@ -115,5 +120,6 @@ def benchmark(
         profile=profile,  # type: ignore[arg-type]
         profile_output=check_profile(profile, output), max_users=users,
         extra={"concurrent_users": users, "rate": rate},
+        driver=driver,  # type: ignore[arg-type]
     )  # fmt: skip
     run_and_report(opts, progress, as_json, html_path)

@@ -24,6 +24,7 @@ puts the messages back on their queues.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import threading
@@ -111,6 +112,8 @@ class AsyncPool(ThreadsPool):
         self._idle = threading.Event()
         self._idle.set()
         self._hub: Any = None
+        self._callbacks: collections.deque[tuple[Any, tuple[Any, ...]]] = collections.deque()
+        self._draining = False
         self._semaphores: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -166,12 +169,35 @@ class AsyncPool(ThreadsPool):
 
     def on_request_thread(self, fn: Any, *args: Any) -> None:
         """Call a request callback where Celery expects it: on the consumer's own thread
-        (kombu's hub), or right here once the consumer has stopped (shutdown)."""
+        (kombu's hub), or right here once the consumer has stopped (shutdown).
+
+        In the order they were asked for: kombu's hub runs what ``call_soon`` gives it in no
+        particular order (a set), and a request's ``on_success`` run before its
+        ``on_accepted`` would leave it in ``inspect active`` (and Flower's active count) for
+        good. So the callbacks wait in a queue that one hub callback runs through."""
         hub = self._hub
         if hub is None or self.stopping:
             fn(*args)
-        else:
-            hub.call_soon(fn, *args)
+            return
+        with self._lock:
+            self._callbacks.append((fn, args))
+            if self._draining:
+                return
+            self._draining = True
+        hub.call_soon(self._run_callbacks)
+
+    def _run_callbacks(self) -> None:
+        """On the hub: the queued request callbacks, first asked first run."""
+        while True:
+            with self._lock:
+                if not self._callbacks:
+                    self._draining = False
+                    return
+                fn, args = self._callbacks.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("a request callback failed: %r", fn)
 
     def terminate_job(self, pid: Any, signal: Any = None) -> None:
         """Jobs are cancelled through their own ``terminate`` (Celery calls both)."""

@@ -86,8 +86,12 @@ def retire_worker(**_: Any) -> None:
     from agentflow.config import get_settings
     from agentflow.workers import heartbeat
 
+    from agentflow.broker.transport import _limbo, _push_limbo
+
     heartbeat.stop()
     try:
+        if _limbo:  # messages held across a lost connection: back on their queues
+            _push_limbo(get_redis())
         get_redis().srem(ready_workers_key(get_settings().broker.key_prefix), os.getpid())
     except Exception as exc:
         log.debug("could not retire worker: %s", exc)

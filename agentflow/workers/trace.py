@@ -21,6 +21,7 @@ its events. What differs, and why:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import logging
@@ -65,8 +66,11 @@ def _backend_threads() -> Any:
 
 
 async def _blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """`fn` on a backend thread, in the caller's context (as ``asyncio.to_thread``): what it
+    publishes (a chord's continuation) is traced under the task's span."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_backend_threads(), functools.partial(fn, *args, **kwargs))
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await loop.run_in_executor(_backend_threads(), call)
 
 
 async def run(job: AsyncJob) -> None:
@@ -322,6 +326,9 @@ async def _failed(job: AsyncJob, ctx: Context, exc: BaseException, runtime: floa
         return
     _send(signals.task_failure, task, ctx, task_id=job.task_id, exception=exc, args=ctx.args,
           kwargs=ctx.kwargs, traceback=einfo.tb, einfo=einfo)  # fmt: skip
+    # Unwrapped, as Celery's tracer hands it to the request (``TraceInfo._log_error``): the
+    # task-failed event shows the error, not "ExceptionWithTraceback()".
+    einfo.exception = exc
     job.pool.on_request_thread(job.callback, (True, einfo, runtime))
 
 

@@ -163,3 +163,41 @@ def test_agent_timeout_on_threads_pool_is_enforced(start_worker, client, redis_c
         handle.result(timeout=4)
     (entry,) = _wait_dlq(redis_client)
     assert "timed out" in entry.reason
+
+
+def test_an_event_for_another_agents_queue_is_dead_lettered(start_worker, redis_client):
+    """The queue decides: a worker runs only the agent whose queue an event is on."""
+    start_worker()
+    app = _plain_celery()
+    event = {"id": "ev-wrong-queue", "type": "t", "agent": "tally"}
+    app.send_task("agentflow.run_event", args=[event], queue=agent_queue("echo"))
+    (entry,) = _wait_dlq(redis_client)
+    assert "arrived on agentflow.agent.echo, the queue of agent 'echo'" in entry.reason
+    assert entry.event["id"] == "ev-wrong-queue"
+
+
+def test_an_event_without_agent_runs_the_agent_of_its_queue(start_worker, redis_client):
+    start_worker()
+    app = _plain_celery()
+    result = app.send_task("agentflow.run_event", args=[{"type": "no-route", "data": {"x": 1}}],
+                           queue=agent_queue("echo"))  # fmt: skip
+    assert result.get(timeout=30)["agent"] == "echo"
+
+
+def test_events_of_an_agent_no_worker_serves_are_dead_lettered(start_worker, redis_client):
+    """An event on the queue of an agent no live worker has announced for
+    `[runner] unserved_timeout` goes to the DLQ instead of waiting for ever."""
+    start_worker(env={"AGENTFLOW_RUNNER__UNSERVED_TIMEOUT": "2s",
+                      "AGENTFLOW_MONITORING__METRICS_INTERVAL": "1s"})  # fmt: skip
+    app = _plain_celery()
+    event = {"id": "ev-orphan", "type": "t", "agent": "nobody"}
+    app.send_task("agentflow.run_event", args=[event], queue=agent_queue("nobody"))
+    (entry,) = _wait_dlq(redis_client, timeout=60)
+    assert "nobody" in entry.reason and entry.event["id"] == "ev-orphan"
+    assert redis_client.llen(agent_queue("nobody")) == 0
+
+
+def test_the_client_refuses_data_that_is_not_json(client: Client, redis_client):
+    with pytest.raises(InvalidEvent, match="NaN and Infinity are not JSON"):
+        client.emit({"type": "t", "agent": "echo", "data": {"x": float("nan")}})
+    assert redis_client.llen(agent_queue("echo")) == 0

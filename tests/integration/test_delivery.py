@@ -129,3 +129,23 @@ def test_idempotency_key_gives_a_single_result(start_worker, client, redis_clien
     r2 = second.result(timeout=30)
     assert r2.event_id == r1.event_id == first.id
     assert StateStore(redis_client, prefix=TEST_PREFIX).load("idem")["total"] == 5
+
+
+def test_an_agent_longer_than_the_visibility_timeout_runs_once(start_worker, client, redis_client):
+    """`long_wait` may run 120 s (its own timeout), far past event_timeout and the
+    visibility timeout: its worker renews the message and the claim while it runs, so no
+    second worker starts it meanwhile."""
+    env = {"AGENTFLOW_RUNNER__EVENT_TIMEOUT": "2s", "AGENTFLOW_RUNNER__VISIBILITY_TIMEOUT": "10s"}
+    first = start_worker(concurrency=2, env=env)
+    start_worker(concurrency=2, env=env)
+    handle = client.emit({"type": "t", "agent": "long_wait", "data": {"seconds": 25}})
+    assert handle.result(timeout=90).error is None
+    assert first.pid  # both workers were up the whole time
+    runs = redis_client.lrange(f"{TEST_PREFIX}:test:started:{handle.id}", 0, -1)
+    assert len(runs) == 1, runs
+
+
+def test_a_raised_setting_is_said_in_the_log(start_worker):
+    worker = start_worker(env={"AGENTFLOW_RUNNER__VISIBILITY_TIMEOUT": "3s"})
+    assert "visibility_timeout: raising 3s to 10s" in worker.log()
+    assert "raising Celery's time limit from 30s to 120s to cover agent 'long_wait'" in worker.log()

@@ -102,4 +102,4 @@ def test_cli_emit_refuses_bad_json() -> None:
         capture_output=True, text=True, timeout=60, env=cli_env(),
     )  # fmt: skip
     assert out.returncode != 0
-    assert "--data is not valid JSON" in out.stderr
+    assert "Invalid value for '--data': not valid JSON" in out.stderr
