@@ -161,14 +161,6 @@ def executor(name: str, max_workers: int) -> ThreadPoolExecutor:
         max_workers=max_workers, thread_name_prefix=f"agentflow-{name}"))  # fmt: skip
 
 
-def in_loop_thread() -> bool:
-    """True when called from the background loop's own thread."""
-    try:
-        return asyncio.get_running_loop() is _loop
-    except RuntimeError:
-        return False
-
-
 def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     """Run `coro` on the process loop and wait for it; cancel it after `timeout` seconds."""
     if timeout is not None:

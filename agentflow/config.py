@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from agentflow.durations import Duration
 from agentflow.errors import ConfigError
 
 CONFIG_ENV = "AGENTFLOW_CONFIG"
-_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("agentflow_file_data", default=None)
+_FILE: ContextVar[Path | None] = ContextVar("agentflow_config_file", default=None)
 DEFAULT_CONFIG_FILE = "agentflow.toml"
 
 
@@ -129,8 +134,6 @@ class PerformanceConfig(_Section):
     enable_request_batching: bool = True
     batch_size: int = Field(default=10, ge=1)
     batch_timeout: Duration = 0.1
-    enable_connection_pooling: bool = True
-    pool_size: int = Field(default=50, ge=1)
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     """The worker's event loop (LLM calls, async agents and tools): uvloop where installed
     (``auto``), or always uvloop, or asyncio's own."""
@@ -268,16 +271,6 @@ class AgentsConfig(_Section):
     modules: list[str] = Field(default_factory=list)
 
 
-class _FileSource(PydanticBaseSettingsSource):
-    """The TOML file's data, below the environment in priority."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return (_FILE_DATA.get() or {}).get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(_FILE_DATA.get() or {})
-
-
 class Settings(BaseSettings):
     """The whole effective configuration."""
 
@@ -307,7 +300,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls))
+        path = _FILE.get()
+        if path is None:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready data with every secret masked."""
@@ -402,14 +398,14 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             Settings.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(_format_errors(exc, str(file))) from exc
-    token = _FILE_DATA.set(data)
+    token = _FILE.set(file)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         source = f"{file} + environment (AGENTFLOW_*)" if file else "environment (AGENTFLOW_*)"
         raise ConfigError(_format_errors(exc, source)) from exc
     finally:
-        _FILE_DATA.reset(token)
+        _FILE.reset(token)
 
 
 @lru_cache(maxsize=1)

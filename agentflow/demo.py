@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import redis
 
+from agentflow.bench.stats import percentile
 from agentflow.config import mask_url
 from agentflow.local_cluster import ClusterSpec, LocalCluster
 
@@ -41,11 +42,7 @@ class DemoReport:
 
     def percentile(self, q: float) -> float:
         """Latency percentile in milliseconds (nearest rank)."""
-        if not self.latencies_ms:
-            return 0.0
-        ordered = sorted(self.latencies_ms)
-        rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-        return ordered[rank]
+        return percentile(self.latencies_ms, q)
 
     def summary(self) -> str:
         """The one-line summary the demo prints."""

@@ -242,3 +242,10 @@ def slow_sync(event: Event, state: State) -> dict[str, object]:
             ctx.check()
         time.sleep(0.01)
     return {"done": True}
+
+
+@agent("spin_on_loop", blocking=False, timeout=1.0)
+def spin_on_loop(event: Event, state: State) -> None:
+    """Declared non-blocking (so it runs on the worker's event loop) but spins for ever."""
+    while True:
+        pass

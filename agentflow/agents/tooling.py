@@ -69,7 +69,7 @@ class AssistantAgent(Agent):
                 "name": c.name, "arguments": json.dumps(c.arguments)}}
                 for c in response.tool_calls],
         }  # fmt: skip
-        calls = [ToolCall(id=c.id, name=c.name, args=c.arguments) for c in response.tool_calls]
+        calls = list(response.tool_calls)
         return CallTools(calls, {"messages": [*messages, assistant],
                                  "usage": usage.model_dump()})  # fmt: skip
 

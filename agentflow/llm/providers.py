@@ -145,7 +145,7 @@ class OllamaProvider(Provider):
     def parse_chat(self, data: dict[str, Any]) -> ChatResponse:
         message = data.get("message") or {}
         calls = [ToolCall(id=f"call_{i}", name=c["function"]["name"],
-                          arguments=dict(c["function"].get("arguments") or {}))
+                          args=dict(c["function"].get("arguments") or {}))
                  for i, c in enumerate(message.get("tool_calls") or [])]  # fmt: skip
         p, c = int(data.get("prompt_eval_count", 0)), int(data.get("eval_count", 0))
         usage = Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c, llm_calls=1)
@@ -164,7 +164,7 @@ def _tool_call(raw: dict[str, Any]) -> ToolCall:
         parsed = json.loads(args) if isinstance(args, str) else dict(args)
     except json.JSONDecodeError:
         parsed = {"_raw": args}
-    return ToolCall(id=str(raw.get("id", "")), name=str(fn.get("name", "")), arguments=parsed)
+    return ToolCall(id=str(raw.get("id", "")), name=str(fn.get("name", "")), args=parsed)
 
 
 PROVIDERS: dict[str, type[Provider]] = {

@@ -72,7 +72,7 @@ class SSEChatStream:
 
     def response(self) -> ChatResponse:
         """The whole reply, assembled."""
-        calls = [ToolCall(id=c["id"], name=c["name"], arguments=_arguments(c["arguments"]))
+        calls = [ToolCall(id=c["id"], name=c["name"], args=_arguments(c["arguments"]))
                  for _, c in sorted(self._calls.items())]  # fmt: skip
         u = self._usage
         usage = Usage(prompt_tokens=int(u.get("prompt_tokens", 0)),
@@ -103,7 +103,7 @@ class NDJSONChatStream:
         for call in message.get("tool_calls") or []:
             fn = call.get("function") or {}
             self._calls.append(ToolCall(id=f"call_{len(self._calls)}", name=fn.get("name", ""),
-                                        arguments=_arguments(fn.get("arguments"))))  # fmt: skip
+                                        args=_arguments(fn.get("arguments"))))  # fmt: skip
         if chunk.get("done"):
             self.done = True
             self._prompt = int(chunk.get("prompt_eval_count", 0))

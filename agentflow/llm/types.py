@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
 from agentflow.models import Usage
-
-
-class ToolCall(BaseModel):
-    """A function call the model asks for."""
-
-    id: str
-    name: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
+from agentflow.tools.calls import ToolCall
 
 
 class ChatResponse(BaseModel):

@@ -83,10 +83,9 @@ def choose_pool(sender: Any = None, **_: Any) -> None:
 def retire_worker(**_: Any) -> None:
     """Take this worker out of the ready set and stop its heartbeat."""
     from agentflow.broker.connection import get_redis
+    from agentflow.broker.transport import _limbo, _push_limbo
     from agentflow.config import get_settings
     from agentflow.workers import heartbeat
-
-    from agentflow.broker.transport import _limbo, _push_limbo
 
     heartbeat.stop()
     try:

@@ -63,3 +63,14 @@ def test_worker_restarts_itself_once_too_many_threads_are_stuck(start_worker, cl
     assert worker.proc.poll() is None  # the same process (pid), running a fresh program
     handle = client.emit({"type": "t", "agent": "echo", "data": {"after": "restart"}})
     assert handle.result(timeout=30).output["echo"] == {"after": "restart"}
+
+
+def test_a_non_blocking_agent_that_spins_is_stopped_on_the_loop(start_worker, client):
+    """An agent declared blocking=False runs on the event loop itself; spinning there it
+    would stall every event of the process. Its time limit still stops it."""
+    start_worker(concurrency=8)
+    handle = client.emit({"type": "t", "agent": "spin_on_loop"})
+    with pytest.raises(EventFailed, match="timed out after 1s"):
+        handle.result(timeout=30)
+    ok = client.emit_many({"type": "t", "agent": "echo", "data": {"i": i}} for i in range(20))
+    assert [h.result(timeout=30).output["echo"]["i"] for h in ok] == list(range(20))

@@ -52,7 +52,7 @@ def test_ollama_chat_tool_calls_and_embeddings(mock_llm: MockServer, redis_clien
         return reply, vectors
 
     reply, vectors = call("ollama", {"endpoint": mock_llm.url, "model": "llama3.1"}, use)
-    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("lookup", {"id": 7})]
+    assert [(c.name, c.args) for c in reply.tool_calls] == [("lookup", {"id": 7})]
     assert reply.usage.llm_calls == 1
     assert len(vectors) == 1
     assert mock_llm.stats()["ollama_chat"] == 1
@@ -67,4 +67,4 @@ def test_openai_scripted_tool_calls(mock_llm: MockServer, redis_client) -> None:
 
     reply = call("openai", {"endpoint": mock_llm.url + "/v1"}, use)
     assert reply.finish_reason == "tool_calls"
-    assert reply.tool_calls[0].name == "search" and reply.tool_calls[0].arguments == {"q": "celery"}
+    assert reply.tool_calls[0].name == "search" and reply.tool_calls[0].args == {"q": "celery"}

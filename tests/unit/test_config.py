@@ -27,8 +27,6 @@ enable_state_compression = false
 enable_request_batching = true
 batch_size = 16
 batch_timeout = "100ms"
-enable_connection_pooling = true
-pool_size = 80
 
 [monitoring]
 enable_metrics = true
@@ -95,9 +93,7 @@ def test_every_seed_key_is_read(tmp_path: Path, clean_env: None) -> None:
     assert (s.runner.worker_pool_size, s.runner.event_timeout) == (64, 45.0)
     assert (s.memory.state_cache_size, s.memory.state_cache_ttl) == (2000, 7200.0)
     assert s.memory.enable_state_compression is False
-    assert (s.performance.batch_size, s.performance.batch_timeout, s.performance.pool_size) == (
-        16, 0.1, 80,
-    )  # fmt: skip
+    assert (s.performance.batch_size, s.performance.batch_timeout) == (16, 0.1)
     assert (s.monitoring.metrics_interval, s.monitoring.profile_port) == (15.0, 6061)
     o = s.llm.openai
     assert (o.max_connections, o.min_connections, o.idle_timeout) == (100, 10, 300.0)

@@ -31,7 +31,7 @@ def test_openai_urls_headers_and_parsing() -> None:
         "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
     })  # fmt: skip
     assert reply.tool_calls[0].name == "search"
-    assert reply.tool_calls[0].arguments == {"q": "redis"}
+    assert reply.tool_calls[0].args == {"q": "redis"}
     assert reply.finish_reason == "tool_calls"
     assert (reply.usage.prompt_tokens, reply.usage.total_tokens, reply.usage.llm_calls) == (
         7,
@@ -95,7 +95,7 @@ def test_sse_stream_assembles_text_tool_calls_and_usage() -> None:
     reply = parser.response()
     assert pieces == ["Hel", "lo"]
     assert reply.content == "Hello"
-    assert reply.tool_calls[0].arguments == {"a": 1}
+    assert reply.tool_calls[0].args == {"a": 1}
     assert reply.finish_reason == "tool_calls"
     assert reply.usage.total_tokens == 7 and reply.model == "m"
 
