@@ -66,7 +66,7 @@ class AssistantAgent(Agent):
         assistant = {
             "role": "assistant", "content": response.content or None,
             "tool_calls": [{"id": c.id, "type": "function", "function": {
-                "name": c.name, "arguments": json.dumps(c.arguments)}}
+                "name": c.name, "arguments": json.dumps(c.args)}}
                 for c in response.tool_calls],
         }  # fmt: skip
         calls = list(response.tool_calls)
