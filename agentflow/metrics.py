@@ -57,22 +57,24 @@ class NullMetrics:
         """Do nothing."""
 
 
-class BufferedStatsClient(statsd.StatsClient):
+class BufferedStatsClient:
     """statsd's UDP client, sending from a thread of its own.
 
     ``sendto`` releases the GIL, and a thread that gives up the GIL waits up to the
     interpreter's switch interval (5 ms) to get it back while other threads run: a worker's
     event loop that sent a dozen stats per event spent a tenth of its time waiting so. Here
-    a stat is queued (no system call) and a daemon thread sends the queue every
-    `flush_interval` seconds, packed into datagrams of up to `maxudpsize` bytes as statsd's
-    own ``Pipeline`` packs them.
+    a stat is only queued (no formatting, no system call); a daemon thread replays the
+    queue every `flush_interval` seconds into statsd's own ``Pipeline``, which formats the
+    stats and packs them into datagrams of up to `maxudpsize` bytes.
     """
 
     def __init__(self, host: str, port: int, prefix: str | None = None,
                  flush_interval: float = 0.1, maxudpsize: int = 512) -> None:  # fmt: skip
-        super().__init__(host, port, prefix=prefix, maxudpsize=maxudpsize)
+        self._client = statsd.StatsClient(host, port, prefix=prefix, maxudpsize=maxudpsize)
         # Bounded: should sending stall, the oldest stats go, not the worker's memory.
-        self._queue: collections.deque[str] = collections.deque(maxlen=100_000)
+        self._queue: collections.deque[tuple[str, str, float, float, bool]] = collections.deque(
+            maxlen=100_000
+        )
         self._interval = flush_interval
         self._flushing = threading.Lock()
         self._closed = threading.Event()
@@ -80,11 +82,17 @@ class BufferedStatsClient(statsd.StatsClient):
         self._sender.start()
         atexit.register(self.flush)
 
-    def _after(self, data: str) -> None:  # statsd's hook between formatting and sending
-        if data:
-            if not data.isascii():  # statsd is ASCII; an agent's name may not be
-                data = "".join(c if c.isascii() else "_" for c in data)
-            self._queue.append(data)
+    def incr(self, stat: str, count: int = 1, rate: float = 1) -> None:
+        """Queue a counter increment."""
+        self._queue.append(("incr", stat, count, rate, False))
+
+    def timing(self, stat: str, delta: float, rate: float = 1) -> None:
+        """Queue a timing in milliseconds."""
+        self._queue.append(("timing", stat, delta, rate, False))
+
+    def gauge(self, stat: str, value: float, rate: float = 1, delta: bool = False) -> None:
+        """Queue a gauge value (or a change of it, with `delta`)."""
+        self._queue.append(("gauge", stat, value, rate, delta))
 
     def _run(self) -> None:
         while not self._closed.wait(self._interval):
@@ -96,20 +104,21 @@ class BufferedStatsClient(statsd.StatsClient):
     def flush(self) -> None:
         """Send every queued stat now (the sender thread, exit, or a caller that must)."""
         with self._flushing:
-            queue, limit = self._queue, self._maxudpsize
-            if self._sock is None:  # closed
-                queue.clear()
+            queue = self._queue
+            if not queue:
                 return
-            packet = ""
+            pipe = self._client.pipeline()
             while queue:
-                stat = queue.popleft()
-                if packet and len(packet) + len(stat) + 1 >= limit:
-                    self._send(packet)
-                    packet = stat
+                kind, stat, value, rate, delta = queue.popleft()
+                if not stat.isascii():  # statsd is ASCII; an agent's name may not be
+                    stat = "".join(c if c.isascii() else "_" for c in stat)
+                if kind == "incr":
+                    pipe.incr(stat, int(value), rate)
+                elif kind == "timing":
+                    pipe.timing(stat, value, rate)
                 else:
-                    packet = f"{packet}\n{stat}" if packet else stat
-            if packet:
-                self._send(packet)
+                    pipe.gauge(stat, value, rate, delta)
+            pipe.send()
 
     def close(self) -> None:
         """Stop the sender thread, send what is queued, close the socket."""
@@ -119,7 +128,8 @@ class BufferedStatsClient(statsd.StatsClient):
         atexit.unregister(self.flush)
         self.flush()
         with self._flushing:
-            super().close()
+            self._queue.clear()
+            self._client.close()
 
 
 _lock = threading.Lock()

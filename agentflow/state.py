@@ -165,14 +165,18 @@ class StateStore:
                 return hit
         return self._loaded(session_id, cast(Any, self._redis.hgetall(key)))
 
-    async def load_async(self, client: Any, session_id: str) -> State:
-        """:meth:`load` on a ``redis.asyncio`` client (the worker's event loop)."""
+    async def load_async(self, command: Any, session_id: str) -> State:
+        """:meth:`load` on the worker's event loop; `command(*args)` sends one Redis
+        command and returns an awaitable of its reply (a batch's ``command``)."""
         key = self.key(session_id)
         if self._cache_size:
-            hit = self._cached(session_id, await client.hget(key, _VERSION_FIELD))
+            hit = self._cached(session_id, await command("HGET", key, _VERSION_FIELD))
             if hit is not None:
                 return hit
-        return self._loaded(session_id, await client.hgetall(key))
+        raw = await command("HGETALL", key)
+        if isinstance(raw, list):  # a pipeline's reply: field, value, field, value...
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
+        return self._loaded(session_id, raw)
 
     def _cached(self, session_id: str, raw_version: Any) -> State | None:
         version = int(raw_version) if raw_version is not None else 0

@@ -14,6 +14,8 @@ no compression, no task-sent events (:func:`direct_publish_ok`).
 
 from __future__ import annotations
 
+import contextvars
+import functools
 from typing import Any, NamedTuple
 
 from celery import signals
@@ -31,6 +33,9 @@ class Outgoing(NamedTuple):
     name: str
     headers: dict[str, Any]
     body: Any
+    context: contextvars.Context | None = None
+    """Where its ``before_task_publish`` ran (a tracer's publish span is current there);
+    ``after_task_publish`` runs there too, so each message's span stays apart."""
 
 
 _ok: dict[int, bool] = {}
@@ -68,13 +73,16 @@ def task_message(
                                   **fields)  # fmt: skip
     headers, properties, body = message.headers, dict(message.properties), message.body
     properties["reply_to"] = properties.get("reply_to") or app.thread_oid
+    context = None
     if signals.before_task_publish.receivers:
-        signals.before_task_publish.send(
-            sender=name, body=body, exchange="", routing_key=queue, declare=[],
-            headers=headers, properties=properties, retry_policy=None,
-        )  # fmt: skip
+        context = contextvars.copy_context()
+        context.run(functools.partial(
+            signals.before_task_publish.send, sender=name, body=body, exchange="",
+            routing_key=queue, declare=[], headers=headers, properties=properties,
+            retry_policy=None,
+        ))  # fmt: skip
     return Outgoing(queue, envelope(headers, properties, encode_body(*body), queue), name,
-                    headers, body)  # fmt: skip
+                    headers, body, context)  # fmt: skip
 
 
 def _stage(pipe: Any, messages: list[Outgoing]) -> None:
@@ -105,8 +113,12 @@ def published(messages: list[Outgoing]) -> None:
     """Fire ``after_task_publish`` for messages now on their queues."""
     if signals.after_task_publish.receivers:
         for m in messages:
-            signals.after_task_publish.send(sender=m.name, body=m.body, headers=m.headers,
-                                            exchange="", routing_key=m.queue)  # fmt: skip
+            send = functools.partial(signals.after_task_publish.send, sender=m.name, body=m.body,
+                                     headers=m.headers, exchange="", routing_key=m.queue)  # fmt: skip
+            if m.context is not None:
+                m.context.run(send)
+            else:
+                send()
 
 
 def same_redis(a: Any, b: Any) -> bool:

@@ -6,11 +6,12 @@ message leaves its queue only inside one Lua script (``lua/fetch.lua``) that als
 as unacked, so at every instant it is either queued or recorded, and kombu's restore sweep
 brings a dead worker's records back after the visibility timeout.
 
-A script cannot block, so waiting works like Dramatiq's Redis broker: after a fetch that
-found nothing the channel waits with BRPOP on the queues' *doorbell* keys (never on the
-queues themselves, which would take a message) for at most ``fetch_idle_wait`` seconds,
-backing off from 1 ms. AgentFlow's producers ring the doorbell of the queue they push to, so
-an idle worker wakes at once; a message from any other producer waits at most that long.
+A script cannot block, so a worker waits on *doorbells*: after a fetch that emptied the
+queues (and cleared their doorbells) the channel waits with BRPOP on the queues' doorbell
+keys — never on the queues themselves, which would take a message — for at most
+``fetch_idle_wait`` seconds. AgentFlow's producers ring the doorbell of the queue they push
+to in the same step as the push, so an idle worker wakes at once; a message from any other
+producer waits at most that long.
 
 While a worker holds a message (running, waiting for a slot or for its ETA) the channel
 renews the message's score in kombu's unacked index every ``visibility_timeout / 4``: a live
@@ -53,6 +54,15 @@ WAKE_LIMIT = 16
 
 _FETCH = Script("fetch")
 _RESTORE_MALFORMED = Script("restore_malformed")
+
+
+def _resp(fields: list[Any]) -> bytes:
+    """Redis protocol bulk strings for `fields` (str, bytes or numbers), no array header."""
+    out = []
+    for f in fields:
+        b = f if isinstance(f, bytes) else str(f).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
 
 
 def wake_key(queue: str) -> str:
@@ -308,8 +318,8 @@ class Channel(kombu_redis.Channel):
     _no_ack_queues: frozenset[str] = frozenset()
     _waiting = False
     _idle_wait = 0.0
-    _next_wait = 0.0
     _fetch_keys: list[str] = []
+    _fetch_cache: dict[tuple[str, ...], tuple[int, bytes]]
     max_pop = 16
     """Messages taken per fetch at most (fewer when the prefetch limit leaves less room)."""
     fetch_idle_wait = 0.2
@@ -322,6 +332,7 @@ class Channel(kombu_redis.Channel):
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._fetch_cache = {}
         super().__init__(*args, **kwargs)
         if _limbo:
             with contextlib.suppress(Exception), self.conn_or_acquire() as client:
@@ -347,22 +358,35 @@ class Channel(kombu_redis.Channel):
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         if no_ack:
             self._no_ack_queues = self._no_ack_queues | {queue}
+            self._fetch_cache.clear()
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
     # -- taking messages -------------------------------------------------------------------
-    def _fetch_request(self, queues: list[str], limit: int) -> tuple[list[Any], list[str]]:
-        """The fetch script's keys and arguments for `queues` (in priority order)."""
-        qos = self.qos
-        keys: list[Any] = [qos.unacked_key, qos.unacked_index_key, qos.malformed_key,
-                           qos.malformed_index_key, qos.malformed_key + ".seq"]  # fmt: skip
-        args: list[Any] = [time.time(), limit]
-        names = []
-        for pri in self.priority_steps:
+    def _fetch_request(self, queues: list[str], limit: int) -> tuple[bytes, list[str]]:
+        """The fetch script's command for `queues`, packed; the queue of each index.
+
+        Everything but the time and the limit is the same from one fetch to the next (the
+        queue order changes as the fair cycle rotates), so that part is packed once per
+        order: a worker consuming twenty queues fetches hundreds of times a second.
+        """
+        order = tuple(queues)
+        static = self._fetch_cache.get(order)
+        if static is None:
+            qos = self.qos
+            keys = [qos.unacked_key, qos.unacked_index_key, qos.malformed_key,
+                    qos.malformed_index_key, qos.malformed_key + ".seq"]  # fmt: skip
+            steps = list(dict.fromkeys(str(self.priority(p)) for p in self.priority_steps))
+            args: list[Any] = [self.sep, WAKE_PREFIX, len(steps), *steps, len(queues)]
             for queue in queues:
-                keys.append(self._q_for_pri(queue, pri))
                 args += [queue, 0 if queue in self._no_ack_queues else 1]
-                names.append(queue)
-        return [*_FETCH.command(keys, args)], names
+            fields = ["EVALSHA", _FETCH.sha, len(keys), *keys, *args]
+            static = (len(fields) + 2, _resp(fields))
+            if len(self._fetch_cache) > 64:
+                self._fetch_cache.clear()
+            self._fetch_cache[order] = static
+        count, body = static
+        packed = b"*%d\r\n" % count + body + _resp([repr(time.time()), limit])
+        return packed, list(queues)
 
     def _fetch_limit(self) -> int:
         room = self.qos.can_consume_max_estimate()
@@ -380,8 +404,8 @@ class Channel(kombu_redis.Channel):
             conn.send_command("BRPOP", *(wake_key(q) for q in queues), self._idle_wait)
             return
         self._waiting = False
-        command, self._fetch_keys = self._fetch_request(list(queues), self._fetch_limit())
-        conn.send_command(*command)
+        packed, self._fetch_keys = self._fetch_request(list(queues), self._fetch_limit())
+        conn.send_packed_command([packed])
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
@@ -397,18 +421,13 @@ class Channel(kombu_redis.Channel):
                 with self.conn_or_acquire() as client:
                     client.script_load(_FETCH.text)
                 raise kombu_redis.Empty() from None
-            if waited:
-                # Rung, or the wait ran out: fetch next. A ring means work: no backoff.
+            if waited:  # rung, or the wait ran out (a producer that rings no bell): fetch
                 self._idle_wait = 0.0
-                self._next_wait = 0.001 if reply else self._next_wait
                 raise kombu_redis.Empty()
-            if not reply:
-                self._idle_wait = self._next_wait = min(
-                    max(self._next_wait * 2, 0.001), self.fetch_idle_wait
-                )
+            # Queues drained (their doorbells cleared): wait for a ring; else fetch again.
+            self._idle_wait = self.fetch_idle_wait if int(reply[0]) else 0.0
+            if len(reply) == 1:
                 raise kombu_redis.Empty()
-            self._idle_wait = 0.0
-            self._next_wait = 0.0
             self._deliver_fetched(reply, self._fetch_keys)
             return True
         finally:
@@ -419,7 +438,7 @@ class Channel(kombu_redis.Channel):
 
     def _deliver_fetched(self, reply: list[Any], names: list[str]) -> None:
         """Hand what the fetch script took to the consumer, one message at a time."""
-        for i in range(0, len(reply), 4):
+        for i in range(1, len(reply), 4):
             kind, index, raw_tag, item = reply[i : i + 4]
             queue = names[int(index) - 1]
             tag = bytes_to_str(raw_tag)
@@ -438,16 +457,17 @@ class Channel(kombu_redis.Channel):
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
         """One message from `queue`, taken and recorded in one step (``basic_get``)."""
-        command, _names = self._fetch_request([queue], 1)
+        qos = self.qos
+        keys = [qos.unacked_key, qos.unacked_index_key, qos.malformed_key,
+                qos.malformed_index_key, qos.malformed_key + ".seq"]  # fmt: skip
+        steps = list(dict.fromkeys(str(self.priority(p)) for p in self.priority_steps))
+        args = [self.sep, WAKE_PREFIX, len(steps), *steps, 1, queue,
+                0 if queue in self._no_ack_queues else 1, repr(time.time()), 1]  # fmt: skip
         with self.conn_or_acquire() as client:
-            try:
-                reply = client.execute_command(*command)
-            except NoScriptError:
-                client.script_load(_FETCH.text)
-                reply = client.execute_command(*command)
-        if not reply:
+            reply = _FETCH(client, keys, args)
+        if len(reply) < 5:
             raise kombu_redis.Empty()
-        kind, _, raw_tag, item = reply[:4]
+        kind, _, raw_tag, item = reply[1:5]
         tag = bytes_to_str(raw_tag)
         if int(kind) == 2:
             return stand_in(item_text(item), queue, tag, malformed_reason(item))

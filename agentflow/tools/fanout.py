@@ -17,6 +17,7 @@ the Redis result backend, written in one pipeline.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from celery import chord, group
@@ -92,22 +93,28 @@ async def send(
     *,
     headers: dict[str, Any],
     settle: tuple[str, str, str] | None = None,
+    also: Callable[[Any], None] | None = None,
 ) -> bool:
     """Build and send the fan-out that replaces task `task_id`; True when the same
-    transaction settled the replaced message (see :func:`send_async`)."""
+    transaction settled the replaced message (see :func:`send_async`). `also` queues more
+    commands in that transaction (the runner gives up the event's claim there)."""
     from agentflow.app import app
 
     signature = await build(app, request, raw_event, agent_name, task_id, step, settings)
     nesting = int(headers.get("replaced_task_nesting") or 0) + 1
     root_id = headers.get("root_id")
     if await send_async(app, signature, task_id, root_id=root_id, nesting=nesting,
-                        settle=settle):  # fmt: skip
+                        settle=settle, also=also):  # fmt: skip
         return settle is not None
     # Celery's canvas (another result backend, compression, task-sent events...): what
     # ``Task.replace`` sends, from a helper thread (it blocks).
     signature.freeze(task_id, root_id=root_id)
     signature.set(replaced_task_nesting=nesting)
-    await asyncio.get_running_loop().run_in_executor(None, signature.apply_async)
+    await asyncio.to_thread(signature.apply_async)  # in this context: tracing follows
+    if also is not None:
+        pipe = get_async_redis().pipeline(transaction=True)
+        also(pipe)
+        await pipe.execute()
     return False
 
 
@@ -139,7 +146,8 @@ def step_of(context: dict[str, Any]) -> int:
 
 
 async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
-                     nesting: int, settle: tuple[str, str, str] | None = None) -> bool:  # fmt: skip
+                     nesting: int, settle: tuple[str, str, str] | None = None,
+                     also: Callable[[Any], None] | None = None) -> bool:  # fmt: skip
     """Publish a fan-out from :func:`build` as task `task_id`'s replacement; False when the
     app's settings need Celery's own canvas (the caller then uses ``apply_async``).
 
@@ -157,6 +165,8 @@ async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: s
     if not isinstance(signature, chord):  # every result was cached: the body alone
         message = _body_message(app, signature, task_id, root_id, nesting)
         pipe = get_async_redis().pipeline(transaction=True)
+        if also is not None:
+            also(pipe)
         if settle is not None:
             unacked, index, tag = settle
             pipe.hdel(unacked, tag)
@@ -164,6 +174,8 @@ async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: s
         await publish.push_async(pipe, [message])
         return True
     pipe = get_async_redis().pipeline(transaction=True)
+    if also is not None:
+        also(pipe)
     await publish.push_async(pipe, _stage(pipe, app, signature, task_id, root_id, nesting,
                                           settle))  # fmt: skip
     return True

@@ -40,6 +40,10 @@ from agentflow.broker.queues import RUN_EVENT_TASK
 
 log = logging.getLogger("agentflow.pool")
 
+_BUSY_HUB = 0.002
+"""A hub that turned this recently is busy: it runs queued callbacks at its next turn
+without being woken (a wake-up is a write to its pipe, and a thread switch)."""
+
 AGENTFLOW_TASKS = frozenset({RUN_EVENT_TASK, "agentflow.resume_event", "agentflow.run_tool"})
 
 
@@ -114,6 +118,7 @@ class AsyncPool(ThreadsPool):
         self._hub: Any = None
         self._callbacks: collections.deque[tuple[Any, tuple[Any, ...]]] = collections.deque()
         self._draining = False
+        self._last_tick = 0.0
         self._semaphores: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -132,8 +137,15 @@ class AsyncPool(ThreadsPool):
         super().on_start()
 
     def register_with_event_loop(self, loop: Any) -> None:
-        """Celery hands the pool the consumer's event loop (kombu's hub)."""
+        """Celery hands the pool the consumer's event loop (kombu's hub): each of its turns
+        runs the request callbacks queued since the last."""
         self._hub = loop
+        loop.on_tick.add(self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._last_tick = time.monotonic()
+        if self._callbacks:
+            self._run_callbacks()
 
     def semaphore(self) -> asyncio.Semaphore:
         """The concurrency bound on the running loop (``-c``)."""
@@ -183,6 +195,8 @@ class AsyncPool(ThreadsPool):
             self._callbacks.append((fn, args))
             if self._draining:
                 return
+            if time.monotonic() - self._last_tick < _BUSY_HUB:
+                return  # the hub turns often now: its next turn runs the callback
             self._draining = True
         hub.call_soon(self._run_callbacks)
 

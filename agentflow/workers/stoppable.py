@@ -48,7 +48,7 @@ class _Call:
     """One sync call handed to a thread; `lock` orders finishing against stopping."""
 
     __slots__ = ("abandoned", "args", "context", "done", "fn", "future", "ident", "lock",
-                 "loop")  # fmt: skip
+                 "loop", "stopping")  # fmt: skip
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...],
                  loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:  # fmt: skip
@@ -60,6 +60,7 @@ class _Call:
         self.lock = threading.Lock()
         self.done = False
         self.abandoned = False
+        self.stopping = False
         self.ident: int | None = None
 
 
@@ -147,7 +148,8 @@ class StoppableThreads:
         finally:
             with call.lock:
                 call.done = True
-                _inject(ident, None)  # clear a stop that was not raised yet
+                if call.stopping:
+                    _inject(ident, None)  # clear a stop that was not raised yet
         if call.abandoned:
             return
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
@@ -163,6 +165,7 @@ class StoppableThreads:
             with self._lock:
                 self._stuck.add(call.ident)
                 stuck = len(self._stuck)
+            call.stopping = True
             _inject(call.ident, Stopped)
         if stuck > self.max_abandoned and not self._told and self.on_too_many is not None:
             self._told = True
@@ -200,6 +203,8 @@ class _Watchdog:
 
     def add(self, watch: _Watch) -> None:
         with self._lock:
+            if not self._watches:
+                self._wake.set()  # the watchdog sleeps while nothing is watched
             self._watches.add(watch)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._serve, name="agentflow-watchdog",
@@ -212,6 +217,11 @@ class _Watchdog:
 
     def _serve(self) -> None:
         while True:
+            with self._lock:
+                if not self._watches:
+                    self._wake.clear()
+            if not self._wake.is_set():
+                self._wake.wait()  # nothing is watched: sleep until something is
             time.sleep(0.05)
             now = time.monotonic()
             with self._lock:
@@ -242,7 +252,8 @@ def guarded(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None
     finally:
         with watch.lock:
             watch.done = True
-            _inject(watch.ident, None)
+            if watch.stopped:
+                _inject(watch.ident, None)
         _watchdog.discard(watch)
         if watch.stopped:
             raise TimeoutError(timeout)

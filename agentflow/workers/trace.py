@@ -40,8 +40,8 @@ from kombu.utils.encoding import safe_repr
 from agentflow import _aio
 from agentflow.broker.connection import get_async_redis, get_redis
 from agentflow.broker.messages import short_repr
+from agentflow.broker.scripts import Script
 from agentflow.broker.transport import QoS as TransportQoS
-from agentflow.config import get_settings
 from agentflow.errors import AgentError, EventRejected
 from agentflow.workers.asyncio_pool import AsyncJob, revoked_now
 from agentflow.workers.runner import (
@@ -120,14 +120,35 @@ def _not_started(job: AsyncJob) -> None:
     job.pool.on_request_thread(job.request.revoked)
 
 
-def _request_context(job: AsyncJob) -> tuple[Context, list[Any], dict[str, Any], dict[str, Any]]:
-    """Celery's task request context, args, kwargs and embed for `job`."""
-    _, _, request_dict, _, _, _ = job.args
-    args, kwargs, embed = job.request.message.payload
-    embed = embed if isinstance(embed, dict) else {}
-    ctx = Context({**request_dict, **embed}, args=args, kwargs=kwargs, called_directly=False,
-                  is_eager=False)  # fmt: skip
-    return ctx, list(args), dict(kwargs), embed
+class RequestContext:
+    """Celery's task request context of a job, built only when something needs it (a
+    signal with receivers, the result backend): most events need none."""
+
+    def __init__(self, job: AsyncJob) -> None:
+        self.request_dict: dict[str, Any] = job.args[2]
+        args, kwargs, embed = job.request.message.payload
+        self.args = list(args)
+        self.kwargs = dict(kwargs)
+        self.embed: dict[str, Any] = embed if isinstance(embed, dict) else {}
+        self.retries = 0
+
+    @functools.cached_property
+    def ctx(self) -> Context:
+        """The Context Celery's tracer would push for this request."""
+        ctx = Context({**self.request_dict, **self.embed}, args=self.args, kwargs=self.kwargs,
+                      called_directly=False, is_eager=False)  # fmt: skip
+        if self.retries:
+            ctx.retries = int(ctx.retries or 0) + self.retries
+        return ctx
+
+
+def _task_events(request: Any) -> bool:
+    """Whether the request's task events are being sent (``-E``, ``enable_events``)."""
+    eventer = request.eventer
+    if eventer is None or not eventer.enabled or not request.task.send_events:
+        return False
+    groups = eventer.groups
+    return not groups or "task" in groups
 
 
 def _settle_args(message: Any) -> tuple[str, str, str] | None:
@@ -139,12 +160,12 @@ def _settle_args(message: Any) -> tuple[str, str, str] | None:
     return unacked, index, str(message.delivery_tag)
 
 
-def _send(signal: Any, sender: Any, ctx: Context, **kwargs: Any) -> None:
+def _send(signal: Any, sender: Any, rc: RequestContext, **kwargs: Any) -> None:
     """Fire `signal` with the request pushed, as Celery's tracer does."""
     if not signal.receivers:
         return
     stack = sender.request_stack
-    stack.push(ctx)
+    stack.push(rc.ctx)
     try:
         signal.send(sender=sender, **kwargs)
     except Exception:
@@ -167,30 +188,30 @@ async def _attempt(job: AsyncJob, attempt: int) -> RetryLater | None:
     pool, request = job.pool, job.request
     task = request.task
     task_id = job.task_id
-    ctx, args, kwargs, embed = _request_context(job)
+    rc = RequestContext(job)
+    rc.retries = attempt
+    args, kwargs = rc.args, rc.kwargs
     queue = (request.delivery_info or {}).get("routing_key")
-    settings = get_settings()
     runner = get_runner()
     meta = None
     if job.args[0] != "agentflow.run_tool" and pool.results_in_script:
-        meta = ResultMeta.for_request(task.backend, task_id, ctx.__dict__,
-                                      int(settings.broker.result_expires))  # fmt: skip
+        meta = ResultMeta.for_request(task.backend, task_id, {**rc.request_dict, **rc.embed,
+                                                              "args": args, "kwargs": kwargs},
+                                      runner.result_ttl)  # fmt: skip
     # The message is settled in the script that stores the result only when that is where
     # the result goes; else it is acked once Celery's backend has stored it.
     settle = _settle_args(request.message) if pool.results_in_script else None
-    work = Job(task_id, job.args[0], args, kwargs, embed, job.args[2], queue, meta, settle)
+    work = Job(task_id, job.args[0], args, kwargs, rc.embed, rc.request_dict, queue, meta, settle)
     job.current = work
-    if attempt:
-        ctx.retries = int(ctx.retries or 0) + attempt
-    _send(signals.task_prerun, task, ctx, task_id=task_id, task=task, args=args, kwargs=kwargs)
+    _send(signals.task_prerun, task, rc, task_id=task_id, task=task, args=args, kwargs=kwargs)
     started = time.monotonic()
     state, retval = states.FAILURE, None
     try:
         outcome = await runner.run(work)
-        state, retval = await _finished(job, ctx, work, outcome, time.monotonic() - started)
+        state, retval = await _finished(job, rc, work, outcome, time.monotonic() - started)
     except RetryLater as later:
         state, retval = states.RETRY, later
-        await _retry(job, ctx, later)
+        await _retry(job, rc, later)
         return later
     except asyncio.CancelledError:
         state = states.REVOKED
@@ -198,17 +219,17 @@ async def _attempt(job: AsyncJob, attempt: int) -> RetryLater | None:
             raise  # shutdown: no ack, no result; kombu puts the message back
     except _FAILURES as exc:
         retval = exc
-        await _failed(job, ctx, exc, time.monotonic() - started)
+        await _failed(job, rc, exc, time.monotonic() - started)
     except Exception as exc:
         retval = exc
         _lost(job, exc, time.monotonic() - started)
     finally:
-        _send(signals.task_postrun, task, ctx, task_id=task_id, task=task, args=args,
+        _send(signals.task_postrun, task, rc, task_id=task_id, task=task, args=args,
               kwargs=kwargs, retval=retval, state=state)  # fmt: skip
     return None
 
 
-async def _finished(job: AsyncJob, ctx: Context, work: Job, outcome: Outcome,
+async def _finished(job: AsyncJob, rc: RequestContext, work: Job, outcome: Outcome,
                     runtime: float) -> tuple[str, Any]:  # fmt: skip
     """Store, signal and ack a request whose run ended with `outcome`."""
     pool, request = job.pool, job.request
@@ -222,54 +243,77 @@ async def _finished(job: AsyncJob, ctx: Context, work: Job, outcome: Outcome,
     if isinstance(outcome, FannedOut):
         if outcome.settled:
             message.channel.qos.settled(message.delivery_tag)
-        try:
-            raise Ignore()
-        except Ignore as exc:
-            einfo = ExceptionInfo(internal=True)
-            pool.on_request_thread(job.callback, (True, einfo, runtime))
-            exc.__traceback__ = None
+        # Replaced, as by ``Task.replace``: Celery's request acks on Ignore. (Only the
+        # exception is read on that path; billiard's ExceptionInfo walks the stack.)
+        pool.on_request_thread(job.callback, (True, _Replaced(), runtime))
         return states.IGNORED, None
     assert isinstance(outcome, Done)
     result = outcome.result
     if work.name == "agentflow.run_tool":
-        await _blocking(task.backend.mark_as_done, job.task_id, result, request=ctx,
-                        store_result=not ctx.chord)  # fmt: skip
-        if ctx.chord and not await _chord_dispatched(task, ctx, result):
+        ctx = rc.ctx
+        waiting = await _blocking(_store_tool_result, task.backend, ctx, result, work.settle)
+        if waiting and not await _chord_dispatched(task, ctx, result):
             _lost(job, RuntimeError("its chord's continuation was not sent yet"), runtime)
             return states.SUCCESS, result
-        if work.settle is not None and await _blocking(_settle, work.settle):
+        if work.settle is not None:
+            if waiting:  # sent since: settle now
+                await _blocking(_store_tool_result, None, ctx, result, work.settle)
             message.channel.qos.settled(message.delivery_tag)
     elif work.meta is None:  # the result backend is elsewhere: Celery's backend stores it
-        await _blocking(task.backend.mark_as_done, job.task_id, result, request=ctx)
+        await _blocking(task.backend.mark_as_done, job.task_id, result, request=rc.ctx)
     elif outcome.replayed:
         await _store_meta(work.meta, result)
     if outcome.settled:
         message.channel.qos.settled(message.delivery_tag)
-    _send(signals.task_success, task, ctx, result=result, runtime=runtime)
-    shown = short_repr(result, 256)
-    if celery_trace.logger.isEnabledFor(logging.INFO):  # Celery's own success line
+    _send(signals.task_success, task, rc, result=result, runtime=runtime)
+    logging_it = celery_trace.logger.isEnabledFor(logging.INFO)
+    # The result's repr is for the task-succeeded event and the log line only.
+    shown = short_repr(result, 256) if logging_it or _task_events(request) else ""
+    if logging_it:  # Celery's own success line
         celery_trace.info(celery_trace.LOG_SUCCESS, {
             "id": job.task_id, "name": task.name, "return_value": shown, "runtime": runtime,
-            "args": ctx.get("argsrepr") or "", "kwargs": ctx.get("kwargsrepr") or ""})  # fmt: skip
+            "args": rc.request_dict.get("argsrepr") or "",
+            "kwargs": rc.request_dict.get("kwargsrepr") or ""})  # fmt: skip
     pool.on_request_thread(job.callback, (False, shown, runtime))
     return states.SUCCESS, result
 
 
-def _settle(settle: tuple[str, str, str]) -> bool:
-    """Remove a message's unacked records (its ack then makes no round trip)."""
-    unacked, index, tag = settle
-    try:
-        pipe = get_redis().pipeline(transaction=False)
-        pipe.hdel(unacked, tag)
-        pipe.zrem(index, tag)
-        pipe.execute()
-    except Exception:
-        log.warning("settling message %s failed; kombu acks it", tag)
+class _Replaced:
+    """What Celery's request reads of a replaced task's outcome: an Ignore."""
+
+    exception = Ignore()
+    traceback = None
+    internal = True
+
+
+_SETTLE_MEMBER = Script("settle_member")
+
+
+def _store_tool_result(backend: Any, ctx: Context, result: Any,
+                       settle: tuple[str, str, str] | None) -> bool:  # fmt: skip
+    """Store a tool call's result (a chord member's joins its chord, and the last one sends
+    the chord's continuation), then settle its message in the same round trip as the check
+    whether its chord still waits to be sent; True when it waits (nothing was settled)."""
+    if backend is not None:
+        backend.mark_as_done(ctx.id, result, request=ctx, store_result=not ctx.chord)
+    else:
+        backend = _backend_of()
+    group = ctx.group if ctx.chord else None
+    if group is None and settle is None:
         return False
-    return True
+    keys = ["", "", "", "", ""]
+    if group is not None:
+        keys[:3] = [backend.get_key_for_group(group, suffix) for suffix in (".s", ".t", ".j")]
+    # With a message to settle the result backend is the broker's database (else the
+    # message is not settled in scripts): one script on it does both.
+    client = get_redis() if settle is not None else backend.client
+    if settle is not None:
+        keys[3:] = list(settle[:2])
+    return bool(_SETTLE_MEMBER(client, keys, [settle[2] if settle else ""]))
 
 
-CHORD_RETRY_INTERVAL = 2.0
+CHORD_RETRY_FIRST = 0.01
+CHORD_RETRY_MAX = 2.0
 CHORD_RETRY_FOR = 90.0
 
 
@@ -280,14 +324,22 @@ async def _chord_dispatched(task: Any, ctx: Context, result: Any) -> bool:
     back within that time gives up. So a member whose chord is complete but not sent holds
     on to its message and joins again until the claim runs out and it sends the body itself
     (the join counts each member once); it lets the message go only once the body is sent."""
-    waited = 0.0
+    waited, interval = 0.0, CHORD_RETRY_FIRST
     while await _blocking(chord_waiting, task.backend, ctx):
         if waited >= CHORD_RETRY_FOR:
             return False  # leave it to a redelivery
-        await asyncio.sleep(CHORD_RETRY_INTERVAL)
-        waited += CHORD_RETRY_INTERVAL
+        # Mostly another member is sending it right now: look again soon, then less often.
+        await asyncio.sleep(interval)
+        waited += interval
+        interval = min(interval * 2, CHORD_RETRY_MAX)
         await _blocking(task.backend.on_chord_part_return, ctx, states.SUCCESS, result)
     return True
+
+
+def _backend_of() -> Any:
+    from agentflow.app import app
+
+    return app.backend
 
 
 def chord_waiting(backend: Any, ctx: Context) -> bool:
@@ -314,18 +366,19 @@ async def _store_meta(meta: ResultMeta, payload: Any) -> None:
                          batch.command("PUBLISH", key, value))  # fmt: skip
 
 
-async def _failed(job: AsyncJob, ctx: Context, exc: BaseException, runtime: float) -> None:
+async def _failed(job: AsyncJob, rc: RequestContext, exc: BaseException,
+                  runtime: float) -> None:  # fmt: skip
     """The event failed (and is dead-lettered): store FAILURE, signal, ack."""
     task = job.request.task
     einfo = _einfo(exc)
     try:
         await _blocking(task.backend.mark_as_failure, job.task_id, exc, einfo.traceback,
-                        request=ctx)  # fmt: skip
+                        request=rc.ctx)  # fmt: skip
     except Exception as store_exc:
         _lost(job, store_exc, runtime)
         return
-    _send(signals.task_failure, task, ctx, task_id=job.task_id, exception=exc, args=ctx.args,
-          kwargs=ctx.kwargs, traceback=einfo.tb, einfo=einfo)  # fmt: skip
+    _send(signals.task_failure, task, rc, task_id=job.task_id, exception=exc, args=rc.args,
+          kwargs=rc.kwargs, traceback=einfo.tb, einfo=einfo)  # fmt: skip
     # Unwrapped, as Celery's tracer hands it to the request (``TraceInfo._log_error``): the
     # task-failed event shows the error, not "ExceptionWithTraceback()".
     einfo.exception = exc
@@ -344,17 +397,17 @@ def _lost(job: AsyncJob, exc: BaseException, runtime: float) -> None:
     job.pool.on_request_thread(job.request.on_failure, einfo, False, True)
 
 
-async def _retry(job: AsyncJob, ctx: Context, later: RetryLater) -> None:
+async def _retry(job: AsyncJob, rc: RequestContext, later: RetryLater) -> None:
     """The run asked to be retried: store RETRY, signal, send task-retried."""
     task = job.request.task
     reason = Retry(message=later.reason, exc=later, when=later.countdown)
     einfo = _einfo(reason)
     try:
         await _blocking(task.backend.mark_as_retry, job.task_id, later, einfo.traceback,
-                        request=ctx)  # fmt: skip
+                        request=rc.ctx)  # fmt: skip
     except Exception:
         log.warning("task %s: could not store its RETRY state", job.task_id, exc_info=True)
-    _send(signals.task_retry, task, ctx, request=ctx, reason=reason, einfo=einfo)
+    _send(signals.task_retry, task, rc, request=rc.ctx, reason=reason, einfo=einfo)
     job.pool.on_request_thread(functools.partial(
         job.request.send_event, "task-retried", exception=safe_repr(later),
         traceback=einfo.traceback))  # fmt: skip

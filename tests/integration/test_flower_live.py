@@ -177,14 +177,15 @@ def test_flower_lists_tasks_of_a_worker_started_with_events(start_worker, start_
 def test_flower_lists_tasks_once_events_are_enabled_at_run_time(start_worker, start_flower,
                                                                 client) -> None:  # fmt: skip
     """A worker started without ``-E`` sends task events after ``enable_events`` (the
-    broadcast Flower itself sends every few seconds)."""
+    broadcast Flower itself sends every 5 seconds)."""
     start_worker()
     # Flower's own periodic broadcast is off here: the test sends it, once.
     flower = start_flower("--enable_events=False")
     flower.wait_listening()
     before = client.emit({"type": "flower-live", "agent": "echo", "data": {}})
     before.result(timeout=60)
-    client.app.control.enable_events()
+    replies = client.app.control.enable_events(reply=True, timeout=10)
+    assert replies and all("ok" in next(iter(r.values())) for r in replies), replies
     echoes, boom, fan = _emit_workload(client)
     _wait_listed(flower, echoes, boom, fan)
     # Not enabled yet when `before` ran: no event about it went out.

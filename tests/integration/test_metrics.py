@@ -87,13 +87,13 @@ def test_stats_are_sent_from_their_own_thread_packed_in_order() -> None:
     client = BufferedStatsClient("127.0.0.1", sock.getsockname()[1], prefix="agentflow",
                                  flush_interval=0.05)  # fmt: skip
     senders: set[str] = set()
-    real_send = client._send
+    real_pipeline = client._client.pipeline
 
-    def spy(data: str) -> None:
+    def spy() -> object:
         senders.add(threading.current_thread().name)
-        real_send(data)
+        return real_pipeline()
 
-    client._send = spy  # type: ignore[method-assign]
+    client._client.pipeline = spy  # type: ignore[method-assign]
     try:
         for i in range(300):
             client.incr(f"events.received.agent_{i % 7}")

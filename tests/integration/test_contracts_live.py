@@ -1,0 +1,208 @@
+"""Contract tests that need a live Redis (see docs/internals.md and tests/unit/test_contracts.py).
+
+They run kombu's and Celery's own code against the suite's Redis, next to AgentFlow's, and
+fail when an upgrade changes what AgentFlow's transport, chord handling or result waiter
+rely on. No worker process: kombu's connection and Celery's backend are driven directly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery, states
+from celery.app.task import Context
+from kombu import Connection, Exchange, Queue
+
+from agentflow.broker.messages import encode_body, envelope
+from agentflow.results import ResultWaiter
+from agentflow.workers.trace import chord_waiting
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "contracts.q"
+TRANSPORT = "agentflow.broker.transport:Transport"
+
+
+@pytest.fixture
+def kombu_conn(redis_url: str, redis_client: redis.Redis) -> Iterator[Connection]:
+    """A kombu connection on AgentFlow's transport (the suite's Redis, emptied)."""
+    conn = Connection(redis_url, transport=TRANSPORT,
+                      transport_options={"visibility_timeout": 10})  # fmt: skip
+    yield conn
+    conn.release()
+
+
+def _push(client: redis.Redis, n: int = 1) -> None:
+    """LPUSH `n` task messages as AgentFlow's producers write them."""
+    for i in range(n):
+        item = envelope({"id": f"m{i}", "task": "t"}, {"correlation_id": f"m{i}", "reply_to": ""},
+                        encode_body([i], {}, {}), QUEUE)  # fmt: skip
+        client.lpush(QUEUE, item)
+
+
+def _record(client: redis.Redis, tag: str) -> Any:
+    raw = client.hget("unacked", tag)
+    return json.loads(raw) if raw is not None else None
+
+
+def test_fetched_messages_are_recorded_and_restored_by_kombu(
+    kombu_conn: Connection, redis_client: redis.Redis
+) -> None:
+    """Guards agentflow/broker/lua/fetch.lua and transport.QoS: the fetch writes kombu's
+    unacked record (``unacked`` hash ``[payload, "", queue]`` + ``unacked_index`` score);
+    kombu's ``restore_by_tag`` and its visibility sweep (``restore_visible``, wrapped by
+    AgentFlow's QoS) put such a record back on its queue; an ack removes it."""
+    channel = kombu_conn.channel()
+    try:
+        _push(redis_client)
+        message = channel.basic_get(QUEUE)
+        assert message is not None and json.loads(message.body) == [[0], {}, {}]
+        tag = message.delivery_tag
+        record = _record(redis_client, tag)
+        assert record is not None, "the fetch did not write kombu's unacked record"
+        assert record[1:] == ["", QUEUE] and record[0]["properties"]["delivery_tag"] == tag
+        assert redis_client.zscore("unacked_index", tag) is not None
+        assert tag in channel.qos._delivered, "kombu's QoS does not hold the message"
+
+        channel.qos.restore_by_tag(tag)
+        assert redis_client.llen(QUEUE) == 1, "kombu did not restore the fetch's record"
+        restored = json.loads(redis_client.lindex(QUEUE, 0))
+        assert restored["properties"]["delivery_info"]["redelivered"] is True
+        assert _record(redis_client, tag) is None
+        channel.qos._delivered.pop(tag, None)
+
+        again = channel.basic_get(QUEUE)
+        assert again is not None
+        redis_client.zadd("unacked_index", {again.delivery_tag: time.time() - 3600})
+        channel.qos.restore_visible(num=10, interval=1)
+        assert redis_client.llen(QUEUE) == 1, "kombu's visibility sweep did not restore it"
+        channel.qos._delivered.pop(again.delivery_tag, None)
+
+        last = channel.basic_get(QUEUE)
+        assert last is not None
+        last.ack()
+        assert _record(redis_client, last.delivery_tag) is None, "the ack left the record"
+        assert redis_client.zscore("unacked_index", last.delivery_tag) is None
+    finally:
+        channel.close()
+
+
+def test_a_consumer_receives_through_kombus_poller(
+    kombu_conn: Connection, redis_client: redis.Redis
+) -> None:
+    """Guards transport.Channel._brpop_start/_brpop_read/_put: kombu's poller starts and
+    reads the fetch through the BRPOP hooks, delivers through ``connection._deliver`` and
+    records the message in ``qos._delivered``; kombu's producer pushes through ``_put``
+    (which rings the queue's doorbell)."""
+    queue = Queue(QUEUE, Exchange(QUEUE, type="direct"), routing_key=QUEUE)
+    got: list[Any] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        got.append((body, message))
+
+    with kombu_conn.Consumer(queue, callbacks=[on_message], accept=["json"]) as consumer:
+        kombu_conn.Producer().publish({"n": 1}, exchange=queue.exchange, routing_key=QUEUE,
+                                      declare=[queue], serializer="json")  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            try:
+                kombu_conn.drain_events(timeout=1)
+            except TimeoutError:
+                continue
+        assert got, "no message came through kombu's poller and AgentFlow's fetch"
+        (body, message) = got[0]
+        assert body == {"n": 1}
+        qos = consumer.channel.qos
+        assert message.delivery_tag in qos._delivered
+        record = _record(redis_client, message.delivery_tag)
+        assert record is not None and record[2] == QUEUE
+        message.ack()
+        assert _record(redis_client, message.delivery_tag) is None
+
+
+@pytest.fixture
+def chord_app(redis_url: str, redis_client: redis.Redis) -> Iterator[Celery]:
+    """An app whose result backend is the suite's Redis and whose broker is in memory."""
+    app = Celery("contracts-live", set_as_current=False, broker="memory://", backend=redis_url)
+    app.conf.update(task_serializer="json", result_serializer="json")
+    yield app
+    app.backend.client.close()
+
+
+def _sent_bodies(app: Celery, queue: str) -> list[Any]:
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        out = []
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            out.append(message.decode())
+        return out
+
+
+def test_a_member_sends_the_body_once_a_dead_claimers_claim_has_expired(
+    chord_app: Celery, redis_client: redis.Redis
+) -> None:
+    """Guards agentflow/workers/trace.py chord_waiting and _chord_dispatched: while another
+    worker's dispatch claim (``.c``) holds, Celery's ``on_chord_part_return`` counts the
+    member but sends nothing, and ``chord_waiting`` says so from ``.s``, ``.t`` and ``.j``;
+    once the claim has expired, the same member's retry sends the body exactly once, and
+    a later retry is a no-op (the done marker)."""
+    backend = chord_app.backend
+    body_queue = f"contracts.body.{uuid.uuid4().hex[:6]}"
+    body = chord_app.signature("contracts.body", queue=body_queue)
+    _sent_bodies(chord_app, body_queue)
+    gid = uuid.uuid4().hex
+    ctx = Context({"id": uuid.uuid4().hex, "group": gid, "group_index": 0,
+                   "chord": dict(body), "task": "agentflow.run_tool"})  # fmt: skip
+    redis_client.set(backend.get_key_for_group(gid, ".s"), 1)
+    redis_client.set(backend.get_key_for_group(gid, ".c"), "a dead worker", ex=2)
+
+    backend.on_chord_part_return(ctx, states.SUCCESS, {"id": "call"})
+    assert _sent_bodies(chord_app, body_queue) == [], "the body was sent under another claim"
+    assert chord_waiting(backend, ctx), "chord_waiting misses a complete, unsent chord"
+
+    time.sleep(2.2)
+    backend.on_chord_part_return(ctx, states.SUCCESS, {"id": "call"})  # the member's retry
+    sent = _sent_bodies(chord_app, body_queue)
+    assert len(sent) == 1, f"the body was sent {len(sent)} times after the claim expired"
+    assert sent[0][0] == [[{"id": "call"}]], "the member was counted more than once"
+    assert not chord_waiting(backend, ctx), "chord_waiting after the body was sent"
+
+    backend.on_chord_part_return(ctx, states.SUCCESS, {"id": "call"})
+    assert _sent_bodies(chord_app, body_queue) == [], "a late retry sent the body again"
+
+
+def test_the_result_waiter_reads_what_celerys_backend_publishes(
+    chord_app: Celery, redis_client: redis.Redis
+) -> None:
+    """Guards agentflow/results.py ResultWaiter and agentflow/client.py: Celery's Redis backend
+    stores a result under ``task_keyprefix + id`` and publishes the same value on the channel
+    of that name (lua/finish.lua does the same for AgentFlow's events)."""
+    backend = chord_app.backend
+    prefix = bytes(backend.task_keyprefix).decode()
+    waiter = ResultWaiter(redis_client, lambda task_id: prefix + task_id, "contracts:epoch",
+                          lambda epoch: f"contracts:survivors:{epoch}")  # fmt: skip
+    try:
+        task_id = uuid.uuid4().hex
+        future = waiter.future(task_id)
+        time.sleep(0.2)  # subscribed, nothing stored yet: the publication must resolve it
+        pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(prefix + task_id)
+        time.sleep(0.1)
+        backend.store_result(task_id, {"output": "o"}, states.SUCCESS)
+        meta = future.result(timeout=5)
+        assert meta["status"] == "SUCCESS" and meta["result"] == {"output": "o"}
+        published = None
+        deadline = time.monotonic() + 5
+        while published is None and time.monotonic() < deadline:
+            published = pubsub.get_message(timeout=0.5)
+        assert published is not None, "Celery no longer publishes the result on its key"
+        assert published["data"] == redis_client.get(prefix + task_id)
+        pubsub.close()
+    finally:
+        waiter.close()
