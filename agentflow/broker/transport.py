@@ -54,6 +54,7 @@ WAKE_LIMIT = 16
 
 _FETCH = Script("fetch")
 _RESTORE_MALFORMED = Script("restore_malformed")
+_RESTORE_UNREADABLE = Script("restore_unreadable")
 
 
 def _resp(fields: list[Any]) -> bytes:
@@ -200,7 +201,12 @@ class QoS(kombu_redis.QoS):
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
         if not is_malformed_tag(tag):
-            return super().restore_by_tag(tag, client=client, leftmost=leftmost)
+            try:
+                return super().restore_by_tag(tag, client=client, leftmost=leftmost)
+            except ValueError:  # a record kombu cannot read: not JSON after all
+                with self.channel.conn_or_acquire(client) as conn:
+                    _RESTORE_UNREADABLE(conn, [self.unacked_key, self.unacked_index_key], [tag])
+                return None
         with self.channel.conn_or_acquire(client) as conn:
             _RESTORE_MALFORMED(conn, [self.malformed_key, self.malformed_index_key],
                                ["tag", tag, 1])  # fmt: skip
@@ -441,19 +447,30 @@ class Channel(kombu_redis.Channel):
         for i in range(1, len(reply), 4):
             kind, index, raw_tag, item = reply[i : i + 4]
             queue = names[int(index) - 1]
-            tag = bytes_to_str(raw_tag)
             self._queue_cycle.rotate(queue)
-            payload: dict[str, Any]
-            if int(kind) == 2:
-                payload = stand_in(item_text(item), queue, tag, malformed_reason(item))
-            else:
-                try:
-                    payload = json.loads(item)
-                    payload["properties"]["delivery_tag"] = tag
-                except (ValueError, RecursionError, TypeError, KeyError) as exc:
-                    payload = stand_in(item_text(item), queue, tag,
-                                       f"queue item cannot be read: {exc!r}"[:1000])  # fmt: skip
-            self.connection._deliver(payload, queue)
+            self.connection._deliver(self._payload(int(kind), item, queue, bytes_to_str(raw_tag)),
+                                     queue)  # fmt: skip
+
+    @staticmethod
+    def _payload(kind: int, item: bytes, queue: str, tag: str) -> dict[str, Any]:
+        """The envelope to deliver for a fetched item, under the fetch's own delivery tag;
+        a stand-in that says why for an item that is not a kombu envelope."""
+        if kind == 2:
+            return stand_in(item_text(item), queue, tag, malformed_reason(item))
+        try:
+            payload = json.loads(item)
+        except (ValueError, RecursionError) as exc:
+            return stand_in(item_text(item), queue, tag, malformed_reason(item)
+                            if not isinstance(exc, RecursionError)
+                            else "queue item is JSON nested too deeply to read")  # fmt: skip
+        properties = payload.get("properties") if isinstance(payload, dict) else None
+        if not (isinstance(properties, dict) and "body" in payload
+                and isinstance(properties.get("delivery_info"), dict)
+                and isinstance(payload.get("headers") or {}, dict)):  # fmt: skip
+            return stand_in(item_text(item), queue, tag,
+                            "queue item is JSON but not a kombu message envelope")  # fmt: skip
+        properties["delivery_tag"] = tag
+        return dict(payload)
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
         """One message from `queue`, taken and recorded in one step (``basic_get``)."""
@@ -468,12 +485,7 @@ class Channel(kombu_redis.Channel):
         if len(reply) < 5:
             raise kombu_redis.Empty()
         kind, _, raw_tag, item = reply[1:5]
-        tag = bytes_to_str(raw_tag)
-        if int(kind) == 2:
-            return stand_in(item_text(item), queue, tag, malformed_reason(item))
-        payload = json.loads(item)
-        payload["properties"]["delivery_tag"] = tag
-        return payload
+        return self._payload(int(kind), item, queue, bytes_to_str(raw_tag))
 
     # -- publishing ------------------------------------------------------------------------
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:

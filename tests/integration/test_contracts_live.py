@@ -66,7 +66,8 @@ def test_fetched_messages_are_recorded_and_restored_by_kombu(
         tag = message.delivery_tag
         record = _record(redis_client, tag)
         assert record is not None, "the fetch did not write kombu's unacked record"
-        assert record[1:] == ["", QUEUE] and record[0]["properties"]["delivery_tag"] == tag
+        # The record keeps the item as it was pushed; the fetch gives it a tag of its own.
+        assert record[1:] == ["", QUEUE] and tag.startswith("f.")
         assert redis_client.zscore("unacked_index", tag) is not None
         assert tag in channel.qos._delivered, "kombu's QoS does not hold the message"
 
@@ -206,3 +207,27 @@ def test_the_result_waiter_reads_what_celerys_backend_publishes(
         pubsub.close()
     finally:
         waiter.close()
+
+
+def test_an_unreadable_record_goes_back_to_its_queue_and_the_sweep_goes_on(
+    kombu_conn: Connection, redis_client: redis.Redis
+) -> None:
+    """Guards transport.QoS.restore_by_tag: the fetch records any item that looks like a
+    JSON object; one that is not JSON makes a record kombu's restore cannot read. The sweep
+    puts such an item back on its queue (the next worker dead-letters it) and restores the
+    readable ones as usual."""
+    channel = kombu_conn.channel()
+    try:
+        redis_client.lpush(QUEUE, b"{not json at all}")
+        _push(redis_client)
+        first = channel.basic_get(QUEUE)
+        second = channel.basic_get(QUEUE)
+        assert first is not None and second is not None
+        old = time.time() - 3600
+        redis_client.zadd("unacked_index", {first.delivery_tag: old, second.delivery_tag: old})
+        channel.qos.restore_visible(num=10, interval=1)
+        items = redis_client.lrange(QUEUE, 0, -1)
+        assert b"{not json at all}" in items and len(items) == 2
+        assert redis_client.hlen("unacked") == 0
+    finally:
+        channel.close()
