@@ -5,6 +5,6 @@ Edit a copy to add Celery settings of your own; keep the first line so that Agen
 mapping of `[runner]`, `[broker]` and `[monitoring]` stays in force.
 """
 
-from agentflow.broker.celery_settings import build_celery_config
+from agentflow._redis.celery_settings import build_celery_config
 
 globals().update(build_celery_config())

@@ -1,12 +1,16 @@
 """AgentFlow: AI-agent work as distributed Celery workers on Redis.
 
-`celery -A agentflow worker` finds :data:`app` here. Producers use :class:`Client`.
+Producers use :class:`Client`; agent authors use :func:`agent`, :func:`tool` and the models.
+`celery -A agentflow worker` finds the Celery app as ``agentflow.app``, which is loaded on
+first use, as is the orchestration API: importing this package for a producer loads no
+worker module (``tests/unit/test_imports.py`` keeps it so).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from agentflow.agents import Agent, FunctionAgent, agent, agent_names, get_agent
-from agentflow.app import app
 from agentflow.client import Client, EventHandle
 from agentflow.config import Settings, get_settings, load_settings
 from agentflow.context import Cancelled, RunContext, current_run
@@ -34,13 +38,37 @@ from agentflow.errors import (
     UnknownAgent,
 )
 from agentflow.models import AgentResult, Event, StateUpdate, Usage
-from agentflow.orchestration import FlowHandle, Orchestrator
-from agentflow.state import MutableState, State, StateStore
+from agentflow.state import MutableState, State
 from agentflow.streams import AsyncStreamWriter, StreamWriter, iter_stream
-from agentflow.tasks import run_event
 from agentflow.tools import CallTools, Tool, ToolCall, ToolResult, get_tool, tool
 
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from agentflow.orchestration import FlowHandle, Orchestrator
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "app": "agentflow.celery_app",
+    "FlowHandle": "agentflow.orchestration",
+    "Orchestrator": "agentflow.orchestration",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the Celery app and the orchestration API on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentflow' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+app: Celery
 
 __all__ = [
     "Agent",
@@ -77,7 +105,6 @@ __all__ = [
     "RunContext",
     "Settings",
     "State",
-    "StateStore",
     "StateUpdate",
     "StreamFailed",
     "StreamWriter",
@@ -90,13 +117,11 @@ __all__ = [
     "__version__",
     "agent",
     "agent_names",
-    "app",
     "current_run",
     "get_agent",
     "get_settings",
     "get_tool",
     "iter_stream",
     "load_settings",
-    "run_event",
     "tool",
 ]

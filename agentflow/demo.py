@@ -130,8 +130,8 @@ def run_demo(
         echo(f"redis {mask_url(cluster.redis_url)}  mock LLM {cluster.mock_url}  "
              f"workers {cluster.worker_pids()}")  # fmt: skip
         os.environ.update(cluster.env)
-        from agentflow.app import app
-        from agentflow.broker import connection
+        from agentflow._redis import connection
+        from agentflow.celery_app import app
         from agentflow.client import Client
         from agentflow.config import get_settings, reset_settings
         from agentflow.dlq import DeadLetterQueue

@@ -37,7 +37,7 @@ class Check:
 
 def find_url(settings: Settings) -> str | None:
     """The Redis URL AgentFlow would use, without starting the embedded one (None: none)."""
-    from agentflow.broker.embedded import DEFAULT_URL, ping, running_url
+    from agentflow._redis.embedded import DEFAULT_URL, ping, running_url
 
     if settings.broker.url:
         return settings.broker.url
@@ -249,7 +249,7 @@ def diagnose(settings: Settings) -> tuple[str | None, list[Check]]:
 def _celery_check() -> Check:
     """The key-prefix check on the Celery configuration the workers load."""
     try:
-        from agentflow.app import app
+        from agentflow.celery_app import app
 
         conf = {k: app.conf.get(k) for k in ("broker_transport_options",
                                              "result_backend_transport_options")}  # fmt: skip

@@ -73,7 +73,7 @@ class LocalCluster:
         return self
 
     def _start_redis(self) -> None:
-        from agentflow.broker.embedded import ensure_embedded
+        from agentflow._redis.embedded import ensure_embedded
 
         if self.spec.redis_url:
             self.redis_url = self.spec.redis_url
@@ -158,7 +158,7 @@ class LocalCluster:
             self._mock.stop()
             self._mock = None
         if self._embedded_dir is not None:
-            from agentflow.broker.embedded import stop_embedded
+            from agentflow._redis.embedded import stop_embedded
 
             stop_embedded(self._embedded_dir)
             self._embedded_dir = None

@@ -25,8 +25,8 @@ from typing import Any
 from celery import Task, chain, chord, group
 from celery.result import AsyncResult
 
-from agentflow.app import app
-from agentflow.broker.queues import agent_queue
+from agentflow._redis.queues import agent_queue
+from agentflow.celery_app import app
 from agentflow.client import Client
 from agentflow.errors import AgentFlowError, EventFailed, EventTimeout
 from agentflow.models import Event
@@ -51,7 +51,7 @@ def _step_event(template: Mapping[str, Any], agent: str, previous: Any) -> dict[
 def _run_step(task: Task, event: dict[str, Any]) -> dict[str, Any]:
     """Run one step's event in this task; an error becomes ``{"error": ..., "agent": ...}``."""
     from agentflow import _aio
-    from agentflow.workers.runner import FannedOut, Job, RetryLater, Revoked, get_runner
+    from agentflow._worker.runner import FannedOut, Job, RetryLater, Revoked, get_runner
 
     request = task.request
     job = Job(event["id"], "agentflow.run_event", [event], {}, {}, dict(request.__dict__),

@@ -159,7 +159,7 @@ def _redis_url(wanted: str) -> tuple[str, Any]:
     except redis.RedisError:
         import tempfile
 
-        from agentflow.broker.embedded import ensure_embedded, stop_embedded
+        from agentflow._redis.embedded import ensure_embedded, stop_embedded
 
         folder = Path(tempfile.mkdtemp(prefix="agentflow-bench-redis-"))
         return ensure_embedded(folder), lambda: stop_embedded(folder)

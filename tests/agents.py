@@ -6,7 +6,7 @@ import os
 import time
 
 from agentflow import Agent, AgentResult, Event, State, StateUpdate, agent
-from agentflow.broker.connection import get_redis
+from agentflow._redis.connection import get_redis
 from agentflow.config import get_settings
 from agentflow.tools import CallTools, tool
 
@@ -123,7 +123,7 @@ async def mark(key: str, index: int, seconds: float = 0.0) -> dict[str, object]:
     """Record a tool run under `key`, wait `seconds`, return which call this was."""
     import asyncio
 
-    from agentflow.broker.connection import get_async_redis
+    from agentflow._redis.connection import get_async_redis
 
     prefix = get_settings().broker.key_prefix
     await get_async_redis().rpush(f"{prefix}:test:toolruns:{key}", index)
@@ -151,7 +151,7 @@ async def long_wait(event: Event, state: State) -> dict[str, object]:
     """Runs longer than event_timeout (its own timeout is longer); records each start."""
     import asyncio
 
-    from agentflow.broker.connection import get_async_redis
+    from agentflow._redis.connection import get_async_redis
 
     prefix = get_settings().broker.key_prefix
     await get_async_redis().rpush(f"{prefix}:test:started:{event.id}", os.getpid())
@@ -214,7 +214,7 @@ async def slow_async(event: Event, state: State) -> dict[str, object]:
     """Wait `data.seconds` on the loop (cancellable), recording its start and its end."""
     import asyncio
 
-    from agentflow.broker.connection import get_async_redis
+    from agentflow._redis.connection import get_async_redis
 
     prefix = get_settings().broker.key_prefix
     client = get_async_redis()

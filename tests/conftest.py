@@ -33,7 +33,7 @@ def _base_url() -> str:
     url = os.environ.get("AGENTFLOW_TEST_REDIS_URL")
     if url:
         return url
-    from agentflow.broker.embedded import ensure_embedded
+    from agentflow._redis.embedded import ensure_embedded
 
     return ensure_embedded(_TMP / "redis")
 

@@ -55,7 +55,7 @@ class Agent:
     @property
     def queue(self) -> str:
         """This agent's queue, ``agentflow.agent.<name>``."""
-        from agentflow.broker.queues import agent_queue
+        from agentflow._redis.queues import agent_queue
 
         return agent_queue(self.name)
 

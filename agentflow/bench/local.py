@@ -33,8 +33,8 @@ class LocalOptions:
 def client_for_env(env: dict[str, str]) -> Client:
     """Point this process's settings, Redis connections and Celery app at `env`; a Client."""
     os.environ.update(env)
-    from agentflow.app import app
-    from agentflow.broker import connection
+    from agentflow._redis import connection
+    from agentflow.celery_app import app
     from agentflow.config import get_settings, reset_settings
 
     reset_settings()

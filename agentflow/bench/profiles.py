@@ -1,7 +1,7 @@
 """Collect worker profiles during a benchmark through the workers' profiling endpoints.
 
 Workers started with ``[monitoring] enable_profiling`` register their endpoint's URL in the
-Redis hash ``<prefix>:profilers`` (see :mod:`agentflow.workers.profiling`).
+Redis hash ``<prefix>:profilers`` (see :mod:`agentflow._worker.profiling`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ _UNREACHABLE = (
 
 def redis_location() -> str:
     """The Redis URL this process uses, password masked (for error messages)."""
-    from agentflow.broker.connection import redis_url
+    from agentflow._redis.connection import redis_url
     from agentflow.config import mask_url
 
     try:

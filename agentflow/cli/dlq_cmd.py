@@ -15,7 +15,7 @@ from agentflow.errors import AgentFlowError
 
 
 def _dlq() -> DeadLetterQueue:
-    from agentflow.broker.connection import get_redis
+    from agentflow._redis.connection import get_redis
     from agentflow.config import get_settings
 
     return DeadLetterQueue(get_redis(), get_settings().broker.key_prefix)

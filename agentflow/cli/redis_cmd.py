@@ -35,7 +35,7 @@ def url(show_password: bool) -> None:
 
     The password is masked unless --show-password is given: that prints the secret.
     """
-    from agentflow.broker.connection import redis_url
+    from agentflow._redis.connection import redis_url
 
     found = redis_url()
     click.echo(found if show_password else mask_url(found))
@@ -45,7 +45,7 @@ def url(show_password: bool) -> None:
 @friendly_errors
 def start() -> None:
     """Start the embedded Redis (if not running) and print its URL."""
-    from agentflow.broker.embedded import ensure_embedded
+    from agentflow._redis.embedded import ensure_embedded
 
     click.echo(mask_url(ensure_embedded(_runtime_dir())))
 
@@ -54,6 +54,6 @@ def start() -> None:
 @friendly_errors
 def stop() -> None:
     """Stop the embedded Redis."""
-    from agentflow.broker.embedded import stop_embedded
+    from agentflow._redis.embedded import stop_embedded
 
     click.echo("stopped" if stop_embedded(_runtime_dir()) else "embedded Redis was not running")

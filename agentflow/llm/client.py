@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from agentflow.broker.connection import get_async_redis
+from agentflow._redis.connection import get_async_redis
 from agentflow.config import LLMProviderConfig, Settings, get_settings
 from agentflow.errors import LLMRequestError, LLMUnavailable, RateLimited
 from agentflow.llm._aiohttp_transport import AiohttpTransport, Timeouts

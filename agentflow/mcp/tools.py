@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from agentflow.config import get_settings
 from agentflow.errors import MCPError
-from agentflow.tools.registry import Tool, register_tool
+from agentflow.tools.registry import Tool, add_resolver, register_tool
 
 log = logging.getLogger("agentflow.mcp")
 SEP = "__"
@@ -47,6 +47,9 @@ def resolve(name: str) -> Tool | None:
     if server not in get_settings().mcp.servers or not tool:
         return None
     return _make(server, tool, "", {"type": "object"})
+
+
+add_resolver(resolve)
 
 
 async def register_server_tools() -> list[str]:

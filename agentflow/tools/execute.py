@@ -18,14 +18,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentflow.broker.connection import get_async_redis, get_redis
+from agentflow._redis.connection import get_async_redis, get_redis
+from agentflow._worker.stoppable import StoppableThreads, Stopped
 from agentflow.config import get_settings
 from agentflow.errors import ToolError
 from agentflow.metrics import get_metrics
 from agentflow.tools import cache
 from agentflow.tools.calls import ToolCall, ToolResult
 from agentflow.tools.registry import Tool, get_tool
-from agentflow.workers.stoppable import StoppableThreads, Stopped
 
 RUN_TOOL_TASK = "agentflow.run_tool"
 
@@ -62,7 +62,7 @@ def _stream_sync(tool: Tool, args: dict[str, Any], event_id: str, timeout: float
 
 async def _stream_async(tool: Tool, args: dict[str, Any], event_id: str) -> Any:
     """An async generator tool, on the loop."""
-    from agentflow.broker.connection import get_async_redis
+    from agentflow._redis.connection import get_async_redis
     from agentflow.streams import AsyncStreamWriter
 
     settings = get_settings()

@@ -24,9 +24,9 @@ from celery import chord, group
 from celery.canvas import Signature
 from celery.utils import uuid
 
-from agentflow.broker import publish
-from agentflow.broker.connection import get_async_redis, get_redis
-from agentflow.broker.queues import TOOLS_QUEUE, agent_queue
+from agentflow._redis import publish
+from agentflow._redis.connection import get_async_redis, get_redis
+from agentflow._redis.queues import TOOLS_QUEUE, agent_queue
 from agentflow.config import Settings
 from agentflow.tools import cache
 from agentflow.tools.calls import CallTools, ToolCall, ToolResult
@@ -98,7 +98,7 @@ async def send(
     """Build and send the fan-out that replaces task `task_id`; True when the same
     transaction settled the replaced message (see :func:`send_async`). `also` queues more
     commands in that transaction (the runner gives up the event's claim there)."""
-    from agentflow.app import app
+    from agentflow.celery_app import app
 
     signature = await build(app, request, raw_event, agent_name, task_id, step, settings)
     nesting = int(headers.get("replaced_task_nesting") or 0) + 1
@@ -155,7 +155,7 @@ async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: s
     with the event's id and a new group id, each call a group member carrying the body as
     its ``chord``, the chord size under the backend's ``.s`` key — but in one Redis
     transaction (the result backend must be the broker's database), without the canvas's
-    result objects and per-message publish machinery (:mod:`agentflow.broker.publish`). With
+    result objects and per-message publish machinery (:mod:`agentflow._redis.publish`). With
     `settle` (kombu's unacked hash, its index, a delivery tag) the same transaction removes
     the replaced task's message from kombu's unacked records. It runs on the worker loop's
     asyncio Redis client: the loop runs other events while the transaction is on its way.
@@ -240,7 +240,7 @@ _DIRECT_OPTIONS = frozenset({
 class ResumeSignature(Signature):
     """The continuation's signature (Celery's canvas type registry knows it by name, so the
     chord's copy comes back as this class): when the last tool call completes, Celery's
-    backend sends it with :func:`agentflow.broker.publish.push` — the same message, without
+    backend sends it with :func:`agentflow._redis.publish.push` — the same message, without
     ``send_task``'s per-message machinery. Options Celery's path handles differently (links,
     countdown, expiry, ...) keep Celery's path.
     """

@@ -19,7 +19,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from agentflow.broker.queues import TOOLS_QUEUE
+from agentflow._redis.queues import TOOLS_QUEUE
 from agentflow.errors import ConfigError, ToolError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -178,14 +178,21 @@ def tool(
     return lambda fn: decorate(fn, name or fn.__name__)
 
 
+_resolvers: list[Callable[[str], Tool | None]] = []
+
+
+def add_resolver(resolve: Callable[[str], Tool | None]) -> None:
+    """Let `resolve` supply tools not registered by name (MCP's ``<server>__<tool>``)."""
+    if resolve not in _resolvers:
+        _resolvers.append(resolve)
+
+
 def get_tool(name: str) -> Tool:
     """The tool registered as `name` (or an MCP server's ``<server>__<tool>``), or ToolError."""
     found = _tools.get(name)
     if found is not None:
         return found
-    if "__" in name:
-        from agentflow.mcp.tools import resolve
-
+    for resolve in _resolvers:
         resolved = resolve(name)
         if resolved is not None:
             return resolved

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentflow import DeadLetterQueue
-from agentflow.broker.queues import agent_queue
+from agentflow._redis.queues import agent_queue
 from tests.conftest import TEST_PREFIX
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from agentflow import Client, StateStore, load_settings
+from agentflow import Client, load_settings
+from agentflow.state import StateStore
 from tests.conftest import TEST_PREFIX
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]

@@ -23,7 +23,7 @@ import redis
 from celery import Celery
 
 from agentflow import Client, ResultLost, load_settings
-from agentflow.broker.embedded import ping, redis_server_binary
+from agentflow._redis.embedded import ping, redis_server_binary
 from agentflow.mock_llm import start_mock_llm_process
 from tests.conftest import TEST_PREFIX
 
@@ -65,7 +65,7 @@ class RestartableRedis:
 
 def _client(url: str) -> Client:
     app = Celery("producer", broker=url, backend=url, set_as_current=False)
-    app.conf.broker_transport = "agentflow.broker.transport:Transport"
+    app.conf.broker_transport = "agentflow._redis.transport:Transport"
     settings = load_settings(broker={"url": url, "key_prefix": TEST_PREFIX},
                              runner={"max_concurrent_events": 10_000})  # fmt: skip
     return Client(app=app, settings=settings)

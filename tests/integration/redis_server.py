@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from agentflow.broker.embedded import redis_server_binary
+from agentflow._redis.embedded import redis_server_binary
 
 
 def free_port() -> int:

@@ -19,14 +19,14 @@ from celery import Celery, states
 from celery.app.task import Context
 from kombu import Connection, Exchange, Queue
 
-from agentflow.broker.messages import encode_body, envelope
-from agentflow.results import ResultWaiter
-from agentflow.workers.trace import chord_waiting
+from agentflow._redis.messages import encode_body, envelope
+from agentflow._worker.trace import chord_waiting
+from agentflow.client._results import ResultWaiter
 
 pytestmark = pytest.mark.integration
 
 QUEUE = "contracts.q"
-TRANSPORT = "agentflow.broker.transport:Transport"
+TRANSPORT = "agentflow._redis.transport:Transport"
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def _record(client: redis.Redis, tag: str) -> Any:
 def test_fetched_messages_are_recorded_and_restored_by_kombu(
     kombu_conn: Connection, redis_client: redis.Redis
 ) -> None:
-    """Guards agentflow/broker/lua/fetch.lua and transport.QoS: the fetch writes kombu's
+    """Guards agentflow/_redis/lua/fetch.lua and transport.QoS: the fetch writes kombu's
     unacked record (``unacked`` hash ``[payload, "", queue]`` + ``unacked_index`` score);
     kombu's ``restore_by_tag`` and its visibility sweep (``restore_visible``, wrapped by
     AgentFlow's QoS) put such a record back on its queue; an ack removes it."""
@@ -148,7 +148,7 @@ def _sent_bodies(app: Celery, queue: str) -> list[Any]:
 def test_a_member_sends_the_body_once_a_dead_claimers_claim_has_expired(
     chord_app: Celery, redis_client: redis.Redis
 ) -> None:
-    """Guards agentflow/workers/trace.py chord_waiting and _chord_dispatched: while another
+    """Guards agentflow/_worker/trace.py chord_waiting and _chord_dispatched: while another
     worker's dispatch claim (``.c``) holds, Celery's ``on_chord_part_return`` counts the
     member but sends nothing, and ``chord_waiting`` says so from ``.s``, ``.t`` and ``.j``;
     once the claim has expired, the same member's retry sends the body exactly once, and
@@ -181,7 +181,7 @@ def test_a_member_sends_the_body_once_a_dead_claimers_claim_has_expired(
 def test_the_result_waiter_reads_what_celerys_backend_publishes(
     chord_app: Celery, redis_client: redis.Redis
 ) -> None:
-    """Guards agentflow/results.py ResultWaiter and agentflow/client.py: Celery's Redis backend
+    """Guards agentflow/client/_results.py ResultWaiter and agentflow/client/_client.py: Celery's Redis backend
     stores a result under ``task_keyprefix + id`` and publishes the same value on the channel
     of that name (lua/finish.lua does the same for AgentFlow's events)."""
     backend = chord_app.backend

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from agentflow import Client, EventCancelled, StateStore
-from agentflow.app import app
+from agentflow import Client, EventCancelled
+from agentflow.celery_app import app
+from agentflow.state import StateStore
 from tests.conftest import TEST_PREFIX, cli_env
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from agentflow import (
     UnknownAgent,
     load_settings,
 )
-from agentflow.broker.queues import agent_queue
+from agentflow._redis.queues import agent_queue
 from tests.conftest import TEST_PREFIX, TEST_REDIS_URL, cli_env
 
 pytestmark = pytest.mark.integration

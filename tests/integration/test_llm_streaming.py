@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from agentflow import Client
-from agentflow.broker.connection import get_redis
+from agentflow._redis.connection import get_redis
 from agentflow.config import load_settings
 from agentflow.llm.client import LLMClient
 from agentflow.mock_llm import MockServer

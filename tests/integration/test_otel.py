@@ -104,17 +104,8 @@ def _ancestors(span: Span, spans: list[Span]) -> list[str]:
     ("pool", "env"),
     [
         pytest.param(None, {}, id="asyncio-pool"),
-        # [monitoring] task_events = true turns on task-sent events: the fan-out then goes
-        # through Celery's canvas, from a thread that does not carry the task's context
-        # (agentflow/tools/fanout.py `send`: run_in_executor without copy_context).
-        pytest.param(
-            None,
-            {"AGENTFLOW_MONITORING__TASK_EVENTS": "true"},
-            id="task-events",
-            marks=pytest.mark.xfail(
-                strict=True, reason="fan-out via Celery's canvas loses the trace context"
-            ),
-        ),
+        # [monitoring] task_events = true: the fan-out also sends task-sent events.
+        pytest.param(None, {"AGENTFLOW_MONITORING__TASK_EVENTS": "true"}, id="task-events"),
         pytest.param("prefork", {}, id="prefork"),
     ],
 )

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from agentflow import Client, load_settings
-from agentflow.broker.queues import agent_queue
+from agentflow._redis.queues import agent_queue
 from tests.conftest import TEST_REDIS_URL, cli_env
 
 pytestmark = pytest.mark.integration

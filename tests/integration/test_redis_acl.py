@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import redis
 
-from agentflow.broker.scripts import Script
-from agentflow.keys import Keys
+from agentflow._redis.keys import Keys
+from agentflow._redis.scripts import Script
 from agentflow.mock_llm import MockServer
 from tests.conftest import ROOT, TEST_ENV, WorkerProcess
 from tests.integration.redis_server import private_redis
@@ -107,12 +107,14 @@ def test_worker_runs_every_script_with_its_keys(worker: redis.Redis, admin: redi
     assert _admit(worker, "e1") == [1, 0, 0]  # a replay from the dead-letter queue
     admin.lpush(QUEUE, "not a kombu envelope")
     malformed = ["unacked.malformed", "unacked_index.malformed", "unacked.malformed.seq"]
-    fetched = Script("fetch")(worker, ["unacked", "unacked_index", malformed[0], malformed[1],
-                                       malformed[2], QUEUE], [time.time(), 16, QUEUE, 1])  # fmt: skip
-    kinds = fetched[0::4]
+    fetched = Script("fetch")(worker, ["unacked", "unacked_index", *malformed],
+                              ["\x06\x16", "agentflow.wake:", 1, "0", 1, QUEUE, 1,
+                               time.time(), 16])  # fmt: skip
+    assert fetched[0] == 1, fetched  # the queue is drained
+    kinds = fetched[1::4]
     assert sorted(kinds) == [1, 2], fetched  # one message, one malformed item
     assert admin.hlen("unacked") == 1
-    tag = next(t.decode() for k, t in zip(kinds, fetched[2::4], strict=True) if k == 2)
+    tag = next(t.decode() for k, t in zip(kinds, fetched[3::4], strict=True) if k == 2)
     assert Script("restore_malformed")(worker, malformed[:2], ["tag", tag, 1]) == 1
 
     begin = Script("begin")

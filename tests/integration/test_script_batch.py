@@ -10,7 +10,7 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from agentflow.tasks.script_batch import ScriptBatch
+from agentflow._redis.script_batch import ScriptBatch
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +89,8 @@ def test_agentflow_async_client_packs_with_hiredis_and_round_trips(
 ) -> None:
     """The process's asyncio client (hiredis packing) runs scripts, pipelines and binary
     values exactly as redis-py's own packer would."""
-    from agentflow.broker import connection
-    from agentflow.broker._packing import HiredisPacking
+    from agentflow._redis import connection
+    from agentflow._redis._packing import HiredisPacking
 
     blob = bytes(range(256)) * 400
 

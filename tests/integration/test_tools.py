@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agentflow import Client, EventFailed
-from agentflow.broker.queues import TOOLS_QUEUE, agent_queue
+from agentflow._redis.queues import TOOLS_QUEUE, agent_queue
 from agentflow.dlq import DeadLetterQueue
 from agentflow.mock_llm import MockServer
 from tests.conftest import TEST_PREFIX

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.broker.celery_settings import build_celery_config
+from agentflow._redis.celery_settings import build_celery_config
 from agentflow.config import load_settings
 from agentflow.durations import format_duration, parse_duration
 from agentflow.errors import ConfigError

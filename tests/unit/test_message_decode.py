@@ -11,7 +11,7 @@ from kombu.exceptions import ContentDisallowed
 from kombu.message import Message
 from kombu.utils.json import dumps
 
-from agentflow.broker import messages
+from agentflow._redis import messages
 
 
 def message(body: bytes, content_type: str = "application/json",

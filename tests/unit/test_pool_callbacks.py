@@ -11,7 +11,7 @@ import random
 import threading
 from typing import Any
 
-from agentflow.workers.asyncio_pool import AsyncPool
+from agentflow._worker.asyncio_pool import AsyncPool
 
 
 class SetHub:

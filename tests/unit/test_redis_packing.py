@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from agentflow.broker._packing import HiredisPacking, with_hiredis_packing
+from agentflow._redis._packing import HiredisPacking, with_hiredis_packing
 
 COMMANDS: list[tuple[Any, ...]] = [
     ("EVALSHA", "0" * 40, 2, b"k1", "k2", 1.5, 0.1, -3, 1e20, 10**30, "héllo", memoryview(b"mv")),

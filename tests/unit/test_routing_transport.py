@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentflow.broker.queues import agent_queue
-from agentflow.broker.routes import resolve_agent
-from agentflow.broker.transport import (
+from agentflow._redis.queues import agent_queue
+from agentflow._redis.routes import resolve_agent
+from agentflow._redis.transport import (
     MALFORMED_CONTENT_TYPE,
     MALFORMED_HEADER,
     malformed_reason,

@@ -222,7 +222,7 @@ def start(port: int) -> ProfilingServer:
     _server = ProfilingServer(port).start()
     log.warning("profiling endpoint of pid %d: %s/debug/", os.getpid(), _server.url)
     try:
-        from agentflow.broker.connection import get_redis
+        from agentflow._redis.connection import get_redis
 
         get_redis().hset(_registry_key(), _worker_id(), _server.url)
     except Exception as exc:
@@ -238,7 +238,7 @@ def stop() -> None:
     server, _server = _server, None
     server.stop()
     with contextlib.suppress(Exception):
-        from agentflow.broker.connection import get_redis
+        from agentflow._redis.connection import get_redis
 
         get_redis().hdel(_registry_key(), _worker_id())
 

@@ -1,6 +1,6 @@
 """The event pipeline: what a worker does with an event, a continuation or a tool call.
 
-One async path, whatever runs it: the worker's pool (:mod:`agentflow.workers.pool`) runs it
+One async path, whatever runs it: the worker's pool (:mod:`agentflow._worker.pool`) runs it
 on the process's event loop, and the Celery task bodies (prefork, ``execution = "pool"``)
 run the same coroutines on their process's loop. For an event (`agentflow.run_event`):
 
@@ -11,7 +11,7 @@ run the same coroutines on their process's loop. For an event (`agentflow.run_ev
    while it runs (:class:`ClaimRenewer`), so a second delivery of the same event never runs
    beside a live one, however long the agent takes.
 3. Load the session state; run the agent under its time limit (async: cancelled; sync:
-   stopped on a helper thread, see :mod:`agentflow.workers.stoppable`).
+   stopped on a helper thread, see :mod:`agentflow._worker.stoppable`).
 4. Finish (one round trip, ``lua/finish.lua``): the result and the state delta are stored
    once (the first run to finish wins), Celery's result entry is written and published,
    and the message is settled — or, when the agent asked for tools, the chord that replaces
@@ -38,23 +38,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentflow import context as run_context
+from agentflow._redis.connection import get_async_redis
+from agentflow._redis.keys import Keys
+from agentflow._redis.messages import ENQUEUED_AT_HEADER
+from agentflow._redis.queues import AGENT_QUEUE_PREFIX
+from agentflow._redis.routes import resolve_agent
+from agentflow._redis.script_batch import ScriptBatch
+from agentflow._redis.scripts import Script
+from agentflow._worker import stoppable
 from agentflow.agents.base import Agent, to_result
 from agentflow.agents.registry import get_agent
-from agentflow.broker.connection import get_async_redis
-from agentflow.broker.messages import ENQUEUED_AT_HEADER
-from agentflow.broker.queues import AGENT_QUEUE_PREFIX
-from agentflow.broker.routes import resolve_agent
-from agentflow.broker.scripts import Script
 from agentflow.config import Settings, get_settings
 from agentflow.dlq import DeadLetterQueue
 from agentflow.errors import AgentError, EventRejected, LLMUnavailable, UnknownAgent
-from agentflow.keys import Keys
 from agentflow.metrics import get_metrics
 from agentflow.models import AgentResult, Event
 from agentflow.state import State, StateStore
-from agentflow.tasks.script_batch import ScriptBatch
 from agentflow.tools.calls import CallTools, ToolResult
-from agentflow.workers import stoppable
 
 log = logging.getLogger("agentflow.run_event")
 
@@ -468,7 +468,7 @@ class EventRunner:
             )  # fmt: skip
         job = begun.job
         if not job.send_fan_out:
-            from agentflow.app import app
+            from agentflow.celery_app import app
 
             signature = await fanout.build(app, request, begun.raw, begun.agent.name,
                                            job.task_id, step, self.settings)  # fmt: skip
@@ -649,7 +649,7 @@ async def _awaited(value: Any) -> Any:
 
 
 def _too_many_stuck(stuck: int) -> None:
-    from agentflow.workers.recycle import recycle
+    from agentflow._worker.recycle import recycle
 
     recycle(f"{stuck} timed-out agent threads are still stuck in blocking calls")
 

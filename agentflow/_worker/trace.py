@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billiard.einfo import ExceptionInfo
 from celery import signals, states
@@ -38,13 +38,11 @@ from celery.worker import state as worker_state
 from kombu.utils.encoding import safe_repr
 
 from agentflow import _aio
-from agentflow.broker.connection import get_async_redis, get_redis
-from agentflow.broker.messages import short_repr
-from agentflow.broker.scripts import Script
-from agentflow.broker.transport import QoS as TransportQoS
-from agentflow.errors import AgentError, EventRejected
-from agentflow.workers.asyncio_pool import AsyncJob, revoked_now
-from agentflow.workers.runner import (
+from agentflow._redis.connection import get_async_redis, get_redis
+from agentflow._redis.messages import short_repr
+from agentflow._redis.scripts import Script
+from agentflow._redis.transport import QoS as TransportQoS
+from agentflow._worker.runner import (
     Done,
     FannedOut,
     Job,
@@ -54,6 +52,10 @@ from agentflow.workers.runner import (
     Revoked,
     get_runner,
 )
+from agentflow.errors import AgentError, EventRejected
+
+if TYPE_CHECKING:
+    from agentflow._worker.asyncio_pool import AsyncJob
 
 log = logging.getLogger("agentflow.trace")
 _FAILURES = (EventRejected, AgentError)
@@ -71,6 +73,19 @@ async def _blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
     loop = asyncio.get_running_loop()
     call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
     return await loop.run_in_executor(_backend_threads(), call)
+
+
+def revoked_now(request: Any) -> bool:
+    """Whether `request` was revoked or expired since Celery checked (cheap, any thread)."""
+    return bool(request.id in worker_state.revoked or (request.expires and _expired(request)))
+
+
+def _expired(request: Any) -> bool:
+    from datetime import datetime, timezone
+
+    expires = request.expires
+    now = datetime.now(timezone.utc if expires.tzinfo else None)  # noqa: UP017
+    return bool(now > expires)
 
 
 async def run(job: AsyncJob) -> None:
@@ -337,7 +352,7 @@ async def _chord_dispatched(task: Any, ctx: Context, result: Any) -> bool:
 
 
 def _backend_of() -> Any:
-    from agentflow.app import app
+    from agentflow.celery_app import app
 
     return app.backend
 

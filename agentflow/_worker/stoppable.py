@@ -12,7 +12,7 @@ waits in a C call (``time.sleep``, a blocking read) as soon as the call returns.
   process at exit (``concurrent.futures`` threads are joined at exit: a stuck one made
   SIGTERM hang). When more than ``max_abandoned`` abandoned threads are still stuck (they
   wait in C calls that never return), ``on_too_many`` is called once: the worker then
-  restarts itself gracefully (see :mod:`agentflow.workers.recycle`).
+  restarts itself gracefully (see :mod:`agentflow._worker.recycle`).
 - :func:`guarded` runs a short sync call on the event loop's own thread with a watchdog
   that stops it at its deadline (agents registered with ``blocking=False``).
 """

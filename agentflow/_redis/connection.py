@@ -13,8 +13,8 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 
-from agentflow.broker._packing import with_hiredis_packing
-from agentflow.broker.embedded import resolve_url
+from agentflow._redis._packing import with_hiredis_packing
+from agentflow._redis.embedded import resolve_url
 from agentflow.config import Settings, get_settings
 
 _lock = threading.RLock()

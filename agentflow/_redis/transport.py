@@ -21,7 +21,7 @@ worker's come back ``visibility_timeout`` after its last renewal.
 Items that are not kombu envelopes, and envelopes whose body cannot be decoded, reach the
 consumer as a stand-in message whose content type no worker accepts and whose header says
 why; Celery's consumer then hands it to AgentFlow's dead-letter queue
-(:mod:`agentflow.workers.consumer`), and the item is acked only once it is there.
+(:mod:`agentflow._worker.consumer`), and the item is acked only once it is there.
 
 Selected with Celery's ``broker_transport`` setting; URLs stay ``redis://``.
 """
@@ -41,16 +41,13 @@ from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
 from redis.exceptions import NoScriptError
 
-from agentflow.broker.scripts import Script
+from agentflow._redis.doorbell import WAKE_PREFIX, ring, wake_key
+from agentflow._redis.scripts import Script
 
 log = logging.getLogger("agentflow.transport")
 MALFORMED_CONTENT_TYPE = "application/x-agentflow-malformed"
 MALFORMED_HEADER = "agentflow_malformed"
 MALFORMED_TAG_PREFIX = "malformed."
-WAKE_PREFIX = "agentflow.wake:"
-"""Doorbell keys: ``agentflow.wake:<queue>``; a push of anything wakes one idle consumer."""
-WAKE_LIMIT = 16
-"""At most this many rings are kept per queue (rings no consumer waited for expire here)."""
 
 _FETCH = Script("fetch")
 _RESTORE_MALFORMED = Script("restore_malformed")
@@ -64,19 +61,6 @@ def _resp(fields: list[Any]) -> bytes:
         b = f if isinstance(f, bytes) else str(f).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(b), b))
     return b"".join(out)
-
-
-def wake_key(queue: str) -> str:
-    """The doorbell key of `queue`."""
-    return WAKE_PREFIX + queue
-
-
-def ring(pipe: Any, queues: Any, rings: int = 1) -> None:
-    """Queue doorbell rings for `queues` on `pipe` (one per message pushed, up to a limit)."""
-    for queue in queues:
-        key = wake_key(queue)
-        pipe.lpush(key, *([1] * max(1, min(rings, WAKE_LIMIT))))
-        pipe.ltrim(key, 0, WAKE_LIMIT - 1)
 
 
 def item_text(item: bytes | str) -> str:

@@ -27,8 +27,8 @@ import time
 import uuid
 from typing import Any
 
-from agentflow.broker.queues import AGENT_QUEUE_PREFIX, agent_queue
-from agentflow.keys import Keys
+from agentflow._redis.keys import Keys
+from agentflow._redis.queues import AGENT_QUEUE_PREFIX, agent_queue
 
 log = logging.getLogger("agentflow.worker")
 
@@ -65,7 +65,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         """One round; a failure is logged and the next round tries again."""
-        from agentflow.broker.connection import get_redis
+        from agentflow._redis.connection import get_redis
 
         try:
             client = get_redis()

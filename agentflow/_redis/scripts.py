@@ -1,4 +1,4 @@
-"""AgentFlow's Lua scripts, one file each in ``agentflow/broker/lua/``, loaded by name.
+"""AgentFlow's Lua scripts, one file each in ``agentflow/_redis/lua/``, loaded by name.
 
 Every script that makes a multi-key step atomic lives there: the transport's fetch, the
 producer's admission, an event's begin and finish. ``source("fetch")`` reads a script once
@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 @functools.cache
 def source(name: str) -> str:
     """The text of ``lua/<name>.lua``."""
-    return resources.files("agentflow.broker").joinpath("lua", f"{name}.lua").read_text()
+    return resources.files("agentflow._redis").joinpath("lua", f"{name}.lua").read_text()
 
 
 class Script:

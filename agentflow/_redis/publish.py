@@ -5,7 +5,7 @@ worker's event loop. Celery's canvas and ``send_task`` build result objects, dec
 and take a producer per message; for AgentFlow's own tasks that machinery cost a third of a
 worker's time. Here the messages are built by ``app.amqp.as_task_v2`` (the same headers and
 body Celery sends), wrapped as kombu's Redis transport stores them
-(:mod:`agentflow.broker.messages`) and pushed in one pipeline; ``before_task_publish`` and
+(:mod:`agentflow._redis.messages`) and pushed in one pipeline; ``before_task_publish`` and
 ``after_task_publish`` fire for each as usual.
 
 Only for apps whose settings Celery's path would not change: Redis result backend, JSON,
@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 from celery import signals
 from celery.backends.redis import RedisBackend
 
-from agentflow.broker.messages import encode_body, envelope, origin, short_repr
-from agentflow.broker.transport import ring
+from agentflow._redis.doorbell import ring
+from agentflow._redis.messages import encode_body, envelope, origin, short_repr
 
 
 class Outgoing(NamedTuple):

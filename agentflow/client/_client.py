@@ -27,11 +27,13 @@ from celery import Celery, signals
 from celery.result import AsyncResult
 from pydantic import ValidationError
 
-from agentflow.broker.messages import ENQUEUED_AT_HEADER, encode_body, envelope, origin, short_repr
-from agentflow.broker.queues import RUN_EVENT_TASK, agent_queue
-from agentflow.broker.routes import resolve_agent
-from agentflow.broker.scripts import Script
-from agentflow.broker.transport import WAKE_LIMIT, wake_key
+from agentflow._redis.doorbell import WAKE_LIMIT, wake_key
+from agentflow._redis.keys import Keys
+from agentflow._redis.messages import ENQUEUED_AT_HEADER, encode_body, envelope, origin, short_repr
+from agentflow._redis.queues import RUN_EVENT_TASK, agent_queue
+from agentflow._redis.routes import resolve_agent
+from agentflow._redis.scripts import Script
+from agentflow.client._results import ResultWaiter
 from agentflow.config import Settings, get_settings
 from agentflow.errors import (
     BackpressureError,
@@ -41,9 +43,7 @@ from agentflow.errors import (
     InvalidEvent,
     UnknownAgent,
 )
-from agentflow.keys import Keys
 from agentflow.models import AgentResult, Event
-from agentflow.results import ResultWaiter
 
 _ADMIT = Script("admit")
 
@@ -92,7 +92,7 @@ class EventHandle:
         One reader per event: what it has read is trimmed from Redis, which is what the
         writer's backpressure watches.
         """
-        from agentflow.broker.connection import get_redis
+        from agentflow._redis.connection import get_redis
         from agentflow.streams import iter_stream
 
         prefix = self.client.settings.broker.key_prefix
@@ -113,7 +113,7 @@ class Client:
         redis_client: redis.Redis | None = None,
     ) -> None:
         if app is None:
-            from agentflow.app import app as default_app
+            from agentflow.celery_app import app as default_app
 
             app = default_app
         self.app = app
@@ -175,7 +175,7 @@ class Client:
         return {m.decode() for m in names}
 
     def epoch(self) -> str:
-        """The Redis epoch this client emits under (see :mod:`agentflow.workers.heartbeat`)."""
+        """The Redis epoch this client emits under (see :mod:`agentflow._worker.heartbeat`)."""
         if self._epoch is None:
             self.redis.set(self.keys.epoch, uuid.uuid4().hex, nx=True)
             raw = self.redis.get(self.keys.epoch)
@@ -372,7 +372,7 @@ def _results_client(app: Celery, broker: redis.Redis) -> redis.Redis:
     """A client on the result backend's Redis: `broker` when they are the same database."""
     from celery.backends.redis import RedisBackend
 
-    from agentflow.broker.publish import same_redis
+    from agentflow._redis.publish import same_redis
 
     backend = app.backend
     if not isinstance(backend, RedisBackend) or same_redis(backend.client, broker):

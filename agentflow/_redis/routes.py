@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentflow.broker.queues import RUN_EVENT_TASK, agent_queue
+from agentflow._redis.queues import RUN_EVENT_TASK, agent_queue
 from agentflow.config import Settings, get_settings
 from agentflow.errors import UnknownAgent
 

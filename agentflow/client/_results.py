@@ -9,7 +9,7 @@ publication arrives. Nothing is missed: a sweep reads every pending key once a s
 after a reconnect the subscriptions are renewed and the keys read again.
 
 A producer may outlive the Redis it emitted to: :class:`ResultWaiter` compares the Redis
-epoch (see :mod:`agentflow.workers.heartbeat`) with the one its events were emitted under;
+epoch (see :mod:`agentflow._worker.heartbeat`) with the one its events were emitted under;
 once it changed, each pending event that no worker lists as a survivor fails with
 :class:`~agentflow.errors.ResultLost` instead of waiting out its timeout.
 """
@@ -30,7 +30,7 @@ import redis
 
 from agentflow.errors import ResultLost
 
-log = logging.getLogger("agentflow.results")
+log = logging.getLogger("agentflow.client._results")
 
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 SURVIVOR_GRACE = 12.0

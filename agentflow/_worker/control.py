@@ -16,7 +16,7 @@ from celery.worker.control import control_command, ok
 @control_command(args=[("event_id", str)], signature="<event_id>")
 def agentflow_cancel(state: Any, event_id: str, **_: Any) -> dict[str, Any]:
     """Cancel the running tool calls of `event_id` on this worker."""
-    from agentflow.workers.asyncio_pool import AsyncPool
+    from agentflow._worker.asyncio_pool import AsyncPool
 
     pool = getattr(state.consumer, "pool", None)
     if not isinstance(pool, AsyncPool):

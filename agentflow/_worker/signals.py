@@ -20,7 +20,7 @@ log = logging.getLogger("agentflow.worker")
 @signals.before_task_publish.connect
 def stamp_enqueue_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Stamp the enqueue time on every task our app publishes (queue-wait metrics)."""
-    from agentflow.broker.messages import ENQUEUED_AT_HEADER
+    from agentflow._redis.messages import ENQUEUED_AT_HEADER
 
     if headers is not None and ENQUEUED_AT_HEADER not in headers:
         headers[ENQUEUED_AT_HEADER] = time.time()
@@ -28,13 +28,13 @@ def stamp_enqueue_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 def ready_workers_key(prefix: str) -> str:
     """The Redis set of main-process pids of workers that are ready (local tooling waits on it)."""
-    from agentflow.keys import Keys
+    from agentflow._redis.keys import Keys
 
     return Keys(prefix).workers_ready
 
 
 _POOLS = {
-    "threads": "agentflow.workers.asyncio_pool:AsyncPool",
+    "threads": "agentflow._worker.asyncio_pool:AsyncPool",
     "prefork": "prefork",
     "solo": "solo",
 }
@@ -82,10 +82,10 @@ def choose_pool(sender: Any = None, **_: Any) -> None:
 @signals.worker_shutdown.connect
 def retire_worker(**_: Any) -> None:
     """Take this worker out of the ready set and stop its heartbeat."""
-    from agentflow.broker.connection import get_redis
-    from agentflow.broker.transport import _limbo, _push_limbo
+    from agentflow._redis.connection import get_redis
+    from agentflow._redis.transport import _limbo, _push_limbo
+    from agentflow._worker import heartbeat
     from agentflow.config import get_settings
-    from agentflow.workers import heartbeat
 
     heartbeat.stop()
     try:
@@ -100,8 +100,8 @@ def retire_worker(**_: Any) -> None:
 def announce_agents(sender: Any = None, **_: Any) -> None:
     """Start the heartbeat (it announces the agents this worker serves at once); then
     freeze the start-up heap where events run in this process."""
+    from agentflow._worker import heartbeat
     from agentflow.agents.registry import agent_names
-    from agentflow.workers import heartbeat
 
     runs_here = getattr(getattr(sender, "app", None), "conf", None) is not None and (
         "prefork" not in type(getattr(sender, "pool", None)).__module__
@@ -117,7 +117,7 @@ def announce_agents(sender: Any = None, **_: Any) -> None:
 @signals.worker_process_init.connect
 def init_process(**_: Any) -> None:
     """After fork: fresh runner, fresh event loop, warm LLM connections."""
-    from agentflow.workers.runner import reset_runner
+    from agentflow._worker.runner import reset_runner
 
     reset_runner()
     _warm_llm()

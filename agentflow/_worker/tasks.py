@@ -1,7 +1,7 @@
 """The Celery tasks of AgentFlow. `agentflow.run_event` is the wire protocol's entry point.
 
 On a worker with AgentFlow's pool (the default) these never run as functions: the pool
-runs the same work as coroutines on its event loop (:mod:`agentflow.workers.asyncio_pool`).
+runs the same work as coroutines on its event loop (:mod:`agentflow._worker.asyncio_pool`).
 Their bodies are the *pool path* — prefork, solo, ``-P threads`` or
 ``[runner] execution = "pool"`` — and run the same runner coroutines on their process's
 loop, so every path gives the same result, metrics, dead letters and signals.
@@ -15,8 +15,8 @@ from celery import Task
 from celery.exceptions import Ignore, Reject
 
 from agentflow import _aio
-from agentflow.app import app
-from agentflow.broker.queues import RUN_EVENT_TASK
+from agentflow._redis.queues import RUN_EVENT_TASK
+from agentflow.celery_app import app
 from agentflow.errors import AgentError, EventRejected
 from agentflow.tools.execute import RUN_TOOL_TASK
 from agentflow.tools.fanout import RESUME_TASK
@@ -33,7 +33,7 @@ _TASK_OPTIONS: dict[str, Any] = {
 
 def run_on_pool(task: Task, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """Run one request's work through the runner from a pool's thread or process."""
-    from agentflow.workers.runner import Done, FannedOut, Job, RetryLater, Revoked, get_runner
+    from agentflow._worker.runner import Done, FannedOut, Job, RetryLater, Revoked, get_runner
 
     request = task.request
     fields = dict(request.__dict__)

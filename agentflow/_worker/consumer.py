@@ -20,9 +20,9 @@ from typing import Any
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.message import Message
 
-from agentflow.broker import messages
-from agentflow.broker.connection import get_redis
-from agentflow.broker.transport import MALFORMED_CONTENT_TYPE, MALFORMED_HEADER
+from agentflow._redis import messages
+from agentflow._redis.connection import get_redis
+from agentflow._redis.transport import MALFORMED_CONTENT_TYPE, MALFORMED_HEADER
 from agentflow.config import get_settings
 from agentflow.dlq import DeadLetterQueue
 

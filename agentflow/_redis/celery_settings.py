@@ -15,7 +15,7 @@ Always on: JSON only, acks_late with reject_on_worker_lost, thread-safe result b
 
 The pool: ``worker_pool`` is left unset, because Celery's command line cannot tell
 ``-P prefork`` from its own default once it is set (it would run the configured pool
-instead). :func:`agentflow.workers.signals.choose_pool` applies ``[runner] pool`` when no
+instead). :func:`agentflow._worker.signals.choose_pool` applies ``[runner] pool`` when no
 ``-P`` was given: ``threads`` means AgentFlow's asyncio pool with ``execution = "direct"``.
 """
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agentflow.broker.connection import redis_url, result_url
-from agentflow.broker.queues import DEFAULT_QUEUE, all_queues
+from agentflow._redis.connection import redis_url, result_url
+from agentflow._redis.queues import DEFAULT_QUEUE, all_queues
 from agentflow.config import Settings, get_settings
 from agentflow.errors import ConfigError
 
@@ -106,7 +106,7 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
     return {
         "broker_url": broker,
         "result_backend": backend,
-        "broker_transport": "agentflow.broker.transport:Transport",
+        "broker_transport": "agentflow._redis.transport:Transport",
         "broker_transport_options": transport_options,
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "visibility_timeout": visibility,
@@ -123,7 +123,7 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "task_default_queue": DEFAULT_QUEUE,
         "task_queues": all_queues(agent_names()),
         "task_create_missing_queues": True,
-        "task_routes": ("agentflow.broker.routes.route_task",),
+        "task_routes": ("agentflow._redis.routes.route_task",),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure": True,
@@ -139,16 +139,16 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "worker_concurrency": concurrency,
         "worker_prefetch_multiplier": runner.prefetch_multiplier,
         "worker_disable_rate_limits": True,
-        "worker_consumer": "agentflow.workers.consumer:Consumer",
+        "worker_consumer": "agentflow._worker.consumer:Consumer",
         "worker_send_task_events": s.monitoring.task_events,
         "task_send_sent_event": s.monitoring.task_events,
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "imports": (
-            "agentflow.tasks",
-            "agentflow.workers.signals",
-            "agentflow.workers.control",
-            "agentflow.workers.profiling",
+            "agentflow._worker.tasks",
+            "agentflow._worker.signals",
+            "agentflow._worker.control",
+            "agentflow._worker.profiling",
             "agentflow.orchestration",
             *s.agents.modules,
         ),

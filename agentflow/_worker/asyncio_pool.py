@@ -12,7 +12,7 @@ ETA/countdown timers, rate limits, ``inspect reserved``); the pool calls the req
 callbacks, so ``on_accepted`` puts it in ``inspect active`` and sends ``task-started``,
 ``on_success``/``on_failure`` ack it, count it and send ``task-succeeded``/``task-failed``.
 The pool fires ``task_prerun``, ``task_postrun``, ``task_success``, ``task_failure`` and
-``task_retry`` with the arguments Celery's tracer gives them (:mod:`agentflow.workers.trace`).
+``task_retry`` with the arguments Celery's tracer gives them (:mod:`agentflow._worker.trace`).
 ``revoke(id, terminate=True)`` reaches the coroutine through the object this pool returns
 for the request (Celery's ``Request.terminate`` calls its ``terminate``) and cancels it.
 
@@ -33,10 +33,10 @@ import weakref
 from typing import Any
 
 from celery.concurrency.thread import TaskPool as ThreadsPool
-from celery.worker import state as worker_state
 
 from agentflow import _aio
-from agentflow.broker.queues import RUN_EVENT_TASK
+from agentflow._redis.queues import RUN_EVENT_TASK
+from agentflow._worker import trace
 
 log = logging.getLogger("agentflow.pool")
 
@@ -59,7 +59,7 @@ class AsyncJob:
         self.args = args
         self.task: asyncio.Task[Any] | None = None
         self.current: Any = None
-        """The runner's view of the attempt in progress (a :class:`~agentflow.workers.runner.Job`)."""
+        """The runner's view of the attempt in progress (a :class:`~agentflow._worker.runner.Job`)."""
         self.started = False
         self.cancel_requested: str | None = None
         """Why the job is cancelled: "revoked" (terminate), "event" (its event was
@@ -91,9 +91,7 @@ class AsyncJob:
             self.task.cancel()
 
     async def run(self) -> None:
-        """Wait for a slot, then run the request (see :mod:`agentflow.workers.trace`)."""
-        from agentflow.workers import trace
-
+        """Wait for a slot, then run the request (see :mod:`agentflow._worker.trace`)."""
         self.task = asyncio.current_task()
         try:
             await trace.run(self)
@@ -267,24 +265,11 @@ class AsyncPool(ThreadsPool):
 def _results_in_script(app: Any) -> bool:
     from celery.backends.redis import RedisBackend
 
-    from agentflow.broker.connection import get_redis
-    from agentflow.broker.publish import same_redis
+    from agentflow._redis.connection import get_redis
+    from agentflow._redis.publish import same_redis
 
     backend = getattr(app, "backend", None)
     return isinstance(backend, RedisBackend) and same_redis(backend.client, get_redis())
-
-
-def revoked_now(request: Any) -> bool:
-    """Whether `request` was revoked or expired since Celery checked (cheap, any thread)."""
-    return bool(request.id in worker_state.revoked or (request.expires and _expired(request)))
-
-
-def _expired(request: Any) -> bool:
-    from datetime import datetime, timezone
-
-    expires = request.expires
-    now = datetime.now(timezone.utc if expires.tzinfo else None)  # noqa: UP017
-    return bool(now > expires)
 
 
 def monotonic() -> float:
