@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/agentflow demo
 
-test: install
+test: install lint
 	bash scripts/test.sh
 
 unit: install

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import warnings
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
@@ -64,15 +65,13 @@ class RunnerConfig(_Section):
     event_buffer_size: int = Field(default=1000, ge=1)
     worker_pool_size: int = Field(default=50, ge=1)
     event_timeout: Duration = 30.0
-    pool: Literal["threads", "prefork", "solo"] = Field(
-        default="threads",
-        description="Celery pool. gevent/eventlet are refused: the per-process asyncio loop "
-        "that carries LLM calls cannot run under their monkey-patching.",
-    )
-    execution: Literal["direct", "pool"] = Field(
-        default="direct",
-        description="direct: on threads/solo workers events run on the worker's event loop "
-        "(no pool thread per event); pool: every event goes through Celery's pool.",
+    pool: Literal["asyncio", "threads", "prefork", "solo"] = Field(
+        default="asyncio",
+        description="The worker pool when `celery worker` is given no -P: asyncio "
+        "(AgentFlow's: every event a Celery request on one event loop), or one of Celery's "
+        "pools (threads, prefork for CPU-bound agents, solo). gevent/eventlet are refused: "
+        "the per-process asyncio loop that carries LLM calls cannot run under their "
+        "monkey-patching.",
     )
     prefetch_multiplier: int = Field(default=4, ge=1)
     backpressure: Literal["block", "error"] = "block"
@@ -104,6 +103,20 @@ class RunnerConfig(_Section):
     max_redeliveries: int = Field(default=5, ge=1)
     routes: dict[str, str] = Field(default_factory=dict, description="event type → agent name")
     default_agent: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _map_retired_execution(cls, data: Any) -> Any:
+        """Read the retired ``execution`` key into ``pool``, with a warning."""
+        if isinstance(data, dict) and "execution" in data:
+            data = dict(data)
+            execution = data.pop("execution")
+            pool = data.get("pool", "threads")
+            if pool == "threads":
+                data["pool"] = "threads" if execution == "pool" else "asyncio"
+            warnings.warn(f"[runner] execution is retired: use pool = {data.get('pool')!r}",
+                          DeprecationWarning, stacklevel=2)  # fmt: skip
+        return data
 
     @property
     def hard_time_limit(self) -> float:
@@ -140,12 +153,24 @@ class PerformanceConfig(_Section):
 
 
 class MonitoringConfig(_Section):
-    """The seed's `[monitoring]`: statsd metrics and the profiling endpoint."""
+    """The seed's `[monitoring]`: statsd metrics and Celery's task events."""
 
     enable_metrics: bool = True
     metrics_interval: Duration = 10.0
-    enable_profiling: bool = False
-    profile_port: int = Field(default=6060, ge=0, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, data: Any) -> Any:
+        """Accept the retired profiling keys with a warning (py-spy replaced the endpoint)."""
+        if isinstance(data, dict):
+            retired = [k for k in ("enable_profiling", "profile_port") if k in data]
+            if retired:
+                warnings.warn(f"[monitoring] {', '.join(retired)} no longer does anything: "
+                              "profile workers with py-spy (docs/performance.md)",
+                              DeprecationWarning, stacklevel=2)  # fmt: skip
+                data = {k: v for k, v in data.items() if k not in retired}
+        return data
+
     statsd_host: str = "127.0.0.1"
     statsd_port: int = Field(default=8125, ge=1, le=65535)
     statsd_prefix: str = "agentflow"

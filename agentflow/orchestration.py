@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from celery import Task, chain, chord, group
 from celery.result import AsyncResult
@@ -66,7 +66,7 @@ def _run_step(task: Task, event: dict[str, Any]) -> dict[str, Any]:
         raise task.replace(outcome.signature)
     if isinstance(outcome, Revoked):
         return {"error": "cancelled", "agent": event.get("agent"), "event_id": event["id"]}
-    return outcome.result
+    return cast(dict[str, Any], outcome.result)
 
 
 @app.task(name=STEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, typing=False)

@@ -2,7 +2,7 @@
 
 For each workload it runs, in the same session and on the same Redis and mock LLM:
 
-- AgentFlow as shipped (``--local`` cluster: worker processes with direct execution);
+- AgentFlow as shipped (``--local`` cluster: worker processes on AgentFlow's asyncio pool);
 - plain Celery with default settings (``celery worker``: prefork, one process per core);
 - plain Celery tuned for I/O (``-P threads -c 200``).
 
@@ -219,8 +219,8 @@ def main() -> None:
         for workload in args.workloads.split(","):
             for shape in SHAPES[workload]:
                 runs: list[tuple[str, str, list[str] | None]] = [
-                    ("AgentFlow", f"{args.workers} workers x threads -c {args.concurrency}, "
-                     "direct execution", None),
+                    ("AgentFlow", f"{args.workers} workers -c {args.concurrency}, "
+                     "asyncio pool", None),
                     ("plain Celery", "default (prefork, 1 process per core)", []),
                     ("plain Celery", "tuned for I/O (-P threads -c 200)",
                      ["-P", "threads", "-c", "200"]),

@@ -13,7 +13,7 @@ Used for AgentFlow's own asyncio client only.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import DataError
@@ -29,9 +29,9 @@ class HiredisPacking:
     def pack_command(self, *args: Any) -> list[bytes]:
         """One command in the Redis protocol."""
         try:
-            return _HIREDIS.pack(*args)
+            return cast(list[bytes], _HIREDIS.pack(*args))
         except DataError:  # e.g. an int subclass: redis-py's packer, and its DataError
-            return super().pack_command(*args)  # type: ignore[misc]
+            return cast(list[bytes], super().pack_command(*args))  # type: ignore[misc]
 
     def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
         """A pipeline's commands in the Redis protocol, as one buffer."""
@@ -39,7 +39,7 @@ class HiredisPacking:
         try:
             return [b"".join([_HIREDIS.pack(*c)[0] for c in listed])]
         except DataError:
-            return super().pack_commands(listed)  # type: ignore[misc]
+            return cast(list[bytes], super().pack_commands(listed))  # type: ignore[misc]
 
 
 _classes: dict[type, type] = {}

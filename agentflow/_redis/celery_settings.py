@@ -16,7 +16,7 @@ Always on: JSON only, acks_late with reject_on_worker_lost, thread-safe result b
 The pool: ``worker_pool`` is left unset, because Celery's command line cannot tell
 ``-P prefork`` from its own default once it is set (it would run the configured pool
 instead). :func:`agentflow._worker.signals.choose_pool` applies ``[runner] pool`` when no
-``-P`` was given: ``threads`` means AgentFlow's asyncio pool with ``execution = "direct"``.
+``-P`` was given (default ``asyncio``, AgentFlow's pool).
 """
 
 from __future__ import annotations
@@ -148,7 +148,6 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
             "agentflow._worker.tasks",
             "agentflow._worker.signals",
             "agentflow._worker.control",
-            "agentflow._worker.profiling",
             "agentflow.orchestration",
             *s.agents.modules,
         ),

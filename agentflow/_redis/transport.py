@@ -65,7 +65,7 @@ def _resp(fields: list[Any]) -> bytes:
 
 def item_text(item: bytes | str) -> str:
     """A queue item as text (undecodable bytes replaced, as kombu reads items)."""
-    return bytes_to_str(item)
+    return str(bytes_to_str(item))
 
 
 def malformed_reason(item: bytes | str) -> str:
@@ -131,7 +131,7 @@ class QoS(kombu_redis.QoS):
     - ``append`` writes nothing: the fetch recorded the message when it took it.
     - Malformed items have records of their own (the raw item and its queue).
     - :meth:`touch` renews the index score of every message this channel holds.
-    - :meth:`settled`: direct execution removes a finished message's records inside its
+    - :meth:`settled`: the asyncio pool removes a finished message's records inside its
       own finish script (one round trip for result and ack); the ack that follows then only
       updates the in-memory bookkeeping.
     """
@@ -143,12 +143,12 @@ class QoS(kombu_redis.QoS):
     @property
     def malformed_key(self) -> str:
         """The hash of raw malformed items (``tag`` → item, ``tag:queue`` → queue)."""
-        return self.unacked_key + ".malformed"
+        return str(self.unacked_key) + ".malformed"
 
     @property
     def malformed_index_key(self) -> str:
         """The malformed items' index (tag → time taken), swept like kombu's."""
-        return self.unacked_index_key + ".malformed"
+        return str(self.unacked_index_key) + ".malformed"
 
     def append(self, message: Any, delivery_tag: Any) -> None:
         kombu_virtual.QoS.append(self, message, delivery_tag)
@@ -186,7 +186,8 @@ class QoS(kombu_redis.QoS):
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
         if not is_malformed_tag(tag):
             try:
-                return super().restore_by_tag(tag, client=client, leftmost=leftmost)
+                super().restore_by_tag(tag, client=client, leftmost=leftmost)
+                return None
             except ValueError:  # a record kombu cannot read: not JSON after all
                 with self.channel.conn_or_acquire(client) as conn:
                     _RESTORE_UNREADABLE(conn, [self.unacked_key, self.unacked_index_key], [tag])

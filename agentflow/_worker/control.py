@@ -20,8 +20,8 @@ def agentflow_cancel(state: Any, event_id: str, **_: Any) -> dict[str, Any]:
 
     pool = getattr(state.consumer, "pool", None)
     if not isinstance(pool, AsyncPool):
-        return ok("no AgentFlow pool here")
+        return dict(ok("no AgentFlow pool here"))
     jobs = [j for j in pool.jobs_for_event(event_id) if j.args[0] == "agentflow.run_tool"]
     for job in jobs:
         job.cancel("event")
-    return ok(f"{len(jobs)} tool calls cancelled")
+    return dict(ok(f"{len(jobs)} tool calls cancelled"))

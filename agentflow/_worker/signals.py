@@ -34,7 +34,8 @@ def ready_workers_key(prefix: str) -> str:
 
 
 _POOLS = {
-    "threads": "agentflow._worker.asyncio_pool:AsyncPool",
+    "asyncio": "agentflow._worker.asyncio_pool:AsyncPool",
+    "threads": "threads",
     "prefork": "prefork",
     "solo": "solo",
 }
@@ -42,9 +43,9 @@ _POOLS = {
 
 @signals.worker_init.connect
 def choose_pool(sender: Any = None, **_: Any) -> None:
-    """The pool: ``-P`` when given on the command line, else ``[runner] pool`` (``threads``
-    with ``execution = "direct"`` is AgentFlow's asyncio pool). gevent and eventlet are
-    refused: their monkey-patching breaks the event loop that carries the LLM calls."""
+    """The pool: ``-P`` when given on the command line, else ``[runner] pool`` (default
+    ``asyncio``, AgentFlow's pool). gevent and eventlet are refused: their monkey-patching
+    breaks the event loop that carries the LLM calls."""
     import click
     from click.core import ParameterSource
 
@@ -59,11 +60,7 @@ def choose_pool(sender: Any = None, **_: Any) -> None:
         with contextlib.suppress(Exception):
             source = ctx.get_parameter_source("pool")
     if source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
-        runner = get_settings().runner
-        choice = _POOLS[runner.pool]
-        if runner.pool == "threads" and runner.execution == "pool":
-            choice = "threads"
-        sender.pool_cls = choice
+        sender.pool_cls = _POOLS[get_settings().runner.pool]
     pool = sender.pool_cls
     name = str(pool if isinstance(pool, str) else getattr(pool, "__module__", ""))
     name = name.split(":")[0].rsplit(".", 1)[-1]
@@ -159,7 +156,11 @@ def _start_mcp() -> None:
         return
     try:
         from agentflow.mcp import register_server_tools
-
+    except ModuleNotFoundError as exc:
+        log.error("[mcp] servers are configured but %s is not installed: "
+                  "pip install 'agentflow[mcp]'", exc.name)  # fmt: skip
+        return
+    try:
         names = _aio.run(register_server_tools(), timeout=30)
         log.info("MCP tools registered: %s", ", ".join(names) or "none")
     except Exception as exc:

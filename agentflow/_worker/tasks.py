@@ -3,7 +3,7 @@
 On a worker with AgentFlow's pool (the default) these never run as functions: the pool
 runs the same work as coroutines on its event loop (:mod:`agentflow._worker.asyncio_pool`).
 Their bodies are the *pool path* — prefork, solo, ``-P threads`` or
-``[runner] execution = "pool"`` — and run the same runner coroutines on their process's
+``[runner] pool = "threads"`` — and run the same runner coroutines on their process's
 loop, so every path gives the same result, metrics, dead letters and signals.
 """
 

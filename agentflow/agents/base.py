@@ -27,7 +27,7 @@ class Agent:
     """Seconds this agent may run; None means `[runner] event_timeout`."""
     blocking: bool = True
     """For a sync `run`: True (default) when it may block (I/O, CPU work), so a worker with
-    direct execution runs it on a helper thread; False when it returns at once and may run
+    the asyncio pool runs it on a helper thread; False when it returns at once and may run
     on the worker's event loop itself. Ignored for async agents."""
 
     max_steps: int | None = None

@@ -53,6 +53,11 @@ class WorkerWatch:
     def __init__(self, pids: list[int] | None = None) -> None:
         self._explicit = pids
 
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes watched (none: every celery worker on this host)."""
+        return list(self._explicit or [])
+
     def _roots(self) -> list[psutil.Process]:
         if self._explicit is not None:
             out = []

@@ -1,73 +1,72 @@
-"""Collect worker profiles during a benchmark through the workers' profiling endpoints.
+"""CPU profiles of the workers during a benchmark, taken with py-spy.
 
-Workers started with ``[monitoring] enable_profiling`` register their endpoint's URL in the
-Redis hash ``<prefix>:profilers`` (see :mod:`agentflow._worker.profiling`).
+py-spy samples a running interpreter from outside (no code in the worker, no sampler thread
+competing for the GIL) and writes collapsed stacks, which speedscope, flamegraph.pl and
+inferno open. It reads the worker's memory, so it needs the same user as the worker (root,
+or ``CAP_SYS_PTRACE`` in a container) and runs on the worker's host: the benchmark profiles
+the workers of its own ``--local`` cluster. Elsewhere run ``py-spy record --pid <worker pid>
+--subprocesses --format raw`` on the worker's host (docs/performance.md).
 """
 
 from __future__ import annotations
 
-import threading
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import httpx
-import redis
+from agentflow.errors import AgentFlowError
 
 
-def profiler_urls(client: redis.Redis, prefix: str) -> dict[str, str]:
-    """worker id → base URL of its profiling endpoint."""
-    raw = cast(dict[bytes, bytes], client.hgetall(f"{prefix}:profilers"))
-    return {k.decode(): v.decode() for k, v in raw.items()}
+def py_spy() -> str:
+    """The py-spy executable (beside this Python's, else on PATH), or an error that says how
+    to install it."""
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if found is None:
+        raise AgentFlowError("--profile cpu needs py-spy: pip install 'agentflow[bench]'")
+    return found
 
 
 class CpuProfileCollector:
-    """Ask every worker for a CPU profile of `seconds`, in the background; merge the results."""
+    """One ``py-spy record`` per worker for `seconds`; the results merged into one file."""
 
-    def __init__(self, urls: dict[str, str], seconds: float) -> None:
-        self.urls = urls
+    def __init__(self, pids: list[int], seconds: float, rate: int = 100) -> None:
+        self.pids = pids
         self.seconds = seconds
-        self.results: dict[str, str] = {}
-        self.errors: dict[str, str] = {}
-        self._threads: list[threading.Thread] = []
-
-    def _fetch(self, worker: str, url: str) -> None:
-        try:
-            resp = httpx.get(f"{url}/debug/profile", params={"seconds": self.seconds},
-                             timeout=self.seconds + 30)  # fmt: skip
-            resp.raise_for_status()
-            self.results[worker] = resp.text
-        except httpx.HTTPError as exc:
-            self.errors[worker] = str(exc)
+        self.rate = rate
+        self._dir = Path(tempfile.mkdtemp(prefix="agentflow-profile-"))
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
-        """Start one request per worker."""
-        for worker, url in self.urls.items():
-            t = threading.Thread(target=self._fetch, args=(worker, url), daemon=True)
-            t.start()
-            self._threads.append(t)
+        """Start sampling every worker (and its pool processes) in the background."""
+        exe = py_spy()
+        for pid in self.pids:
+            self._procs[pid] = subprocess.Popen(
+                [exe, "record", "--pid", str(pid), "--subprocesses", "--nonblocking",
+                 "--rate", str(self.rate), "--duration", str(max(1, round(self.seconds))),
+                 "--format", "raw", "--output", str(self._dir / f"{pid}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
 
     def finish(self, output: Path) -> dict[str, Any]:
-        """Wait for the profiles and write them as one collapsed-stack file (worker as root)."""
-        for t in self._threads:
-            t.join(self.seconds + 35)
+        """Wait for py-spy and write one collapsed-stack file (``worker-<pid>`` as root)."""
+        errors: dict[str, str] = {}
         lines: list[str] = []
-        for worker, text in sorted(self.results.items()):
-            safe = worker.replace(";", "_").replace(" ", "_")
-            lines += [f"{safe};{line}" for line in text.splitlines() if line.strip()]
+        for pid, proc in self._procs.items():
+            try:
+                _, err = proc.communicate(timeout=self.seconds + 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            path = self._dir / f"{pid}.txt"
+            if not path.exists():
+                errors[str(pid)] = err.decode(errors="replace").strip()[-500:] or "no profile"
+                continue
+            text = path.read_text()
+            lines += [f"worker-{pid};{line}" for line in text.splitlines() if line.strip()]
+        shutil.rmtree(self._dir, ignore_errors=True)
         output.write_text("\n".join(lines) + ("\n" if lines else ""))
-        return {"workers": sorted(self.results), "errors": self.errors, "stacks": len(lines)}
-
-
-def heap_snapshot(urls: dict[str, str], output: Path, limit: int = 40) -> dict[str, Any]:
-    """Each worker's top heap allocations (tracemalloc), one section per worker, to `output`."""
-    parts: list[str] = []
-    errors: dict[str, str] = {}
-    for worker, url in sorted(urls.items()):
-        try:
-            resp = httpx.get(f"{url}/debug/heap", params={"limit": limit}, timeout=30)
-            resp.raise_for_status()
-            parts.append(f"# worker {worker} ({url})\n{resp.text}")
-        except httpx.HTTPError as exc:
-            errors[worker] = str(exc)
-    output.write_text("\n\n".join(parts))
-    return {"workers": sorted(urls), "errors": errors}
+        return {"workers": sorted(self._procs), "errors": errors, "stacks": len(lines)}

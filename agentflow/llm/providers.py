@@ -8,8 +8,9 @@ from typing import Any
 from agentflow.config import LLMProviderConfig
 from agentflow.errors import ConfigError
 from agentflow.llm.streaming import ChatStreamParser, NDJSONChatStream, SSEChatStream
-from agentflow.llm.types import ChatResponse, ToolCall
+from agentflow.llm.types import ChatResponse
 from agentflow.models import Usage
+from agentflow.tools.calls import ToolCall
 
 
 class Provider:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentflow.llm.types import ChatResponse, ToolCall
+from agentflow.llm.types import ChatResponse
 from agentflow.models import Usage
+from agentflow.tools.calls import ToolCall
 
 
 def _arguments(raw: Any) -> dict[str, Any]:

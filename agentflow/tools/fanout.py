@@ -9,7 +9,7 @@ waits on another task's result.
 Calls of cacheable tools whose result is in Redis do not become tasks: their cached results
 travel in the body's context. When nothing is left to run, the body is sent on its own.
 
-On the direct-execution path, :func:`send_async` publishes the chord without Celery's canvas
+On the asyncio pool, :func:`send_async` publishes the chord without Celery's canvas
 machinery: the same messages (built by ``app.amqp.as_task_v2``), the same chord size in
 the Redis result backend, written in one pipeline.
 """

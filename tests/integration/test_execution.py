@@ -1,4 +1,4 @@
-"""Direct execution (events on the worker's event loop) and the pool path behave the same."""
+"""AgentFlow's asyncio pool and Celery's pools (threads, prefork) behave the same."""
 
 from __future__ import annotations
 
@@ -16,25 +16,25 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize(
-    ("execution", "pool", "banner"),
-    [("direct", None, "(asyncio_pool)"), ("pool", None, "(thread)"),
-     ("direct", "prefork", "(prefork)"), ("direct", "threads", "(thread)")],
+    ("setting", "pool", "banner"),
+    [("asyncio", None, "(asyncio_pool)"), ("threads", None, "(thread)"),
+     ("asyncio", "prefork", "(prefork)"), ("asyncio", "threads", "(thread)")],
 )  # fmt: skip
 def test_every_pool_gives_the_same_results(
-    execution: str, pool: str | None, banner: str, start_worker, client: Client, redis_client
+    setting: str, pool: str | None, banner: str, start_worker, client: Client, redis_client
 ) -> None:
-    """One pipeline: AgentFlow's pool, Celery's threads (`execution = "pool"` or `-P
+    """One pipeline: AgentFlow's pool, Celery's threads (`[runner] pool = "threads"` or `-P
     threads`) and `-P prefork` run the same runner, with the same results and state; the
-    worker honours `-P` (its banner says which pool runs)."""
-    worker = start_worker(env={"AGENTFLOW_RUNNER__EXECUTION": execution}, concurrency=8,
+    worker honours `-P` over the setting (its banner says which pool runs)."""
+    session = f"s-{setting}-{pool}"
+    worker = start_worker(env={"AGENTFLOW_RUNNER__POOL": setting}, concurrency=8,
                           pool=pool)  # fmt: skip
     handles = client.emit_many(
-        {"type": "t", "agent": "tally", "session_id": f"s-{execution}", "data": {"n": 3}}
-        for _ in range(40)
+        {"type": "t", "agent": "tally", "session_id": session, "data": {"n": 3}} for _ in range(40)
     )
     results = [h.result(timeout=60) for h in handles]
     assert all(r.agent == "tally" and r.error is None for r in results)
-    state = StateStore(redis_client, prefix=TEST_PREFIX).load(f"s-{execution}")
+    state = StateStore(redis_client, prefix=TEST_PREFIX).load(session)
     assert state["total"] == 120
     assert banner in worker.log()
 

@@ -33,7 +33,7 @@ def test_three_tools_run_in_parallel(start_worker, client: Client) -> None:
 def test_a_fan_out_sent_directly_runs_on_celerys_own_worker_path(
     start_worker, client: Client
 ) -> None:
-    """The agent's worker publishes the chord itself (direct execution); the tools worker
+    """The agent's worker publishes the chord itself (asyncio pool); the tools worker
     runs the calls through Celery's prefork pool and Celery's chord completes the body."""
     start_worker(queues=[agent_queue("tools")], concurrency=8)
     start_worker(queues=[TOOLS_QUEUE], pool="prefork", concurrency=2)
@@ -45,9 +45,10 @@ def test_a_fan_out_sent_directly_runs_on_celerys_own_worker_path(
 
 
 def test_a_fan_out_through_celerys_canvas_completes(start_worker, client: Client) -> None:
-    """With `execution = "pool"` the event's task replaces itself with Celery's chord
-    (Task.replace); the continuation still resumes the agent with every result."""
-    start_worker(concurrency=8, env={"AGENTFLOW_RUNNER__EXECUTION": "pool"})
+    """On Celery's own pool (`[runner] pool = "threads"`) the event's task replaces itself
+    with Celery's chord (Task.replace); the continuation still resumes the agent with every
+    result."""
+    start_worker(concurrency=8, env={"AGENTFLOW_RUNNER__POOL": "threads"})
     results = run_tools(client, {"name": "add", "args": {"a": 1, "b": 2}},
                         {"name": "sleep", "args": {"seconds": 0.05}})  # fmt: skip
     assert [r["output"] for r in results] == [3, 0.05]

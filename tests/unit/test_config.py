@@ -31,8 +31,6 @@ batch_timeout = "100ms"
 [monitoring]
 enable_metrics = true
 metrics_interval = "15s"
-enable_profiling = true
-profile_port = 6061
 
 [llm.openai]
 max_connections = 100
@@ -87,6 +85,15 @@ def test_durations_render_back() -> None:
     assert [format_duration(x) for x in (30, 0.1, 3600, 90)] == ["30s", "100ms", "1h", "90s"]
 
 
+def test_the_seeds_profiling_keys_are_accepted_with_a_warning(
+    tmp_path: Path, clean_env: None
+) -> None:
+    seed = "[monitoring]\nenable_profiling = true\nprofile_port = 6061\n"
+    with pytest.warns(DeprecationWarning, match="enable_profiling, profile_port no longer"):
+        s = load_settings(write(tmp_path, seed))
+    assert "enable_profiling" not in s.monitoring.model_dump()
+
+
 def test_every_seed_key_is_read(tmp_path: Path, clean_env: None) -> None:
     s = load_settings(write(tmp_path, SEED_TOML))
     assert (s.runner.max_concurrent_events, s.runner.event_buffer_size) == (200, 5000)
@@ -94,7 +101,7 @@ def test_every_seed_key_is_read(tmp_path: Path, clean_env: None) -> None:
     assert (s.memory.state_cache_size, s.memory.state_cache_ttl) == (2000, 7200.0)
     assert s.memory.enable_state_compression is False
     assert (s.performance.batch_size, s.performance.batch_timeout) == (16, 0.1)
-    assert (s.monitoring.metrics_interval, s.monitoring.profile_port) == (15.0, 6061)
+    assert s.monitoring.metrics_interval == 15.0
     o = s.llm.openai
     assert (o.max_connections, o.min_connections, o.idle_timeout) == (100, 10, 300.0)
     assert (o.max_connection_lifetime, o.request_timeout, o.retry_initial_interval) == (
@@ -160,3 +167,19 @@ def test_celeryconfig_maps_seed_keys_onto_celery(tmp_path: Path, clean_env: None
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
     assert conf["broker_url"] == "redis://127.0.0.1:6379/9"
     assert conf["worker_prefetch_multiplier"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("toml", "pool"),
+    [('execution = "pool"\n', "threads"), ('execution = "direct"\n', "asyncio"),
+     ('execution = "pool"\npool = "prefork"\n', "prefork"), ("", "asyncio")],
+)  # fmt: skip
+def test_the_retired_execution_key_still_picks_the_same_pool(
+    tmp_path: Path, clean_env: None, toml: str, pool: str
+) -> None:
+    if "execution" in toml:
+        with pytest.warns(DeprecationWarning, match="execution is retired"):
+            s = load_settings(write(tmp_path, "[runner]\n" + toml))
+    else:
+        s = load_settings(write(tmp_path, "[runner]\n" + toml))
+    assert s.runner.pool == pool

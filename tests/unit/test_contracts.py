@@ -703,7 +703,7 @@ def test_asyncpool_is_found_by_its_import_path() -> None:
     from agentflow._worker.asyncio_pool import AsyncPool
     from agentflow._worker.signals import _POOLS
 
-    assert concurrency.get_implementation(_POOLS["threads"]) is AsyncPool
+    assert concurrency.get_implementation(_POOLS["asyncio"]) is AsyncPool
     assert concurrency.get_implementation("threads") is TaskPool
     assert issubclass(AsyncPool, TaskPool)
 

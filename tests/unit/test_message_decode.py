@@ -1,4 +1,4 @@
-"""Task bodies read on the direct path decode exactly as kombu decodes them."""
+"""Task bodies read on the asyncio pool decode exactly as kombu decodes them."""
 
 from __future__ import annotations
 
