@@ -2,7 +2,9 @@
 
 For each workload it runs, in the same session and on the same Redis and mock LLM:
 
-- AgentFlow as shipped (``--local`` cluster: worker processes on AgentFlow's asyncio pool);
+- AgentFlow as shipped (``--local`` cluster: worker processes on AgentFlow's asyncio pool),
+  driven by the lean load driver and, for closed loops, through ``Client`` as an
+  application uses it (a thread per user: ``emit``, then ``handle.result()``);
 - plain Celery with default settings (``celery worker``: prefork, one process per core);
 - plain Celery tuned for I/O (``-P threads -c 200``).
 
@@ -140,15 +142,22 @@ def _wait_plain(client: PlainClient, timeout: float = 30) -> None:
 
 
 def agentflow_row(
-    workload: str, shape: Shape, url: str, workers: int, concurrency: int, seconds: float
+    workload: str,
+    shape: Shape,
+    url: str,
+    workers: int,
+    concurrency: int,
+    seconds: float,
+    driver: str = "lean",
 ) -> BenchReport:
-    """AgentFlow's own --local cluster on the same Redis (its own mock LLM, same latency)."""
+    """AgentFlow's own --local cluster on the same Redis (its own mock LLM, same latency);
+    ``driver="client"``: a thread per user calling ``Client.emit`` and ``handle.result()``."""
     redis.Redis.from_url(url).flushdb()
     local = LocalOptions(workers=workers, concurrency=concurrency, redis_url=url,
                          key_prefix="agentflow-bench")  # fmt: skip
     opts = RunOptions(workload=WORKLOADS[workload], users=lambda t: shape.users, name=workload,
                       duration=seconds, local=local, max_users=shape.users,
-                      rate=shape.rate)  # fmt: skip
+                      rate=shape.rate, driver=driver)  # type: ignore[arg-type]  # fmt: skip
     return run(opts)
 
 
@@ -218,17 +227,20 @@ def main() -> None:
     try:
         for workload in args.workloads.split(","):
             for shape in SHAPES[workload]:
+                af = f"{args.workers} workers -c {args.concurrency}, asyncio pool"
                 runs: list[tuple[str, str, list[str] | None]] = [
-                    ("AgentFlow", f"{args.workers} workers -c {args.concurrency}, "
-                     "asyncio pool", None),
+                    ("AgentFlow", af, None),
+                    *([("AgentFlow", af + ", via Client (a thread per user)", ["client"])]
+                      if shape.rate is None else []),
                     ("plain Celery", "default (prefork, 1 process per core)", []),
                     ("plain Celery", "tuned for I/O (-P threads -c 200)",
                      ["-P", "threads", "-c", "200"]),
                 ]  # fmt: skip
                 for system, config, pool_args in runs:
-                    if pool_args is None:
+                    if pool_args is None or pool_args == ["client"]:
                         report = agentflow_row(workload, shape, url, args.workers,
-                                               args.concurrency, args.duration)  # fmt: skip
+                                               args.concurrency, args.duration,
+                                               "client" if pool_args else "lean")  # fmt: skip
                     else:
                         report = plain_row(workload, shape, url, str(mock.url), pool_args,
                                            args.duration)  # fmt: skip

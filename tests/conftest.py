@@ -56,6 +56,16 @@ TEST_ENV = {
 os.environ.update(TEST_ENV)
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop any Redis a test started in this run's embedded folder, and remove the folder."""
+    import shutil
+
+    from agentflow._redis.embedded import stop_embedded
+
+    stop_embedded(_TMP / "redis")
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The URL of the suite's own Redis database."""
