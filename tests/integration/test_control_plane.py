@@ -34,14 +34,25 @@ def _signals(redis_client: Any) -> list[dict[str, Any]]:
     return [json.loads(x) for x in redis_client.lrange(f"{TEST_PREFIX}:test:signals", 0, -1)]
 
 
+def _active_row(inspect: Any, task_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The `inspect active` row of `task_id` (asked again while no reply lists it: a reply
+    that comes after the broadcast's timeout, on a busy machine, is dropped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        active = [r for rows in (inspect.active() or {}).values() for r in rows]
+        rows = [r for r in active if r["id"] == task_id]
+        if rows or time.monotonic() > deadline:
+            (row,) = rows
+            return dict(row)
+
+
 def test_inspect_lists_running_and_reserved_events(start_worker, client, redis_client):
     worker = start_worker(concurrency=1)
     running = client.emit({"type": "t", "agent": "slow_async", "data": {"seconds": 30}})
     waiting = client.emit({"type": "t", "agent": "slow_async", "data": {"seconds": 30}})
     _wait_started(redis_client, running.id)
     inspect = app.control.inspect(timeout=5)
-    active = [r for rows in (inspect.active() or {}).values() for r in rows]
-    (row,) = [r for r in active if r["id"] == running.id]
+    row = _active_row(inspect, running.id)
     assert row["name"] == "agentflow.run_event"
     assert row["worker_pid"] == worker.pid and row["time_start"] and row["hostname"]
     assert "slow_async" in str(row["args"])
