@@ -53,6 +53,9 @@ _LAZY = {
     "app": "agentflow.celery_app",
     "FlowHandle": "agentflow.orchestration",
     "Orchestrator": "agentflow.orchestration",
+    # Kept importable from here for existing code; not part of the public API (__all__).
+    "StateStore": "agentflow.state",
+    "run_event": "agentflow._worker.tasks",
 }
 
 

@@ -1,4 +1,5 @@
-"""The Celery app. `celery -A agentflow worker` finds it as `agentflow.celery_app`.
+"""The Celery app. `celery -A agentflow worker` finds it as `agentflow.app` (loaded on first
+use by the package's ``__getattr__``).
 
 Configuration is read lazily from the `celeryconfig` module (``$AGENTFLOW_CELERY_CONFIG``
 names another), which AgentFlow ships at the top level and builds from agentflow.toml; the

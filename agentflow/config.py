@@ -107,15 +107,23 @@ class RunnerConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _map_retired_execution(cls, data: Any) -> Any:
-        """Read the retired ``execution`` key into ``pool``, with a warning."""
-        if isinstance(data, dict) and "execution" in data:
+        """Read the retired ``execution`` key into ``pool``, and say what changed (a
+        FutureWarning: Python shows those to users)."""
+        if not isinstance(data, dict):
+            return data
+        if "execution" in data:
             data = dict(data)
             execution = data.pop("execution")
-            pool = data.get("pool", "threads")
-            if pool == "threads":
+            if execution not in ("direct", "pool"):
+                raise ValueError(f"execution must be 'direct' or 'pool', got {execution!r}")
+            if data.get("pool", "threads") == "threads":
                 data["pool"] = "threads" if execution == "pool" else "asyncio"
-            warnings.warn(f"[runner] execution is retired: use pool = {data.get('pool')!r}",
-                          DeprecationWarning, stacklevel=2)  # fmt: skip
+            warnings.warn(f"[runner] execution is retired: use pool = {data['pool']!r}",
+                          FutureWarning, stacklevel=2)  # fmt: skip
+        elif data.get("pool") == "threads":
+            warnings.warn("[runner] pool = 'threads' is Celery's thread pool; AgentFlow's "
+                          "asyncio pool, which 'threads' meant before, is pool = 'asyncio'",
+                          FutureWarning, stacklevel=2)  # fmt: skip
         return data
 
     @property
@@ -167,7 +175,7 @@ class MonitoringConfig(_Section):
             if retired:
                 warnings.warn(f"[monitoring] {', '.join(retired)} no longer does anything: "
                               "profile workers with py-spy (docs/performance.md)",
-                              DeprecationWarning, stacklevel=2)  # fmt: skip
+                              FutureWarning, stacklevel=2)  # fmt: skip
                 data = {k: v for k, v in data.items() if k not in retired}
         return data
 

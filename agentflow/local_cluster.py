@@ -116,7 +116,7 @@ class LocalCluster:
         self.workers.append(proc)
 
     def _wait_workers(self) -> None:
-        """Ready when every worker has announced itself (see workers/signals.py)."""
+        """Ready when every worker has announced itself (see agentflow/_worker/signals.py)."""
         client = redis.Redis.from_url(self.redis_url)
         deadline = time.monotonic() + self.spec.ready_timeout
         key = f"{self.spec.key_prefix}:workers:ready"

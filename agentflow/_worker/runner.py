@@ -1,6 +1,6 @@
 """The event pipeline: what a worker does with an event, a continuation or a tool call.
 
-One async path, whatever runs it: the worker's pool (:mod:`agentflow._worker.pool`) runs it
+One async path, whatever runs it: the worker's pool (:mod:`agentflow._worker.asyncio_pool`) runs it
 on the process's event loop, and the Celery task bodies (prefork, ``pool = "threads"``)
 run the same coroutines on their process's loop. For an event (`agentflow.run_event`):
 

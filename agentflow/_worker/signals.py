@@ -177,10 +177,11 @@ def close_process(**_: Any) -> None:
         _aio.run(aclose_all(), timeout=10)
     except Exception as exc:
         log.warning("closing LLM clients failed: %s", exc)
-    try:
+    if "agentflow.mcp.pool" in sys.modules:  # only where MCP sessions were opened
         from agentflow.mcp.pool import aclose_all as close_mcp
 
-        _aio.run(close_mcp(), timeout=10)
-    except Exception as exc:
-        log.warning("closing MCP sessions failed: %s", exc)
+        try:
+            _aio.run(close_mcp(), timeout=10)
+        except Exception as exc:
+            log.warning("closing MCP sessions failed: %s", exc)
     _aio.stop()

@@ -51,6 +51,14 @@ class CpuProfileCollector:
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
 
+    def close(self) -> None:
+        """Stop any py-spy still running and remove its files (after :meth:`finish`, a no-op)."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
     def finish(self, output: Path) -> dict[str, Any]:
         """Wait for py-spy and write one collapsed-stack file (``worker-<pid>`` as root)."""
         errors: dict[str, str] = {}

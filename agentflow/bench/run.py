@@ -12,7 +12,7 @@ from typing import Any, Literal
 from agentflow.bench.client_users import run_client_users
 from agentflow.bench.driver import LoadDriver, Progress, WorkerWatch
 from agentflow.bench.local import LocalOptions, client_for_env, local_cluster
-from agentflow.bench.profiles import CpuProfileCollector
+from agentflow.bench.profiles import CpuProfileCollector, py_spy
 from agentflow.bench.stats import BenchReport
 from agentflow.bench.workloads import Workload
 from agentflow.client import Client
@@ -66,7 +66,16 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
     why = opts.workload.available()
     if why:
         raise AgentFlowError(why)
-    with _cluster(opts) as (client, workers):
+    if opts.driver == "client" and (opts.rate is not None or opts.duration is None):
+        raise AgentFlowError("--driver client runs a closed loop for a --duration")
+    if opts.profile:
+        if opts.local is None:
+            raise AgentFlowError(
+                "--profile profiles the workers of a --local cluster; for other workers run "
+                "py-spy on their host (docs/performance.md)"
+            )
+        py_spy()  # missing: say so before the cluster starts
+    with _cluster(opts) as (client, workers), contextlib.ExitStack() as stack:
         make = opts.workload.events()
         if opts.warmup > 0:
             level = opts.warmup_users or max(1, opts.users(0.0))
@@ -74,18 +83,13 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
                        workers=workers, drain_timeout=10, rate=opts.rate).run()  # fmt: skip
         collector = None
         if opts.profile:
-            if not workers.pids:
-                raise AgentFlowError(
-                    "--profile profiles the workers of a --local cluster; for other workers "
-                    "run py-spy on their host (docs/performance.md)"
-                )
             seconds = opts.duration if opts.duration is not None else 30.0
             collector = CpuProfileCollector(workers.pids, seconds)
+            stack.callback(collector.close)  # py-spy stopped however the run ends
             collector.start()
         started = time.time()
         if opts.driver == "client":
-            if opts.rate is not None or opts.duration is None:
-                raise AgentFlowError("--driver client runs a closed loop for a --duration")
+            assert opts.duration is not None
             report = run_client_users(client, make, max(1, opts.users(0.0)), opts.duration,
                                       name=opts.name, workers=workers)  # fmt: skip
         else:
@@ -102,7 +106,8 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
         if opts.local is not None:
             report.settings.update({"workers": opts.local.workers, "pool": opts.local.pool,
                                     "concurrency": opts.local.concurrency})  # fmt: skip
-        if collector is not None and opts.profile_output is not None:
-            report.settings["profile"] = collector.finish(opts.profile_output)
-            report.settings["profile_output"] = str(opts.profile_output)
+        if collector is not None:
+            output = opts.profile_output or Path("agentflow-cpu.collapsed")
+            report.settings["profile"] = collector.finish(output)
+            report.settings["profile_output"] = str(output)
     return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from agentflow.cli._util import friendly_errors
 from agentflow.durations import parse_duration
 
 
@@ -16,6 +17,7 @@ from agentflow.durations import parse_duration
 @click.option("--rate-limit-every", default=0, show_default=True, help="Every N-th request 429.")
 @click.option("--retry-after", default="1s", show_default=True, help="Retry-After on 429/503.")
 @click.option("--workers", default=1, show_default=True, help="Server processes.")
+@friendly_errors
 def mock_llm(
     host: str, port: int, latency: str, jitter: str, error_rate: float,
     rate_limit_every: int, retry_after: str, workers: int,

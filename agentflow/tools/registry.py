@@ -6,7 +6,7 @@ every tool has a JSON schema for LLM function calling (:meth:`Tool.schema`) and 
 arguments are validated before the function runs.
 
 A tool may be sync or async; a generator (sync or async) is a *streaming* tool whose items go
-to the event's stream in batches (see :mod:`agentflow.tools.tasks`).
+to the event's stream in batches (see :mod:`agentflow.tools.execute`).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def test_the_seeds_profiling_keys_are_accepted_with_a_warning(
     tmp_path: Path, clean_env: None
 ) -> None:
     seed = "[monitoring]\nenable_profiling = true\nprofile_port = 6061\n"
-    with pytest.warns(DeprecationWarning, match="enable_profiling, profile_port no longer"):
+    with pytest.warns(FutureWarning, match="enable_profiling, profile_port no longer"):
         s = load_settings(write(tmp_path, seed))
     assert "enable_profiling" not in s.monitoring.model_dump()
 
@@ -178,8 +178,22 @@ def test_the_retired_execution_key_still_picks_the_same_pool(
     tmp_path: Path, clean_env: None, toml: str, pool: str
 ) -> None:
     if "execution" in toml:
-        with pytest.warns(DeprecationWarning, match="execution is retired"):
+        with pytest.warns(FutureWarning, match="execution is retired"):
             s = load_settings(write(tmp_path, "[runner]\n" + toml))
     else:
         s = load_settings(write(tmp_path, "[runner]\n" + toml))
     assert s.runner.pool == pool
+
+
+def test_a_bad_retired_execution_value_is_refused(tmp_path: Path, clean_env: None) -> None:
+    with pytest.raises(ConfigError, match="execution must be 'direct' or 'pool'"):
+        load_settings(write(tmp_path, '[runner]\nexecution = "drect"\n'))
+
+
+def test_pool_threads_warns_that_it_now_means_celerys_thread_pool(
+    tmp_path: Path, clean_env: None
+) -> None:
+    with pytest.warns(FutureWarning, match="pool = 'asyncio'"):
+        assert load_settings(write(tmp_path, '[runner]\npool = "threads"\n')).runner.pool == (
+            "threads"
+        )
