@@ -120,18 +120,19 @@ def test_breaker_opened_in_one_process_is_seen_by_a_worker(
     breaker = {"AGENTFLOW_LLM__OPENAI__BREAKER_MAX_FAILURES": "2",
                "AGENTFLOW_LLM__OPENAI__BREAKER_TIMEOUT": "2s",
                "AGENTFLOW_LLM__OPENAI__RETRY_MAX_ATTEMPTS": "2"}  # fmt: skip
+    # The worker is up first, so that the breaker is still open when it gets the event.
+    start_worker(env=llm_env(mock_llm, **breaker))
     # This process fails twice against the provider: the shared breaker opens.
     configure(mock_llm, fail_next=2, fail_status=500)
     with pytest.raises(LLMUnavailable):
         chat_once(llm_client(mock_llm, breaker_max_failures=2, breaker_timeout=2.0,
                              retry_max_attempts=2), "x", cache=False)  # fmt: skip
+    opened = time.monotonic()
     mock_llm.reset_stats()
-    # A worker process sees it open: it fails fast (no request reaches the server) and
+    # The worker process sees it open: it fails fast (no request reaches the server) and
     # Celery retries the event later; once the breaker half-opens, the probe succeeds.
-    start_worker(env=llm_env(mock_llm, **breaker))
     client = Client()
     try:
-        opened = time.monotonic()
         with pytest.raises(CircuitOpen):
             chat_once(llm_client(mock_llm, breaker_max_failures=2, breaker_timeout=2.0), "y",
                       cache=False)  # fmt: skip
