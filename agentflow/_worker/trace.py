@@ -338,9 +338,11 @@ async def _chord_dispatched(task: Any, ctx: Context, result: Any) -> bool:
     ~20 s; a worker killed while it holds the claim never sends, and a member that comes
     back within that time gives up. So a member whose chord is complete but not sent holds
     on to its message and joins again until the claim runs out and it sends the body itself
-    (the join counts each member once); it lets the message go only once the body is sent."""
+    (the join counts each member once); it lets the message go only once the body is sent.
+    Called when the member's settle script has just found the chord waiting, so it waits
+    before it looks again."""
     waited, interval = 0.0, CHORD_RETRY_FIRST
-    while await _blocking(chord_waiting, task.backend, ctx):
+    while True:
         if waited >= CHORD_RETRY_FOR:
             return False  # leave it to a redelivery
         # Mostly another member is sending it right now: look again soon, then less often.
@@ -348,7 +350,8 @@ async def _chord_dispatched(task: Any, ctx: Context, result: Any) -> bool:
         waited += interval
         interval = min(interval * 2, CHORD_RETRY_MAX)
         await _blocking(task.backend.on_chord_part_return, ctx, states.SUCCESS, result)
-    return True
+        if not await _blocking(chord_waiting, task.backend, ctx):
+            return True
 
 
 def _backend_of() -> Any:

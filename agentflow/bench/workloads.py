@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 from collections.abc import Callable
@@ -52,15 +53,17 @@ class Workload:
         return make
 
 
+_W1 = Workload(
+    "W1",
+    "chat",
+    "one 50 ms mock-LLM call per event",
+    lambda i: {"prompt": f"benchmark request {i}", "cache": False},
+    needs_llm=True,
+)
+
 WORKLOADS: dict[str, Workload] = {
     "W0": Workload("W0", "noop", "no-op agent: the pipeline's own cost", lambda i: {}),
-    "W1": Workload(
-        "W1",
-        "chat",
-        "one 50 ms mock-LLM call per event",
-        lambda i: {"prompt": f"benchmark request {i}", "cache": False},
-        needs_llm=True,
-    ),
+    "W1": _W1,
     "W2": Workload(
         "W2",
         "bench_fanout",
@@ -69,12 +72,10 @@ WORKLOADS: dict[str, Workload] = {
         needs_llm=True,
         needs_module="agentflow.tools",
     ),
-    "W3": Workload(
-        "W3",
-        "chat",
-        "W1 with a session state read and update per event, over 1,000 sessions",
-        lambda i: {"prompt": f"benchmark request {i}", "cache": False},
-        needs_llm=True,
+    "W3": dataclasses.replace(
+        _W1,
+        name="W3",
+        description="W1 with a session state read and update per event, over 1,000 sessions",
         sessions=1000,
     ),
 }

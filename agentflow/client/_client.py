@@ -150,7 +150,7 @@ class Client:
             except ValidationError as exc:
                 raise InvalidEvent(f"invalid event: {exc}", exc.errors()) from None
         try:
-            name = resolve_agent(event.model_dump(include={"agent", "type"}), self.settings)
+            name = resolve_agent({"agent": event.agent, "type": event.type}, self.settings)
         except UnknownAgent as exc:
             raise InvalidEvent(str(exc)) from None
         if name not in self._known:
