@@ -22,7 +22,6 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
-_pid: int | None = None
 
 
 def _green_threads() -> bool:
@@ -58,14 +57,21 @@ def new_loop(kind: str | None = None) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def _forget_in_child() -> None:
+    """A forked child has none of its parent's threads: it starts its own loop."""
+    global _loop, _inbox, _lock
+    _loop, _inbox, _lock = None, None, threading.Lock()
+
+
 def get_loop() -> asyncio.AbstractEventLoop:
-    """The process's background event loop, started on first use."""
-    global _loop, _pid
-    loop, pid = _loop, _pid
-    if loop is not None and pid == os.getpid() and not loop.is_closed():
+    """The process's background event loop, started on first use (again in a forked
+    child)."""
+    global _loop
+    loop = _loop
+    if loop is not None and not loop.is_closed():
         return loop
     with _lock:
-        if _loop is None or _pid != os.getpid() or _loop.is_closed():
+        if _loop is None or _loop.is_closed():
             created = new_loop()
             ready = threading.Event()
 
@@ -79,7 +85,7 @@ def get_loop() -> asyncio.AbstractEventLoop:
 
             threading.Thread(target=_serve, name="agentflow-aio", daemon=True).start()
             ready.wait()
-            _loop, _pid = created, os.getpid()
+            _loop = created
         return _loop
 
 
@@ -122,6 +128,7 @@ class _Inbox:
 
 
 _inbox: _Inbox | None = None
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def submit(coro: Coroutine[Any, Any, Any]) -> None:
@@ -179,5 +186,5 @@ def stop() -> None:
     global _loop
     with _lock:
         loop, _loop = _loop, None
-    if loop is not None and not loop.is_closed() and _pid == os.getpid():
+    if loop is not None and not loop.is_closed():
         loop.call_soon_threadsafe(loop.stop)

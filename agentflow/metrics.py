@@ -134,24 +134,33 @@ class BufferedStatsClient:
 
 _lock = threading.Lock()
 _client: Metrics | None = None
-_pid: int | None = None
 
 
 def get_metrics() -> Metrics:
     """The process's statsd client (queued, sent by its own thread within 100 ms), or a
-    no-op when metrics are off."""
-    global _client, _pid
-    if _client is None or _pid != os.getpid():
+    no-op when metrics are off. A forked child makes its own (its sender thread did not
+    survive the fork)."""
+    global _client
+    client = _client
+    if client is None:
         with _lock:
-            if _client is None or _pid != os.getpid():
+            client = _client
+            if client is None:
                 m = get_settings().monitoring
-                _client = (
+                client = _client = (
                     BufferedStatsClient(m.statsd_host, m.statsd_port, prefix=m.statsd_prefix)
                     if m.enable_metrics
                     else NullMetrics()
                 )
-                _pid = os.getpid()
-    return _client
+    return client
+
+
+def _forget_in_child() -> None:
+    global _client, _lock
+    _client, _lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def reset_metrics() -> None:

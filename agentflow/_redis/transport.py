@@ -41,7 +41,7 @@ from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
 from redis.exceptions import NoScriptError
 
-from agentflow._redis.doorbell import WAKE_PREFIX, ring, wake_key
+from agentflow._redis.doorbell import QUEUES_KEY, WAKE_PREFIX, ring, wake_key
 from agentflow._redis.scripts import Script
 
 log = logging.getLogger("agentflow.transport")
@@ -478,6 +478,7 @@ class Channel(kombu_redis.Channel):
         if kwargs.get("_publish_batch") is not None:
             super()._put(queue, message, **kwargs)
             kwargs["_publish_batch"].add("lpush", wake_key(queue), 1)
+            kwargs["_publish_batch"].add("sadd", QUEUES_KEY, queue)
             return
         pri = self._get_message_priority(message, reverse=False)
         with self.conn_or_acquire() as client:

@@ -15,6 +15,8 @@ Every ``interval`` seconds (``[monitoring] metrics_interval``, at most 5 s):
 - **Unserved queues**: a queue ``agentflow.agent.<name>`` whose agent no live worker has
   announced for ``[runner] unserved_timeout`` is consumed by one worker (a Redis lock picks
   it), which dead-letters its events ("no worker serves agent ..."), then stops consuming it.
+  Queues are found in the set producers name them in, not by scanning the keyspace (see
+  :meth:`Heartbeat._agent_queues`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,17 @@ import time
 import uuid
 from typing import Any
 
+from redis.exceptions import WatchError
+
+from agentflow._redis.doorbell import QUEUES_KEY
 from agentflow._redis.keys import Keys
 from agentflow._redis.queues import AGENT_QUEUE_PREFIX, agent_queue
 
 log = logging.getLogger("agentflow.worker")
 
 _RUN_TASKS = ("agentflow.run_event", "agentflow.resume_event")
+_SCAN_STEP = 1000
+"""Keys one beat's SCAN step looks at (Redis spends about 1 ms on it)."""
 
 
 class Heartbeat:
@@ -47,6 +54,7 @@ class Heartbeat:
         self.keys = Keys(self.settings.broker.key_prefix)
         self.epoch: str | None = None
         self.adopted: set[str] = set()
+        self._scan_cursor = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agentflow-heartbeat", daemon=True)
 
@@ -176,19 +184,45 @@ class Heartbeat:
         mine = set(agent_names())
         seen = {k.decode(): float(v) for k, v in client.hgetall(self.keys.agents).items()}
         now = time.time()
-        for raw_key in client.scan_iter(match=f"{AGENT_QUEUE_PREFIX}*", count=1000,
-                                        _type="list"):  # fmt: skip
-            queue = raw_key.decode(errors="replace")
+        for queue in sorted(self._agent_queues(client)):
             name = queue[len(AGENT_QUEUE_PREFIX) :]
             if "\x06\x16" in name or name in mine or queue in self.adopted:
                 continue
             if now - seen.get(name, 0.0) < timeout:
                 continue
             if not self._old_enough(client, queue, now, timeout):
+                self._forget_if_empty(client, queue)
                 continue
             log.warning("no worker has served agent %r for %gs: dead-lettering %s", name,
                         timeout, queue)  # fmt: skip
             self._consume(queue, True)
+
+    def _agent_queues(self, client: Any) -> set[str]:
+        """The agent queues pushed to: those AgentFlow's producers named in
+        :data:`~agentflow._redis.doorbell.QUEUES_KEY`, plus what one step of a SCAN that
+        goes on across beats finds (queues filled by other producers). A whole SCAN per beat
+        would grow with every key in Redis, results included."""
+        self._scan_cursor, found = client.scan(self._scan_cursor, match=f"{AGENT_QUEUE_PREFIX}*",
+                                               count=_SCAN_STEP, _type="list")  # fmt: skip
+        if found:
+            client.sadd(QUEUES_KEY, *found)
+        queues = {q.decode(errors="replace") for q in client.smembers(QUEUES_KEY)}
+        return {q for q in queues if q.startswith(AGENT_QUEUE_PREFIX)}
+
+    @staticmethod
+    def _forget_if_empty(client: Any, queue: str) -> None:
+        """Drop an unserved queue from the set once it is empty (a push in between keeps it:
+        the queue is watched)."""
+        with client.pipeline() as pipe:
+            try:
+                pipe.watch(queue)
+                if pipe.llen(queue):
+                    return
+                pipe.multi()
+                pipe.srem(QUEUES_KEY, queue)
+                pipe.execute()
+            except WatchError:
+                pass
 
     @staticmethod
     def _old_enough(client: Any, queue: str, now: float, timeout: float) -> bool:

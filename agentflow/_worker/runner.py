@@ -93,15 +93,33 @@ class Job:
     (``Task.replace``, which keeps the chain an orchestration step belongs to)."""
 
 
-@dataclass
 class Done:
-    """The work finished; `result` is what the producer gets (an AgentResult as JSON)."""
+    """The work finished; `result` is what the producer gets (an AgentResult as JSON).
 
-    result: Any
-    replayed: bool = False
-    """True when the result came from an earlier run (a redelivery or a duplicate)."""
-    settled: bool = False
-    """True when the finish script removed the message's unacked records."""
+    Made from the result's JSON text, the result is decoded only when something reads it
+    (a signal receiver, the log line, task events): a stored result needs only the text."""
+
+    __slots__ = ("_result", "encoded", "replayed", "settled")
+
+    def __init__(self, result: Any = None, *, encoded: str | bytes | None = None,
+                 replayed: bool = False, settled: bool = False) -> None:  # fmt: skip
+        self._result = result
+        self.encoded = encoded
+        """The result as JSON text, when it was made from that."""
+        self.replayed = replayed
+        """True when the result came from an earlier run (a redelivery or a duplicate)."""
+        self.settled = settled
+        """True when the finish script removed the message's unacked records."""
+
+    @property
+    def result(self) -> Any:
+        """The result as JSON values (dicts, lists, ...)."""
+        if self._result is None and self.encoded is not None:
+            self._result = json.loads(self.encoded)
+        return self._result
+
+    def __repr__(self) -> str:
+        return f"Done(replayed={self.replayed}, settled={self.settled})"
 
 
 @dataclass
@@ -182,10 +200,20 @@ class ResultMeta:
         return cls(backend.get_key_for_task(task_id).decode(), task_id, ttl, extra)
 
 
+_second: tuple[int, str] = (-1, "")
+"""The last whole second :func:`_now_iso` formatted, and its text."""
+
+
 def _now_iso() -> str:
-    """``datetime.now(UTC).isoformat()``, as Celery writes ``date_done``."""
+    """``datetime.now(UTC).isoformat()``, as Celery writes ``date_done`` (the seconds part
+    formatted once per second)."""
+    global _second
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}+00:00"
+    whole = int(now)
+    second = _second
+    if whole != second[0]:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int((now - whole) * 1e6):06d}+00:00"
 
 
 _extended_by_app: dict[int, bool] = {}
@@ -338,7 +366,7 @@ class EventRunner:
             [begun.run_id, self.claim_ttl, self.deliveries_ttl],
         )  # fmt: skip
         if status == 1:  # already finished: a redelivery, or a duplicate idempotency key
-            return Done(json.loads(value), replayed=True)
+            return Done(encoded=value, replayed=True)
         if status == 3:
             return Revoked()
         if status == 2:
@@ -418,7 +446,7 @@ class EventRunner:
         return AgentError(reason)
 
     def _finish_request(self, begun: Begun, result: AgentResult) -> tuple[list[Any], list[Any],
-                                                                          dict[str, Any]]:  # fmt: skip
+                                                                          str]:  # fmt: skip
         finished = time.time()
         event, job = begun.event, begun.job
         enqueued = job.headers.get(ENQUEUED_AT_HEADER)
@@ -428,8 +456,7 @@ class EventRunner:
         result.timings["state_load"] = loaded - begun.started
         result.timings["agent"] = finished - loaded
         result.worker = self.hostname
-        payload = result.model_dump(mode="json")
-        encoded = json.dumps(payload, separators=(",", ":"))
+        encoded = result.model_dump_json()
         state_key = ""
         state_args: list[Any] = [0, 0, 0]
         if event.session_id and not result.state_updates.is_empty():
@@ -442,18 +469,18 @@ class EventRunner:
         args = [encoded, self.result_ttl, event.id, self.states.ttl, head, tail,
                 job.meta.ttl if job.meta is not None else 0, tag, begun.run_id,
                 *state_args]  # fmt: skip
-        return keys, args, payload
+        return keys, args, encoded
 
     async def _finish(self, begun: Begun, result: AgentResult) -> Done | Revoked:
-        keys, args, payload = self._finish_request(begun, result)
+        keys, args, encoded = self._finish_request(begun, result)
         reply = await self.batch().call(_FINISH, keys, args)
         status = int(reply[0])
         if status == 2:
             return Revoked()
         settled = begun.job.settle is not None
         if status == 1:
-            return Done(json.loads(reply[1]), replayed=True, settled=settled)
-        return Done(payload, settled=settled)
+            return Done(encoded=reply[1], replayed=True, settled=settled)
+        return Done(encoded=encoded, settled=settled)
 
     async def _fan_out(self, begun: Begun, request: CallTools, step: int) -> FannedOut:
         """Send the chord that runs `request`'s calls and then resumes the agent."""
@@ -578,7 +605,7 @@ class EventRunner:
             batch.command("GET", key),
             batch.command("EXISTS", self.keys.cancel(str(event_id or ""))))  # fmt: skip
         if stored is not None:
-            return Done(json.loads(stored), replayed=True)
+            return Done(encoded=stored, replayed=True)
         if event_id and cancelled:
             result = ToolResult(id=_call_id(call), name=_call_name(call), error="cancelled")
         else:
@@ -588,13 +615,12 @@ class EventRunner:
                 if not job.cancelled:
                     raise
                 result = ToolResult(id=_call_id(call), name=_call_name(call), error="cancelled")
-        payload = result.model_dump(mode="json")
-        encoded = json.dumps(payload)
+        encoded = result.model_dump_json()
         if not await batch.command("SET", key, encoded, "NX", "EX", self.result_ttl):
             first = await batch.command("GET", key)  # another run of this call stored first
             if first is not None:  # its result stands
-                return Done(json.loads(first), replayed=True)
-        return Done(payload)
+                return Done(encoded=first, replayed=True)
+        return Done(encoded=encoded)
 
 
 _run_ids = itertools.count()
@@ -655,19 +681,21 @@ def _too_many_stuck(stuck: int) -> None:
 
 
 _runner: EventRunner | None = None
-_runner_pid: int | None = None
 
 
 def get_runner() -> EventRunner:
-    """The process's EventRunner, built after fork on first use."""
-    global _runner, _runner_pid
-    if _runner is None or _runner_pid != os.getpid():
-        _runner = EventRunner()
-        _runner_pid = os.getpid()
-    return _runner
+    """The process's EventRunner, built on first use (a forked child builds its own)."""
+    global _runner
+    runner = _runner
+    if runner is None:
+        runner = _runner = EventRunner()
+    return runner
 
 
 def reset_runner() -> None:
-    """Forget the process's runner (tests, after configuration changes)."""
+    """Forget the process's runner (tests, after configuration changes; a forked child)."""
     global _runner
     _runner = None
+
+
+os.register_at_fork(after_in_child=reset_runner)

@@ -38,7 +38,7 @@ from celery.worker import state as worker_state
 from kombu.utils.encoding import safe_repr
 
 from agentflow import _aio
-from agentflow._redis.connection import get_async_redis, get_redis
+from agentflow._redis.connection import get_async_redis
 from agentflow._redis.messages import short_repr
 from agentflow._redis.scripts import Script
 from agentflow._redis.transport import QoS as TransportQoS
@@ -266,13 +266,13 @@ async def _finished(job: AsyncJob, rc: RequestContext, work: Job, outcome: Outco
     result = outcome.result
     if work.name == "agentflow.run_tool":
         ctx = rc.ctx
-        waiting = await _blocking(_store_tool_result, task.backend, ctx, result, work.settle)
+        waiting = await _store_tool_result(task.backend, ctx, result, work.settle)
         if waiting and not await _chord_dispatched(task, ctx, result):
             _lost(job, RuntimeError("its chord's continuation was not sent yet"), runtime)
             return states.SUCCESS, result
         if work.settle is not None:
             if waiting:  # sent since: settle now
-                await _blocking(_store_tool_result, None, ctx, result, work.settle)
+                await _settle_member(task.backend, ctx, work.settle)
             message.channel.qos.settled(message.delivery_tag)
     elif work.meta is None:  # the result backend is elsewhere: Celery's backend stores it
         await _blocking(task.backend.mark_as_done, job.task_id, result, request=rc.ctx)
@@ -304,27 +304,32 @@ class _Replaced:
 _SETTLE_MEMBER = Script("settle_member")
 
 
-def _store_tool_result(backend: Any, ctx: Context, result: Any,
-                       settle: tuple[str, str, str] | None) -> bool:  # fmt: skip
+async def _store_tool_result(backend: Any, ctx: Context, result: Any,
+                             settle: tuple[str, str, str] | None) -> bool:  # fmt: skip
     """Store a tool call's result (a chord member's joins its chord, and the last one sends
-    the chord's continuation), then settle its message in the same round trip as the check
-    whether its chord still waits to be sent; True when it waits (nothing was settled)."""
-    if backend is not None:
-        backend.mark_as_done(ctx.id, result, request=ctx, store_result=not ctx.chord)
-    else:
-        backend = _backend_of()
+    the chord's continuation), then settle its message; True when its chord waits to be
+    sent (nothing was settled)."""
+    await _blocking(backend.mark_as_done, ctx.id, result, request=ctx,
+                    store_result=not ctx.chord)  # fmt: skip
+    return await _settle_member(backend, ctx, settle)
+
+
+async def _settle_member(backend: Any, ctx: Context,
+                         settle: tuple[str, str, str] | None) -> bool:  # fmt: skip
+    """Settle a stored tool call's message in the same script that checks whether its chord
+    still waits to be sent; True when it waits (then nothing was settled)."""
     group = ctx.group if ctx.chord else None
     if group is None and settle is None:
         return False
     keys = ["", "", "", "", ""]
     if group is not None:
         keys[:3] = [backend.get_key_for_group(group, suffix) for suffix in (".s", ".t", ".j")]
+    if settle is None:  # the result backend may be another Redis: ask it
+        return bool(await _blocking(_SETTLE_MEMBER, backend.client, keys, [""]))
     # With a message to settle the result backend is the broker's database (else the
-    # message is not settled in scripts): one script on it does both.
-    client = get_redis() if settle is not None else backend.client
-    if settle is not None:
-        keys[3:] = list(settle[:2])
-    return bool(_SETTLE_MEMBER(client, keys, [settle[2] if settle else ""]))
+    # message is not settled in scripts): the loop's batch runs it with other events' calls.
+    keys[3:] = list(settle[:2])
+    return bool(await get_runner().batch().call(_SETTLE_MEMBER, keys, [settle[2]]))
 
 
 CHORD_RETRY_FIRST = 0.01
@@ -340,7 +345,7 @@ async def _chord_dispatched(task: Any, ctx: Context, result: Any) -> bool:
     on to its message and joins again until the claim runs out and it sends the body itself
     (the join counts each member once); it lets the message go only once the body is sent.
     Called when the member's settle script has just found the chord waiting, so it waits
-    before it looks again."""
+    before it looks again; it joins again only if the body is still not sent then."""
     waited, interval = 0.0, CHORD_RETRY_FIRST
     while True:
         if waited >= CHORD_RETRY_FOR:
@@ -349,15 +354,11 @@ async def _chord_dispatched(task: Any, ctx: Context, result: Any) -> bool:
         await asyncio.sleep(interval)
         waited += interval
         interval = min(interval * 2, CHORD_RETRY_MAX)
+        if not await _blocking(chord_waiting, task.backend, ctx):
+            return True
         await _blocking(task.backend.on_chord_part_return, ctx, states.SUCCESS, result)
         if not await _blocking(chord_waiting, task.backend, ctx):
             return True
-
-
-def _backend_of() -> Any:
-    from agentflow.celery_app import app
-
-    return app.backend
 
 
 def chord_waiting(backend: Any, ctx: Context) -> bool:

@@ -27,7 +27,7 @@ from celery import Celery, signals
 from celery.result import AsyncResult
 from pydantic import ValidationError
 
-from agentflow._redis.doorbell import WAKE_LIMIT, wake_key
+from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, wake_key
 from agentflow._redis.keys import Keys
 from agentflow._redis.messages import ENQUEUED_AT_HEADER, encode_body, envelope, origin, short_repr
 from agentflow._redis.queues import RUN_EVENT_TASK, agent_queue
@@ -277,7 +277,7 @@ class Client:
             for event_id, message in items:
                 args += [event_id, message]
             args.append(WAKE_LIMIT)
-            calls.append([self._inflight_key, queue, wake_key(queue), *args])
+            calls.append([self._inflight_key, queue, wake_key(queue), QUEUES_KEY, *args])
         sent = 0
         for queue, (admitted, _inflight, _queued) in zip(order, self._admit_all(calls),
                                                          strict=True):  # fmt: skip
@@ -301,7 +301,7 @@ class Client:
         for attempt in range(2):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                pipe.execute_command(*_ADMIT.command(call[:3], call[3:]))
+                pipe.execute_command(*_ADMIT.command(call[:4], call[4:]))
             try:
                 return list(pipe.execute())
             except redis.exceptions.NoScriptError:

@@ -197,6 +197,25 @@ def test_events_of_an_agent_no_worker_serves_are_dead_lettered(start_worker, red
     assert redis_client.llen(agent_queue("nobody")) == 0
 
 
+def test_an_agent_whose_workers_are_gone_is_dead_lettered_among_many_keys(
+    start_worker, client: Client, redis_client
+):
+    """An agent that was served (the Client accepts it) but whose workers are gone: its
+    events reach the DLQ within the unserved timeout also when Redis holds many other keys
+    (results, sessions), which a slow sweep of the keyspace would take minutes to reach."""
+    redis_client.eval(
+        "for i = 1, 300000 do redis.call('SET', 'filler:' .. i, 'x') end", 0
+    )
+    redis_client.hset(f"{TEST_PREFIX}:agents", "departed", time.time() - 3600)
+    start_worker(env={"AGENTFLOW_RUNNER__UNSERVED_TIMEOUT": "2s",
+                      "AGENTFLOW_MONITORING__METRICS_INTERVAL": "1s"})  # fmt: skip
+    handle = client.emit({"type": "t", "agent": "departed"})
+    (entry,) = _wait_dlq(redis_client, timeout=60)
+    assert "departed" in entry.reason and entry.event["id"] == handle.id
+    with pytest.raises(EventFailed, match="departed"):
+        handle.result(timeout=30)
+
+
 def test_the_client_refuses_data_that_is_not_json(client: Client, redis_client):
     with pytest.raises(InvalidEvent, match="NaN and Infinity are not JSON"):
         client.emit({"type": "t", "agent": "echo", "data": {"x": float("nan")}})

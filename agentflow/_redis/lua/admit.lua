@@ -1,5 +1,5 @@
 -- The producer's admission: push events unless the bounds are reached, in one step.
--- KEYS: inflight, queue, doorbell.
+-- KEYS: inflight, queue, doorbell, the set of queues pushed to.
 -- ARGV: now, expire_at, max_inflight, max_queued, n, id1, msg1, ..., idn, msgn, ring_limit
 -- Returns {admitted, inflight, queued}.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -14,4 +14,5 @@ end
 local limit = tonumber(ARGV[6 + 2 * tonumber(ARGV[5])])
 for _ = 1, math.min(room, limit) do redis.call('LPUSH', KEYS[3], 1) end
 redis.call('LTRIM', KEYS[3], 0, limit - 1)
+redis.call('SADD', KEYS[4], KEYS[2])
 return {room, inflight, queued}

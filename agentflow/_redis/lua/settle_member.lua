@@ -1,6 +1,6 @@
 -- A chord member's result is stored: settle its message, unless its chord has every
 -- member's result but its continuation was not sent yet (then the member keeps its message
--- and joins again; see agentflow.workers.trace). One round trip for both.
+-- and joins again; see agentflow._worker.trace). One round trip for both.
 -- KEYS: chord size (.s), size change (.t), joined results (.j, a sorted set), kombu's
 --       unacked hash, unacked index (both "" when there is nothing to settle).
 -- ARGV: delivery tag.  Returns 1 when the chord's continuation is still to be sent, else 0.
