@@ -1,6 +1,6 @@
 """AgentFlow: AI-agent work as distributed Celery workers on Redis.
 
-Producers use :class:`Client`; agent authors use :func:`agent`, :func:`tool` and the models.
+Producers use :class:`Client` (or :class:`AsyncClient` from asyncio code); agent authors use :func:`agent`, :func:`tool` and the models.
 `celery -A agentflow worker` finds the Celery app as ``agentflow.app``, which is loaded on
 first use, as is the orchestration API: importing this package for a producer loads no
 worker module (``tests/unit/test_imports.py`` keeps it so).
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agentflow.agents import Agent, FunctionAgent, agent, agent_names, get_agent
-from agentflow.client import Client, EventHandle
+from agentflow.client import AsyncClient, AsyncEventHandle, Client, EventHandle
 from agentflow.config import Settings, get_settings, load_settings
 from agentflow.context import Cancelled, RunContext, current_run
 from agentflow.dlq import DeadLetter, DeadLetterQueue
@@ -78,6 +78,8 @@ __all__ = [
     "AgentError",
     "AgentFlowError",
     "AgentResult",
+    "AsyncClient",
+    "AsyncEventHandle",
     "AsyncStreamWriter",
     "BackpressureError",
     "BrokerUnavailable",

@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, cast
 
 import redis
@@ -256,6 +256,44 @@ def iter_stream(
             finished = True
         items, last_id, ended, error = _decode(reply, last_id)
         yield from items
+        if error is _CANCELLED:
+            raise EventCancelled(event_id, "cancelled while it streamed")
+        if error is not None:
+            raise StreamFailed(error)
+        if ended or (finished and not items):
+            return
+        if timeout is not None and time.monotonic() - quiet_since > timeout:
+            raise TimeoutError(f"no item on the stream of event {event_id} for {timeout:g}s")
+
+
+async def aiter_stream(
+    client: aredis.Redis,
+    event_id: str,
+    *,
+    prefix: str | None = None,
+    timeout: float | None = 60.0,
+    done: Callable[[], Awaitable[bool]] | None = None,
+    block_ms: int = 500,
+    count: int = 1000,
+    trim: bool = False,
+) -> AsyncIterator[Any]:
+    """:func:`iter_stream` on an asyncio client (`done` is a coroutine function)."""
+    key = stream_key(event_id, prefix)
+    last_id = b"0-0"
+    quiet_since = time.monotonic()
+    while True:
+        reply = cast(list[Any], await client.xread({key: last_id}, count=count, block=block_ms))
+        finished = False
+        if reply:
+            quiet_since = time.monotonic()
+            if trim:
+                await client.xtrim(key, minid=reply[-1][1][-1][0], approximate=False)
+        elif done is not None and await done():
+            reply = cast(list[Any], await client.xread({key: last_id}, count=count)) or []
+            finished = True
+        items, last_id, ended, error = _decode(reply, last_id)
+        for item in items:
+            yield item
         if error is _CANCELLED:
             raise EventCancelled(event_id, "cancelled while it streamed")
         if error is not None:

@@ -1,5 +1,6 @@
 """Load as an application makes it: threads that each emit an event through :class:`Client`
-and wait for its result with ``handle.result()``, one after another (closed loop).
+and wait for its result with ``handle.result()``, one after another (closed loop); or the
+same from coroutines on one event loop through :class:`AsyncClient`.
 
 The lean driver (:mod:`agentflow.bench.driver`) batches emits and reads every result from
 one subscription; this is what a user's own code costs — one ``emit`` and one blocking
@@ -8,13 +9,14 @@ one subscription; this is what a user's own code costs — one ``emit`` and one 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 
 from agentflow.bench.driver import WorkerWatch
 from agentflow.bench.stats import BenchReport, Sample
-from agentflow.client import Client
+from agentflow.client import AsyncClient, Client
 from agentflow.models import Event
 
 
@@ -70,4 +72,56 @@ def run_client_users(
         completed=len(counted_latencies) + len(counted_errors), errors=len(counted_errors),
         latencies_ms=counted_latencies, samples=samples, error_examples=counted_errors[:20],
         settings={"driver": "Client threads", "users": users}, in_flight_peak=users,
+    )  # fmt: skip
+
+
+def run_async_users(
+    client: Client, make_event: Callable[[], Event], users: int, duration: float, *,
+    name: str = "async", workers: WorkerWatch | None = None, timeout: float = 60.0,
+) -> BenchReport:  # fmt: skip
+    """Drive `users` coroutines for `duration` seconds, each ``await emit`` then ``await
+    handle.result()``, on one event loop with one :class:`AsyncClient` (made with
+    `client`'s app and settings)."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    sent = [0]
+    agent = [""]
+    watch = workers or WorkerWatch()
+    samples: list[Sample] = []
+
+    async def user(aclient: AsyncClient, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            event = make_event()
+            started = time.monotonic()
+            sent[0] += 1
+            agent[0] = event.agent or agent[0]
+            try:
+                handle = await aclient.emit(event)
+                await handle.result(timeout=timeout)
+            except Exception as exc:
+                errors.append(f"{event.id}: {type(exc).__name__}: {exc}")
+            else:
+                latencies.append((time.monotonic() - started) * 1000)
+
+    async def main() -> tuple[list[float], list[str], float]:
+        stop = asyncio.Event()
+        async with AsyncClient(client.app, client.settings) as aclient:
+            tasks = [asyncio.ensure_future(user(aclient, stop)) for _ in range(users)]
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < duration:
+                await asyncio.sleep(0.5)
+                samples.append(Sample(t=time.monotonic() - t0,
+                                      completed=len(latencies) + len(errors), in_flight=users,
+                                      users=users, worker_rss_mb=watch.rss_mb()))  # fmt: skip
+            counted = (list(latencies), list(errors), time.monotonic() - t0)
+            stop.set()
+            await asyncio.wait(tasks, timeout=timeout + 5)
+            return counted
+
+    counted_latencies, counted_errors, elapsed = asyncio.run(main())
+    return BenchReport(
+        name=name, agent=agent[0], seconds=elapsed, sent=sent[0],
+        completed=len(counted_latencies) + len(counted_errors), errors=len(counted_errors),
+        latencies_ms=counted_latencies, samples=samples, error_examples=counted_errors[:20],
+        settings={"driver": "AsyncClient coroutines", "users": users}, in_flight_peak=users,
     )  # fmt: skip

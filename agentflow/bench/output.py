@@ -37,6 +37,10 @@ def print_report(report: BenchReport, console: Console | None = None) -> None:
         ("wall-clock", f"{s['seconds']:.1f} s"),
     ]:
         table.add_row(k, v)
+    producer_cpu = report.settings.get("producer_cpu_us_per_event")
+    if producer_cpu is not None:
+        table.add_row(f"producer CPU per event ({report.settings.get('driver', '?')} driver)",
+                      f"{producer_cpu} µs")  # fmt: skip
     console.print(table)
     for example in report.error_examples[:5]:
         console.print(f"[red]error:[/red] {example}")

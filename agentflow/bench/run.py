@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agentflow.bench.client_users import run_client_users
+from agentflow.bench.client_users import run_async_users, run_client_users
 from agentflow.bench.driver import LoadDriver, Progress, WorkerWatch
 from agentflow.bench.local import LocalOptions, client_for_env, local_cluster
 from agentflow.bench.profiles import CpuProfileCollector, py_spy
@@ -40,7 +40,7 @@ class RunOptions:
     warmup_users: int | None = None
     """Users during the warm-up (default: the shape's user count at t=0, at least 1)."""
     extra: dict[str, Any] = field(default_factory=dict)
-    driver: Literal["lean", "client"] = "lean"
+    driver: Literal["lean", "client", "async"] = "lean"
     """``lean``: batched emits, one subscription for every result (the load generator's
     own cost kept small); ``client``: one thread per user calling ``Client.emit`` and
     ``handle.result()``, as an application does (closed loop only)."""
@@ -66,8 +66,8 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
     why = opts.workload.available()
     if why:
         raise AgentFlowError(why)
-    if opts.driver == "client" and (opts.rate is not None or opts.duration is None):
-        raise AgentFlowError("--driver client runs a closed loop for a --duration")
+    if opts.driver != "lean" and (opts.rate is not None or opts.duration is None):
+        raise AgentFlowError(f"--driver {opts.driver} runs a closed loop for a --duration")
     if opts.profile:
         if opts.local is None:
             raise AgentFlowError(
@@ -88,18 +88,22 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
             stack.callback(collector.close)  # py-spy stopped however the run ends
             collector.start()
         started = time.time()
-        if opts.driver == "client":
+        cpu_started = time.process_time()
+        if opts.driver != "lean":
             assert opts.duration is not None
-            report = run_client_users(client, make, max(1, opts.users(0.0)), opts.duration,
-                                      name=opts.name, workers=workers)  # fmt: skip
+            users = run_client_users if opts.driver == "client" else run_async_users
+            report = users(client, make, max(1, opts.users(0.0)), opts.duration,
+                           name=opts.name, workers=workers)  # fmt: skip
         else:
             report = LoadDriver(
                 client, make, opts.users, name=opts.name, duration=opts.duration,
                 requests=opts.requests, drain_timeout=opts.drain_timeout, workers=workers,
                 on_progress=on_progress, rate=opts.rate,
             ).run()  # fmt: skip
+        producer_cpu = time.process_time() - cpu_started
         report.settings.update(
             {"workload": opts.workload.name, "agent": opts.workload.agent, "started": started,
+             "producer_cpu_us_per_event": round(producer_cpu * 1e6 / max(1, report.sent)),
              "rate": opts.rate, "driver": opts.driver,
              "warmup_s": opts.warmup, "local": opts.local is not None, **opts.extra}
         )  # fmt: skip

@@ -86,10 +86,11 @@ def check_profile(profile: str | None, output: Path | None) -> Path | None:
               help="Open loop: send this many events/s whatever the latency; "
                    "--concurrent-users then caps the events in flight.")  # fmt: skip
 @click.option("--data", help="JSON object sent as each event's data (with --agent).")
-@click.option("--driver", type=click.Choice(["lean", "client"]), default="lean",
+@click.option("--driver", type=click.Choice(["lean", "client", "async"]), default="lean",
               show_default=True,
               help="lean: batched emits and one result subscription; client: a thread per "
-                   "user calling Client.emit and handle.result(), as an application does.")  # fmt: skip
+                   "user calling Client.emit and handle.result(), as an application does; "
+                   "async: a coroutine per user doing the same through AsyncClient.")  # fmt: skip
 @local_options
 @friendly_errors
 def benchmark(

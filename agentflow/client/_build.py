@@ -1,0 +1,202 @@
+"""What :class:`~agentflow.client.Client` and :class:`~agentflow.client.AsyncClient` share:
+validating events, building their Celery messages, the admission script's calls, and
+reading a result entry. Nothing here does I/O; each client does its own (blocking or
+asyncio)."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from celery import Celery, signals
+from pydantic import ValidationError
+
+from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, wake_key
+from agentflow._redis.keys import Keys
+from agentflow._redis.messages import ENQUEUED_AT_HEADER, encode_body, envelope, origin, short_repr
+from agentflow._redis.queues import RUN_EVENT_TASK
+from agentflow._redis.routes import resolve_agent
+from agentflow._redis.scripts import Script
+from agentflow.config import Settings, get_settings
+from agentflow.errors import (
+    BackpressureError,
+    EventCancelled,
+    EventFailed,
+    InvalidEvent,
+    UnknownAgent,
+)
+from agentflow.models import AgentResult, Event
+
+ADMIT = Script("admit")
+"""The admission script: pushes a queue's events unless the backpressure bounds are reached."""
+
+Pending = dict[str, list[tuple[str, str]]]
+"""Messages still to admit: queue → [(event id, queue item), ...]."""
+
+
+class EventBuilder:
+    """Validation, messages and result reading for one app and its settings."""
+
+    def __init__(self, app: Celery | None, settings: Settings | None) -> None:
+        if app is None:
+            from agentflow.celery_app import app as default_app
+
+            app = default_app
+        self.app = app
+        self.settings = settings or get_settings()
+        self.keys = keys = Keys(self.settings.broker.key_prefix)
+        self._inflight_key = keys.inflight
+        self._known_key = keys.agents
+        self._known: set[str] = set()
+        runner = self.settings.runner
+        self._inflight_ttl = runner.hard_time_limit + 2 * runner.visibility_timeout
+        self._meta_prefix = bytes(app.backend.task_keyprefix).decode()
+
+    def _resolve(self, event: Event | Mapping[str, Any]) -> tuple[Event, str]:
+        """The event, validated, and the name of its agent (not yet checked to be served)."""
+        if not isinstance(event, Event):
+            try:
+                event = Event.model_validate(dict(event))
+            except ValidationError as exc:
+                raise InvalidEvent(f"invalid event: {exc}", exc.errors()) from None
+        try:
+            name = resolve_agent({"agent": event.agent, "type": event.type}, self.settings)
+        except UnknownAgent as exc:
+            raise InvalidEvent(str(exc)) from None
+        return event, name
+
+    @staticmethod
+    def _with_agent(event: Event, name: str) -> Event:
+        return event if event.agent is not None else event.model_copy(update={"agent": name})
+
+    @staticmethod
+    def _unknown(name: str, known: set[str]) -> UnknownAgent:
+        return UnknownAgent(
+            f"no worker serves agent {name!r}: register it (@agent) and start a worker "
+            f"(known: {sorted(known)})"
+        )
+
+    def _message(self, event: Event, queue: str,
+                 traced: dict[str, contextvars.Context] | None = None) -> str:  # fmt: skip
+        payload = event.model_dump(mode="json")
+        try:
+            body = encode_body([payload], {}, {"callbacks": None, "errbacks": None,
+                                               "chain": None, "chord": None})  # fmt: skip
+        except ValueError as exc:  # NaN or Infinity: not JSON any other producer could read
+            raise InvalidEvent(f"event {event.id} is not valid JSON: {exc}") from None
+        if len(body) > self.settings.runner.max_event_bytes:
+            raise InvalidEvent(
+                f"event {event.id} is {len(body)} bytes; max_event_bytes="
+                f"{self.settings.runner.max_event_bytes}"
+            )
+        args = (payload,)
+        msg = self.app.amqp.as_task_v2(
+            event.id, RUN_EVENT_TASK, args=args, kwargs={}, time_limit=None,
+            soft_time_limit=None, argsrepr=short_repr(args), kwargsrepr="{}", origin=origin(),
+        )  # fmt: skip
+        headers = dict(msg.headers)
+        headers[ENQUEUED_AT_HEADER] = time.time()
+        properties = dict(msg.properties)
+        if signals.before_task_publish.receivers:  # tracing (OpenTelemetry) injects here
+            # Each message's publish signals run in a copy of the caller's context (kept in
+            # `traced` for after_task_publish): a tracer's publish span is current for that
+            # message only, not for the next one's (as when Celery publishes one at a time).
+            ctx = contextvars.copy_context()
+            ctx.run(functools.partial(
+                signals.before_task_publish.send,
+                sender=RUN_EVENT_TASK, body=msg.body, exchange="", routing_key=queue,
+                declare=[], headers=headers, properties=properties, retry_policy=None,
+            ))  # fmt: skip
+            if traced is not None:
+                traced[event.id] = ctx
+        return envelope(headers, properties, body, queue)
+
+    def _admission(self, pending: Pending) -> tuple[list[str], list[list[Any]]]:
+        """The admission script's calls for `pending`, one per queue: (queues, calls), each
+        call ``[keys..., args...]`` with its four keys first."""
+        runner = self.settings.runner
+        now = time.time()
+        order = list(pending)
+        calls: list[list[Any]] = []
+        for queue in order:
+            items = pending[queue]
+            args: list[Any] = [now, now + self._inflight_ttl, runner.max_concurrent_events,
+                               runner.event_buffer_size, len(items)]  # fmt: skip
+            for event_id, message in items:
+                args += [event_id, message]
+            args.append(WAKE_LIMIT)
+            calls.append([self._inflight_key, queue, wake_key(queue), QUEUES_KEY, *args])
+        return order, calls
+
+    @staticmethod
+    def _admitted(pending: Pending, order: list[str], replies: list[Any]) -> int:
+        """Drop what the admission script took from `pending`; how many it took."""
+        sent = 0
+        for queue, (admitted, _inflight, _queued) in zip(order, replies, strict=True):
+            admitted = int(admitted)
+            sent += admitted
+            rest = pending[queue][admitted:]
+            if rest:
+                pending[queue] = rest
+            else:
+                del pending[queue]
+        return sent
+
+    def _deadline(self, timeout: float | None) -> float:
+        runner = self.settings.runner
+        wait = runner.backpressure_timeout if timeout is None else timeout
+        return time.monotonic() + (wait if runner.backpressure == "block" else 0.0)
+
+    def _refused(self, pending: Pending, sent: int) -> BackpressureError:
+        runner = self.settings.runner
+        queue, items = next(iter(pending.items()))
+        return BackpressureError(
+            f"backpressure: {len(items)} event(s) for {queue} not admitted "
+            f"(max_concurrent_events={runner.max_concurrent_events}, "
+            f"event_buffer_size={runner.event_buffer_size}); {sent} sent",
+            sent=sent,
+        )
+
+    @staticmethod
+    def _published(handles: Iterable[Any], traced: dict[str, contextvars.Context]) -> None:
+        """``after_task_publish`` for each published event, in its own publish context."""
+        if not signals.after_task_publish.receivers:
+            return
+        for handle in handles:
+            ctx = traced.get(handle.id)
+            ctx = contextvars.copy_context() if ctx is None else ctx
+            ctx.run(functools.partial(
+                signals.after_task_publish.send, sender=RUN_EVENT_TASK, body=None,
+                headers={"id": handle.id, "task": RUN_EVENT_TASK}, exchange="",
+                routing_key=handle.queue,
+            ))  # fmt: skip
+
+    @staticmethod
+    def _outcome(event_id: str, meta: dict[str, Any]) -> AgentResult:
+        """The agent's result from a ready result entry, or the error it ended with."""
+        status = meta.get("status")
+        if status == "SUCCESS":
+            return AgentResult.model_validate(meta.get("result"))
+        if status == "REVOKED":
+            raise EventCancelled(event_id, "cancelled")
+        error = meta.get("result")
+        if isinstance(error, dict) and "exc_type" in error:
+            reason = f"{error.get('exc_type')}: {_message_of(error.get('exc_message'))}"
+        else:
+            reason = str(error)
+        raise EventFailed(event_id, reason)
+
+
+def check_timeout(timeout: float | None) -> None:
+    """Refuse a result timeout that is not a number of seconds >= 0."""
+    if timeout is not None and (timeout != timeout or timeout < 0):
+        raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+
+
+def _message_of(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
