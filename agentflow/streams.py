@@ -220,6 +220,21 @@ def _decode(reply: list[Any], last_id: bytes) -> tuple[list[Any], bytes, bool, s
     return items, last_id, False, None
 
 
+def _over(event_id: str, read: bool, ended: bool, error: str | None, finished: bool,
+          quiet_since: float, timeout: float | None) -> bool:  # fmt: skip
+    """After a read: True when the stream is over; raises for a failed or cancelled one, or
+    one quiet for longer than `timeout`."""
+    if error is _CANCELLED:
+        raise EventCancelled(event_id, "cancelled while it streamed")
+    if error is not None:
+        raise StreamFailed(error)
+    if ended or (finished and not read):
+        return True
+    if timeout is not None and time.monotonic() - quiet_since > timeout:
+        raise TimeoutError(f"no item on the stream of event {event_id} for {timeout:g}s")
+    return False
+
+
 def iter_stream(
     client: redis.Redis,
     event_id: str,
@@ -256,14 +271,8 @@ def iter_stream(
             finished = True
         items, last_id, ended, error = _decode(reply, last_id)
         yield from items
-        if error is _CANCELLED:
-            raise EventCancelled(event_id, "cancelled while it streamed")
-        if error is not None:
-            raise StreamFailed(error)
-        if ended or (finished and not items):
+        if _over(event_id, bool(items), ended, error, finished, quiet_since, timeout):
             return
-        if timeout is not None and time.monotonic() - quiet_since > timeout:
-            raise TimeoutError(f"no item on the stream of event {event_id} for {timeout:g}s")
 
 
 async def aiter_stream(
@@ -294,14 +303,8 @@ async def aiter_stream(
         items, last_id, ended, error = _decode(reply, last_id)
         for item in items:
             yield item
-        if error is _CANCELLED:
-            raise EventCancelled(event_id, "cancelled while it streamed")
-        if error is not None:
-            raise StreamFailed(error)
-        if ended or (finished and not items):
+        if _over(event_id, bool(items), ended, error, finished, quiet_since, timeout):
             return
-        if timeout is not None and time.monotonic() - quiet_since > timeout:
-            raise TimeoutError(f"no item on the stream of event {event_id} for {timeout:g}s")
 
 
 async def end_cancelled(client: aredis.Redis, event_id: str, prefix: str | None = None) -> None:

@@ -67,12 +67,8 @@ def run_client_users(
     elapsed = time.monotonic() - t0
     for t in threads:
         t.join(timeout + 5)
-    return BenchReport(
-        name=name, agent=agent[0], seconds=elapsed, sent=sent[0],
-        completed=len(counted_latencies) + len(counted_errors), errors=len(counted_errors),
-        latencies_ms=counted_latencies, samples=samples, error_examples=counted_errors[:20],
-        settings={"driver": "Client threads", "users": users}, in_flight_peak=users,
-    )  # fmt: skip
+    return _report(name, agent[0], elapsed, sent[0], counted_latencies, counted_errors,
+                   samples, "Client threads", users)  # fmt: skip
 
 
 def run_async_users(
@@ -119,9 +115,17 @@ def run_async_users(
             return counted
 
     counted_latencies, counted_errors, elapsed = asyncio.run(main())
+    return _report(name, agent[0], elapsed, sent[0], counted_latencies, counted_errors,
+                   samples, "AsyncClient coroutines", users)  # fmt: skip
+
+
+def _report(name: str, agent: str, elapsed: float, sent: int, latencies: list[float],
+            errors: list[str], samples: list[Sample], driver: str,
+            users: int) -> BenchReport:  # fmt: skip
+    """What finished within the duration, as a report."""
     return BenchReport(
-        name=name, agent=agent[0], seconds=elapsed, sent=sent[0],
-        completed=len(counted_latencies) + len(counted_errors), errors=len(counted_errors),
-        latencies_ms=counted_latencies, samples=samples, error_examples=counted_errors[:20],
-        settings={"driver": "AsyncClient coroutines", "users": users}, in_flight_peak=users,
+        name=name, agent=agent, seconds=elapsed, sent=sent,
+        completed=len(latencies) + len(errors), errors=len(errors), latencies_ms=latencies,
+        samples=samples, error_examples=errors[:20], settings={"driver": driver, "users": users},
+        in_flight_peak=users,
     )  # fmt: skip

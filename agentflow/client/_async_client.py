@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError
 
 from agentflow._redis.queues import agent_queue
 from agentflow.client._async_results import AsyncResultWaiter
-from agentflow.client._build import ADMIT, EventBuilder, Pending, check_timeout
+from agentflow.client._build import ADMIT, EventBuilder, HandleBase, Pending, check_timeout
 from agentflow.config import Settings
 from agentflow.errors import EventTimeout
 from agentflow.models import AgentResult, Event
@@ -32,21 +32,13 @@ from agentflow.models import AgentResult, Event
 _DONE_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 
 
-class AsyncEventHandle:
+class AsyncEventHandle(HandleBase):
     """A published event, awaited from asyncio code."""
 
     def __init__(self, client: AsyncClient, event: Event, queue: str,
                  epoch: str | None = None) -> None:  # fmt: skip
+        super().__init__(event, queue, epoch)
         self.client = client
-        self.event = event
-        self.queue = queue
-        self.epoch = epoch
-        """The Redis epoch the event was emitted under (a later one means it may be lost)."""
-
-    @property
-    def id(self) -> str:
-        """The event id, which is also its Celery task id."""
-        return self.event.id
 
     async def ready(self) -> bool:
         """True once the event has finished (successfully or not)."""
@@ -70,9 +62,6 @@ class AsyncEventHandle:
         async for item in aiter_stream(self.client.redis, self.id, prefix=prefix,
                                        timeout=timeout, done=self.ready, trim=True):  # fmt: skip
             yield item
-
-    def __repr__(self) -> str:
-        return f"<AsyncEventHandle {self.id} → {self.queue}>"
 
 
 class AsyncClient(EventBuilder):

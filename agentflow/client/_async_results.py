@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,8 +24,7 @@ import redis.asyncio as aredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agentflow.client._results import READY_STATES, SURVIVOR_GRACE
-from agentflow.errors import ResultLost
+from agentflow.client._results import Wipes, ready_entry
 
 log = logging.getLogger("agentflow.client._async_results")
 
@@ -56,7 +54,7 @@ class AsyncResultWaiter:
         self._commands = asyncio.Lock()
         """One SUBSCRIBE or UNSUBSCRIBE at a time (the first one opens the connection)."""
         self._closed = False
-        self._wiped_at: dict[str, float] = {}
+        self._wipes = Wipes()
 
     async def wait(self, task_id: str, timeout: float | None,
                    epoch: str | None = None) -> dict[str, Any]:  # fmt: skip
@@ -199,11 +197,8 @@ class AsyncResultWaiter:
         await self._resolve(channel[self._prefix_len :], message["data"])
 
     async def _resolve(self, task_id: str, raw: Any) -> None:
-        try:
-            meta = json.loads(raw)
-        except ValueError:
-            return
-        if meta.get("status") not in READY_STATES:
+        meta = ready_entry(raw)
+        if meta is None:
             return
         futures = self._waiting.pop(task_id, [])
         self._epochs.pop(task_id, None)
@@ -219,11 +214,8 @@ class AsyncResultWaiter:
         current = raw.decode() if isinstance(raw, bytes) else None
         if current is None:
             return
-        stale = [t for t, e in self._epochs.items() if e is not None and e != current]
+        stale = self._wipes.stale(self._epochs, current)
         if not stale:
-            return
-        first = self._wiped_at.setdefault(current, time.monotonic())
-        if time.monotonic() - first < SURVIVOR_GRACE:
             return
         members = await cast(Any, self.epochs.smembers(self.survivors_key(current)))
         survivors = {m.decode() for m in members}
@@ -234,10 +226,7 @@ class AsyncResultWaiter:
             if await self.redis.get(self.key_for(task_id)) is not None:
                 continue  # finished after all: the read resolves it
             futures = self._waiting.pop(task_id, [])
-            old = self._epochs.pop(task_id, None)
-            error = ResultLost(task_id, f"Redis came back empty (epoch {old} -> {current}) "
-                               "after this event was emitted, and no worker holds it: emit "
-                               "it again")  # fmt: skip
+            error = Wipes.lost(task_id, self._epochs.pop(task_id, None), current)
             for fut in futures:
                 if not fut.done():
                     fut.set_exception(error)

@@ -37,6 +37,24 @@ Pending = dict[str, list[tuple[str, str]]]
 """Messages still to admit: queue → [(event id, queue item), ...]."""
 
 
+class HandleBase:
+    """What both handles hold: the event, its queue, the epoch it was emitted under."""
+
+    def __init__(self, event: Event, queue: str, epoch: str | None = None) -> None:
+        self.event = event
+        self.queue = queue
+        self.epoch = epoch
+        """The Redis epoch the event was emitted under (a later one means it may be lost)."""
+
+    @property
+    def id(self) -> str:
+        """The event id, which is also its Celery task id."""
+        return self.event.id
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} → {self.queue}>"
+
+
 class EventBuilder:
     """Validation, messages and result reading for one app and its settings."""
 

@@ -26,7 +26,7 @@ from celery.result import AsyncResult
 
 from agentflow._redis.keys import Keys
 from agentflow._redis.queues import agent_queue
-from agentflow.client._build import ADMIT, EventBuilder, Pending, check_timeout
+from agentflow.client._build import ADMIT, EventBuilder, HandleBase, Pending, check_timeout
 from agentflow.client._results import ResultWaiter
 from agentflow.config import Settings
 from agentflow.errors import EventTimeout
@@ -38,20 +38,12 @@ def known_agents_key(prefix: str) -> str:
     return Keys(prefix).agents
 
 
-class EventHandle:
+class EventHandle(HandleBase):
     """A published event: wait for its result, or read what it streams while it runs."""
 
     def __init__(self, client: Client, event: Event, queue: str, epoch: str | None = None) -> None:
+        super().__init__(event, queue, epoch)
         self.client = client
-        self.event = event
-        self.queue = queue
-        self.epoch = epoch
-        """The Redis epoch the event was emitted under (a later one means it may be lost)."""
-
-    @property
-    def id(self) -> str:
-        """The event id, which is also its Celery task id."""
-        return self.event.id
 
     @property
     def async_result(self) -> AsyncResult:
@@ -83,9 +75,6 @@ class EventHandle:
         prefix = self.client.settings.broker.key_prefix
         yield from iter_stream(get_redis(), self.id, prefix=prefix, timeout=timeout,
                                done=self.ready, trim=True)  # fmt: skip
-
-    def __repr__(self) -> str:
-        return f"<EventHandle {self.id} → {self.queue}>"
 
 
 class Client(EventBuilder):

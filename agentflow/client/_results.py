@@ -38,6 +38,39 @@ SURVIVOR_GRACE = 12.0
 (workers list what they hold within one heartbeat)."""
 
 
+def ready_entry(raw: Any) -> dict[str, Any] | None:
+    """A result entry that says the task finished, else None (still pending, unreadable)."""
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(meta, dict) or meta.get("status") not in READY_STATES:
+        return None
+    return meta
+
+
+class Wipes:
+    """What a waiter knows of Redis epochs: which of its events were emitted under an
+    earlier one, and when it is time to call those that no worker holds lost."""
+
+    def __init__(self) -> None:
+        self.first_seen: dict[str, float] = {}
+
+    def stale(self, epochs: dict[str, str | None], current: str) -> list[str]:
+        """Events emitted under another epoch, once the survivors' grace has passed."""
+        stale = [t for t, e in epochs.items() if e is not None and e != current]
+        if not stale:
+            return []
+        first = self.first_seen.setdefault(current, time.monotonic())
+        return stale if time.monotonic() - first >= SURVIVOR_GRACE else []
+
+    @staticmethod
+    def lost(task_id: str, old: str | None, current: str) -> ResultLost:
+        """The error of an event Redis lost."""
+        return ResultLost(task_id, f"Redis came back empty (epoch {old} -> {current}) after "
+                          "this event was emitted, and no worker holds it: emit it again")  # fmt: skip
+
+
 class ResultWaiter:
     """Resolves futures with result-backend entries (``{"status": ..., "result": ...}``)."""
 
@@ -60,7 +93,7 @@ class ResultWaiter:
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._wiped_at: dict[str, float] = {}
+        self._wipes = Wipes()
         self.epoch: str | None = None
 
     # -- callers ---------------------------------------------------------------------------
@@ -180,11 +213,8 @@ class ResultWaiter:
         self._resolve(pubsub, task_id, message["data"])
 
     def _resolve(self, pubsub: Any, task_id: str, raw: Any) -> None:
-        try:
-            meta = json.loads(raw)
-        except ValueError:
-            return
-        if meta.get("status") not in READY_STATES:
+        meta = ready_entry(raw)
+        if meta is None:
             return
         with self._lock:
             futures = self._waiting.pop(task_id, [])
@@ -204,11 +234,8 @@ class ResultWaiter:
         if self.epoch is None:
             self.epoch = current
         with self._lock:
-            stale = [t for t, e in self._epochs.items() if e is not None and e != current]
+            stale = self._wipes.stale(dict(self._epochs), current)
         if not stale:
-            return
-        first = self._wiped_at.setdefault(current, time.monotonic())
-        if time.monotonic() - first < SURVIVOR_GRACE:
             return
         members = cast(set[bytes], self.epochs.smembers(self.survivors_key(current)))
         survivors = {m.decode() for m in members}
@@ -223,9 +250,7 @@ class ResultWaiter:
             with self._lock:
                 futures = self._waiting.pop(task_id, [])
                 old = self._epochs.pop(task_id, None)
-            error = ResultLost(task_id, f"Redis came back empty (epoch {old} -> {current}) "
-                               "after this event was emitted, and no worker holds it: emit "
-                               "it again")  # fmt: skip
+            error = Wipes.lost(task_id, old, current)
             for fut in futures:
                 if not fut.done():
                     fut.set_exception(error)
