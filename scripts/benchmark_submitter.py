@@ -4,12 +4,14 @@ For each workload it runs, in the same session and on the same Redis and mock LL
 
 - AgentFlow as shipped (``--local`` cluster: worker processes on AgentFlow's asyncio pool),
   driven by the lean load driver and, for closed loops, through ``Client`` as an
-  application uses it (a thread per user: ``emit``, then ``handle.result()``);
+  application uses it (a thread per user: ``emit``, then ``handle.result()``) and through
+  ``AsyncClient`` (a coroutine per user, the same two calls awaited);
 - plain Celery with default settings (``celery worker``: prefork, one process per core);
 - plain Celery tuned for I/O (``-P threads -c 200``).
 
 Every system gets the same load from the same driver (agentflow.bench.driver: closed loop
-with N users, or open loop at a rate), and the table goes into docs/benchmarks.md between
+with N users, or open loop at a rate); the producer's CPU per event is the driver process's
+CPU time over the events it sent. The table goes into docs/benchmarks.md between
 the ``<!-- results -->`` markers, with the raw summaries in docs/benchmarks.json.
 
     python scripts/benchmark_submitter.py                  # W0 to W3, 20 s each
@@ -118,10 +120,15 @@ def plain_row(
         users = shape.users
         LoadDriver(client, make, lambda t: users, name="warmup", duration=1.0,  # type: ignore[arg-type]
                    workers=WorkerWatch([proc.pid]), rate=shape.rate).run()  # fmt: skip
-        return LoadDriver(
+        cpu_started = time.process_time()
+        report = LoadDriver(
             client, make, lambda t: users, name=workload, duration=seconds,  # type: ignore[arg-type]
             workers=WorkerWatch([proc.pid]), rate=shape.rate,
         ).run()  # fmt: skip
+        report.settings["producer_cpu_us_per_event"] = round(
+            (time.process_time() - cpu_started) * 1e6 / max(1, report.sent)
+        )
+        return report
     finally:
         client.close()
         os.killpg(proc.pid, signal.SIGTERM)
@@ -151,7 +158,8 @@ def agentflow_row(
     driver: str = "lean",
 ) -> BenchReport:
     """AgentFlow's own --local cluster on the same Redis (its own mock LLM, same latency);
-    ``driver="client"``: a thread per user calling ``Client.emit`` and ``handle.result()``."""
+    ``driver="client"``: a thread per user calling ``Client.emit`` and ``handle.result()``;
+    ``driver="async"``: a coroutine per user doing the same through ``AsyncClient``."""
     redis.Redis.from_url(url).flushdb()
     local = LocalOptions(workers=workers, concurrency=concurrency, redis_url=url,
                          key_prefix="agentflow-bench")  # fmt: skip
@@ -176,7 +184,13 @@ def _redis_url(wanted: str) -> tuple[str, Any]:
 
 def row(system: str, config: str, shape: Shape, report: BenchReport) -> dict[str, Any]:
     s = report.summary()
-    return {"system": system, "config": config, "load": shape.label(), **s}
+    return {
+        "system": system,
+        "config": config,
+        "load": shape.label(),
+        **s,
+        "producer_cpu_us_per_event": report.settings.get("producer_cpu_us_per_event"),
+    }
 
 
 def write_docs(rows: list[dict[str, Any]], seconds: float) -> None:
@@ -188,8 +202,8 @@ def write_docs(rows: list[dict[str, Any]], seconds: float) -> None:
         "1 s of warm-up; producer, Redis, mock LLM (50 ms) and workers on the same machine.",
         "",
         "| workload | system | config | load | events/s | p50 ms | p95 ms | p99 ms | errors "
-        "| worker RSS MB | vs plain Celery default |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| worker RSS MB | producer CPU µs/event | vs plain Celery default |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base: dict[tuple[str, str], float] = {}
     for r in rows:
@@ -199,10 +213,12 @@ def write_docs(rows: list[dict[str, Any]], seconds: float) -> None:
         lat = r["latency_ms"]
         b = base.get((r["workload"], r["load"]))
         ratio = f"{r['requests_per_second'] / b:.2f}x" if b else "-"
+        cpu = r.get("producer_cpu_us_per_event")
         lines.append(
             f"| {r['workload']} | {r['system']} | {r['config']} | {r['load']} | "
             f"{r['requests_per_second']:.0f} | {lat['p50']:.0f} | {lat['p95']:.0f} | "
-            f"{lat['p99']:.0f} | {r['errors']} | {r['worker_rss_mb_max']:.0f} | {ratio} |"
+            f"{lat['p99']:.0f} | {r['errors']} | {r['worker_rss_mb_max']:.0f} | "
+            f"{'-' if cpu is None else cpu} | {ratio} |"
         )
     lines.append(END)
     text = DOCS.read_text() if DOCS.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
@@ -230,17 +246,19 @@ def main() -> None:
                 af = f"{args.workers} workers -c {args.concurrency}, asyncio pool"
                 runs: list[tuple[str, str, list[str] | None]] = [
                     ("AgentFlow", af, None),
-                    *([("AgentFlow", af + ", via Client (a thread per user)", ["client"])]
+                    *([("AgentFlow", af + ", via Client (a thread per user)", ["client"]),
+                       ("AgentFlow", af + ", via AsyncClient (a coroutine per user)",
+                        ["async"])]
                       if shape.rate is None else []),
                     ("plain Celery", "default (prefork, 1 process per core)", []),
                     ("plain Celery", "tuned for I/O (-P threads -c 200)",
                      ["-P", "threads", "-c", "200"]),
                 ]  # fmt: skip
                 for system, config, pool_args in runs:
-                    if pool_args is None or pool_args == ["client"]:
+                    if pool_args is None or pool_args in (["client"], ["async"]):
                         report = agentflow_row(workload, shape, url, args.workers,
                                                args.concurrency, args.duration,
-                                               "client" if pool_args else "lean")  # fmt: skip
+                                               pool_args[0] if pool_args else "lean")  # fmt: skip
                     else:
                         report = plain_row(workload, shape, url, str(mock.url), pool_args,
                                            args.duration)  # fmt: skip

@@ -53,6 +53,18 @@ def test_benchmark_runs_the_llm_workload_against_the_mock(redis_client) -> None:
     assert report["latency_ms"]["p50"] >= 50  # every event made its 50 ms mock LLM call
 
 
+@pytest.mark.parametrize("driver", ["client", "async"])
+def test_benchmark_drives_through_the_clients_and_reports_producer_cpu(driver: str,
+                                                                      redis_client):  # fmt: skip
+    proc = agentflow("benchmark", "--workload", "W0", "--duration", "3s", "--driver", driver,
+                     "--concurrent-users", "10", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["completed"] > 0 and report["errors"] == 0
+    assert report["settings"]["driver"] == driver
+    assert report["settings"]["producer_cpu_us_per_event"] > 0
+
+
 def test_loadtest_ramps_users_through_the_stages(redis_client) -> None:
     proc = agentflow("loadtest", "--stages", "1s:4,2s:4,1s:12,2s:12", "--agent", "noop", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -203,9 +203,7 @@ def test_an_agent_whose_workers_are_gone_is_dead_lettered_among_many_keys(
     """An agent that was served (the Client accepts it) but whose workers are gone: its
     events reach the DLQ within the unserved timeout also when Redis holds many other keys
     (results, sessions), which a slow sweep of the keyspace would take minutes to reach."""
-    redis_client.eval(
-        "for i = 1, 300000 do redis.call('SET', 'filler:' .. i, 'x') end", 0
-    )
+    redis_client.eval("for i = 1, 300000 do redis.call('SET', 'filler:' .. i, 'x') end", 0)
     redis_client.hset(f"{TEST_PREFIX}:agents", "departed", time.time() - 3600)
     start_worker(env={"AGENTFLOW_RUNNER__UNSERVED_TIMEOUT": "2s",
                       "AGENTFLOW_MONITORING__METRICS_INTERVAL": "1s"})  # fmt: skip
