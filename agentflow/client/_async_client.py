@@ -22,6 +22,7 @@ import redis.asyncio as aredis
 from celery import Celery
 from redis.exceptions import NoScriptError
 
+from agentflow._redis._packing import with_hiredis_packing
 from agentflow._redis.queues import agent_queue
 from agentflow.client._async_results import AsyncResultWaiter
 from agentflow.client._build import ADMIT, EventBuilder, HandleBase, Pending, check_timeout
@@ -84,6 +85,10 @@ class AsyncClient(EventBuilder):
                 max_connections=self.settings.broker.producer_connections,
                 timeout=30, socket_keepalive=True,
             )  # fmt: skip
+            # Commands packed by hiredis, as on the workers' asyncio clients: an event's
+            # message is a kilobyte or more, and redis-py packs it in Python otherwise.
+            pool.connection_class = with_hiredis_packing(pool.connection_class,
+                                                         pool.connection_kwargs)  # fmt: skip
             redis_client = aredis.Redis(connection_pool=pool)
         self.redis = redis_client
         self.results_redis = _results_client(self.app, redis_client)
