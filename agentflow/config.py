@@ -183,6 +183,11 @@ class MonitoringConfig(_Section):
     statsd_port: int = Field(default=8125, ge=1, le=65535)
     statsd_prefix: str = "agentflow"
     task_events: bool = False
+    health_file: str = Field(
+        default="",
+        description="Where a worker writes its liveness beat for `agentflow health` (empty: "
+        "agentflow-worker.health in the temporary directory). One file per worker.",
+    )
 
 
 class LLMProviderConfig(_Section):

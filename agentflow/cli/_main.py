@@ -14,6 +14,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("agentflow.cli.dlq_cmd", "dlq"),
     ("agentflow.cli.redis_cmd", "redis"),
     ("agentflow.cli.doctor_cmd", "doctor"),
+    ("agentflow.cli.health_cmd", "health"),
     ("agentflow.cli.demo_cmd", "demo"),
     ("agentflow.cli.mock_llm_cmd", "mock_llm"),
     ("agentflow.cli.benchmark_cmd", "benchmark"),
