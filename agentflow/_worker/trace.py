@@ -239,8 +239,11 @@ async def _attempt(job: AsyncJob, attempt: int) -> RetryLater | None:
         retval = exc
         _lost(job, exc, time.monotonic() - started)
     finally:
-        _send(signals.task_postrun, task, rc, task_id=task_id, task=task, args=args,
-              kwargs=kwargs, retval=retval, state=state)  # fmt: skip
+        if signals.task_postrun.receivers:
+            if isinstance(retval, Done):
+                retval = retval.result
+            _send(signals.task_postrun, task, rc, task_id=task_id, task=task, args=args,
+                  kwargs=kwargs, retval=retval, state=state)  # fmt: skip
     return None
 
 
@@ -263,34 +266,36 @@ async def _finished(job: AsyncJob, rc: RequestContext, work: Job, outcome: Outco
         pool.on_request_thread(job.callback, (True, _Replaced(), runtime))
         return states.IGNORED, None
     assert isinstance(outcome, Done)
-    result = outcome.result
+    # The result is decoded only where something reads it (see Done).
     if work.name == "agentflow.run_tool":
         ctx = rc.ctx
+        result = outcome.result
         waiting = await _store_tool_result(task.backend, ctx, result, work.settle)
         if waiting and not await _chord_dispatched(task, ctx, result):
             _lost(job, RuntimeError("its chord's continuation was not sent yet"), runtime)
-            return states.SUCCESS, result
+            return states.SUCCESS, outcome
         if work.settle is not None:
             if waiting:  # sent since: settle now
                 await _settle_member(task.backend, ctx, work.settle)
             message.channel.qos.settled(message.delivery_tag)
     elif work.meta is None:  # the result backend is elsewhere: Celery's backend stores it
-        await _blocking(task.backend.mark_as_done, job.task_id, result, request=rc.ctx)
+        await _blocking(task.backend.mark_as_done, job.task_id, outcome.result, request=rc.ctx)
     elif outcome.replayed:
-        await _store_meta(work.meta, result)
+        await _store_meta(work.meta, outcome.result)
     if outcome.settled:
         message.channel.qos.settled(message.delivery_tag)
-    _send(signals.task_success, task, rc, result=result, runtime=runtime)
+    if signals.task_success.receivers:
+        _send(signals.task_success, task, rc, result=outcome.result, runtime=runtime)
     logging_it = celery_trace.logger.isEnabledFor(logging.INFO)
     # The result's repr is for the task-succeeded event and the log line only.
-    shown = short_repr(result, 256) if logging_it or _task_events(request) else ""
+    shown = short_repr(outcome.result, 256) if logging_it or _task_events(request) else ""
     if logging_it:  # Celery's own success line
         celery_trace.info(celery_trace.LOG_SUCCESS, {
             "id": job.task_id, "name": task.name, "return_value": shown, "runtime": runtime,
             "args": rc.request_dict.get("argsrepr") or "",
             "kwargs": rc.request_dict.get("kwargsrepr") or ""})  # fmt: skip
     pool.on_request_thread(job.callback, (False, shown, runtime))
-    return states.SUCCESS, result
+    return states.SUCCESS, outcome
 
 
 class _Replaced:

@@ -95,7 +95,7 @@ class AsyncResultWaiter:
                     self._reader = asyncio.get_running_loop().create_task(self._run())
                 await self._read(task_ids)
                 await self._unsubscribe_resolved()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except Exception as exc:
             # The reader's sweep reads every pending key, and subscribes again, from now on.
             log.warning("subscribing to results failed (%s); the reader retries", exc)
             self._resubscribe = True
@@ -110,8 +110,11 @@ class AsyncResultWaiter:
         if not self._to_unsubscribe or self._pubsub is None:
             return
         keys, self._to_unsubscribe = self._to_unsubscribe, []
-        async with self._commands:
-            await self._pubsub.unsubscribe(*keys)
+        # Not one that a caller waits for again (it timed out, then was awaited anew).
+        keys = [k for k in keys if k[self._prefix_len :] not in self._waiting]
+        if keys:
+            async with self._commands:
+                await self._pubsub.unsubscribe(*keys)
 
     def _forget(self, task_id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
         futures = self._waiting.get(task_id)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from agentflow._redis.doorbell import QUEUES_KEY
 from agentflow._redis.keys import Keys
 from agentflow._redis.scripts import Script
 from agentflow.mock_llm import MockServer
@@ -99,7 +100,7 @@ def _envelope(tag: str) -> str:
 
 def _admit(client: redis.Redis, event_id: str) -> Any:
     now = time.time()
-    return Script("admit")(client, [KEYS.inflight, QUEUE, DOORBELL],
+    return Script("admit")(client, [KEYS.inflight, QUEUE, DOORBELL, QUEUES_KEY],
                            [now, now + 60, 100, 100, 1, event_id, _envelope(event_id), 16])  # fmt: skip
 
 
