@@ -26,11 +26,10 @@ from agentflow._redis._packing import with_hiredis_packing
 from agentflow._redis.queues import agent_queue
 from agentflow.client._async_results import AsyncResultWaiter
 from agentflow.client._build import ADMIT, EventBuilder, HandleBase, Pending, check_timeout
+from agentflow.client._results import READY_STATES
 from agentflow.config import Settings
 from agentflow.errors import EventTimeout
 from agentflow.models import AgentResult, Event
-
-_DONE_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 
 
 class AsyncEventHandle(HandleBase):
@@ -43,7 +42,7 @@ class AsyncEventHandle(HandleBase):
 
     async def ready(self) -> bool:
         """True once the event has finished (successfully or not)."""
-        return await self.client.state(self.id) in _DONE_STATES
+        return await self.client.state(self.id) in READY_STATES
 
     async def result(self, timeout: float | None = 60.0) -> AgentResult:
         """Wait for the agent's result; raises EventFailed (EventCancelled, ResultLost) or
@@ -208,16 +207,11 @@ class AsyncClient(EventBuilder):
         <agentflow.client.Client.cancel>`). False when it had already finished."""
         await self.redis.set(self.keys.cancel(event_id), 1,
                              ex=int(self.settings.broker.result_expires))  # fmt: skip
-        if await self.state(event_id) in _DONE_STATES:
+        if await self.state(event_id) in READY_STATES:
             return False
         # Celery's control commands publish through kombu, which blocks: on a thread.
         await asyncio.to_thread(self._broadcast_cancel, event_id)
         return True
-
-    def _broadcast_cancel(self, event_id: str) -> None:
-        control = self.app.control
-        control.revoke(event_id, terminate=True)
-        control.broadcast("agentflow_cancel", arguments={"event_id": event_id})
 
     async def close(self) -> None:
         """Stop waiting for results and release the connections."""

@@ -155,7 +155,7 @@ class AsyncResultWaiter:
                 if self._pubsub is not None and self._pubsub.subscribed:
                     message = await self._pubsub.get_message(timeout=timeout)
                     while message is not None:
-                        await self._on_message(message)
+                        self._on_message(message)
                         message = await self._pubsub.get_message(timeout=0)
                     await self._unsubscribe_resolved()
                 else:
@@ -187,19 +187,19 @@ class AsyncResultWaiter:
                 raws = await self.redis.mget([self.key_for(t) for t in chunk])
                 for task_id, raw in zip(chunk, raws, strict=True):
                     if raw is not None:
-                        await self._resolve(task_id, raw)
+                        self._resolve(task_id, raw)
         except (RedisConnectionError, RedisTimeoutError, OSError):
             if not quiet:
                 raise
 
-    async def _on_message(self, message: dict[str, Any]) -> None:
+    def _on_message(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":
             return
         channel = message["channel"]
         channel = channel.decode() if isinstance(channel, bytes) else str(channel)
-        await self._resolve(channel[self._prefix_len :], message["data"])
+        self._resolve(channel[self._prefix_len :], message["data"])
 
-    async def _resolve(self, task_id: str, raw: Any) -> None:
+    def _resolve(self, task_id: str, raw: Any) -> None:
         meta = ready_entry(raw)
         if meta is None:
             return

@@ -192,6 +192,13 @@ class EventBuilder:
                 routing_key=handle.queue,
             ))  # fmt: skip
 
+    def _broadcast_cancel(self, event_id: str) -> None:
+        """Revoke the event's task (terminating a run) and tell every worker to cancel its
+        tool calls (Celery's control commands; they block while kombu publishes)."""
+        control = self.app.control
+        control.revoke(event_id, terminate=True)
+        control.broadcast("agentflow_cancel", arguments={"event_id": event_id})
+
     @staticmethod
     def _outcome(event_id: str, meta: dict[str, Any]) -> AgentResult:
         """The agent's result from a ready result entry, or the error it ended with."""

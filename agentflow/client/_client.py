@@ -27,7 +27,7 @@ from celery.result import AsyncResult
 from agentflow._redis.keys import Keys
 from agentflow._redis.queues import agent_queue
 from agentflow.client._build import ADMIT, EventBuilder, HandleBase, Pending, check_timeout
-from agentflow.client._results import ResultWaiter
+from agentflow.client._results import READY_STATES, ResultWaiter
 from agentflow.config import Settings
 from agentflow.errors import EventTimeout
 from agentflow.models import AgentResult, Event
@@ -52,7 +52,7 @@ class EventHandle(HandleBase):
 
     def ready(self) -> bool:
         """True once the event has finished (successfully or not)."""
-        return self.client.state(self.id) in ("SUCCESS", "FAILURE", "REVOKED")
+        return self.client.state(self.id) in READY_STATES
 
     def result(self, timeout: float | None = 60.0) -> AgentResult:
         """Wait for the agent's result; raises EventFailed (EventCancelled, ResultLost) or
@@ -218,13 +218,9 @@ class Client(EventBuilder):
         cancelled marker, and it is neither dead-lettered nor redelivered. False when the
         event had already finished."""
         self.redis.set(self.keys.cancel(event_id), 1, ex=int(self.settings.broker.result_expires))
-        raw: Any = self.results_redis.get(self._meta_prefix + event_id)
-        if raw is not None and json.loads(raw).get("status") in ("SUCCESS", "FAILURE",
-                                                                  "REVOKED"):  # fmt: skip
+        if self.state(event_id) in READY_STATES:
             return False
-        control = self.app.control
-        control.revoke(event_id, terminate=True)
-        control.broadcast("agentflow_cancel", arguments={"event_id": event_id})
+        self._broadcast_cancel(event_id)
         return True
 
     def close(self) -> None:
