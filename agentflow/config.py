@@ -101,6 +101,11 @@ class RunnerConfig(_Section):
     )
     max_event_bytes: int = Field(default=1_048_576, ge=256)
     max_redeliveries: int = Field(default=5, ge=1)
+    max_hops: int = Field(
+        default=16, ge=1,
+        description="How many events a chain of routed results may run (AgentResult.route): "
+        "the event past it is dead-lettered, so a cycle cannot run forever.",
+    )  # fmt: skip
     routes: dict[str, str] = Field(default_factory=dict, description="event type → agent name")
     default_agent: str | None = None
 

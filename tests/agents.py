@@ -249,3 +249,26 @@ def spin_on_loop(event: Event, state: State) -> None:
     """Declared non-blocking (so it runs on the worker's event loop) but spins for ever."""
     while True:
         pass
+
+
+@agent("relay", blocking=False)
+def relay(event: Event, state: State) -> AgentResult:
+    """Route to itself until the chain's hop reaches `data.until`; record each run's event
+    id under its chain root and hop (a duplicated next event would add a second id)."""
+    chain = event.metadata.get("chain") or {}
+    hop = int(chain.get("hop", 0))
+    root = chain.get("root_id") or event.id
+    prefix = get_settings().broker.key_prefix
+    get_redis().sadd(f"{prefix}:test:relay:{root}:{hop}", event.id)
+    until = int(event.data.get("until", 0))
+    if hop >= until:
+        return AgentResult(output={"hop": hop, "root": root, "parent": chain.get("parent_id")})
+    return AgentResult(output={"hop": hop}, route="relay", route_data={"until": until},
+                       state_updates=StateUpdate(incr={"hops": 1}))  # fmt: skip
+
+
+@agent("split", blocking=False)
+def split(event: Event, state: State) -> AgentResult:
+    """Route its output to two agents at once."""
+    return AgentResult(output={"text": "hi"}, route=["upper", "exclaim"],
+                       route_data={"text": "hi"})  # fmt: skip

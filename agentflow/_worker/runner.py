@@ -38,10 +38,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentflow import context as run_context
+from agentflow import hooks
 from agentflow._redis.connection import get_async_redis
+from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, wake_key
 from agentflow._redis.keys import Keys
 from agentflow._redis.messages import ENQUEUED_AT_HEADER
-from agentflow._redis.queues import AGENT_QUEUE_PREFIX
+from agentflow._redis.queues import AGENT_QUEUE_PREFIX, agent_queue
 from agentflow._redis.routes import resolve_agent
 from agentflow._redis.script_batch import ScriptBatch
 from agentflow._redis.scripts import Script
@@ -50,7 +52,14 @@ from agentflow.agents.base import Agent, to_result
 from agentflow.agents.registry import get_agent
 from agentflow.config import Settings, get_settings
 from agentflow.dlq import DeadLetterQueue
-from agentflow.errors import AgentError, EventRejected, LLMUnavailable, UnknownAgent
+from agentflow.errors import (
+    AgentError,
+    EventRefused,
+    EventRejected,
+    InvalidEvent,
+    LLMUnavailable,
+    UnknownAgent,
+)
 from agentflow.metrics import get_metrics
 from agentflow.models import AgentResult, Event
 from agentflow.state import State, StateStore
@@ -445,8 +454,57 @@ class EventRunner:
         await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent")
         return AgentError(reason)
 
-    def _finish_request(self, begun: Begun, result: AgentResult) -> tuple[list[Any], list[Any],
-                                                                          str]:  # fmt: skip
+    async def _chained(self, begun: Begun, result: AgentResult) -> list[tuple[str, str, str]]:
+        """The events `result`'s route asks for, as (id, queue, message): each carries the
+        session, its parent's metadata and its place in the chain. Past ``max_hops`` they
+        are dead-lettered instead (a cycle cannot run forever)."""
+        from agentflow.chaining import next_events
+
+        parent = begun.event
+        try:
+            events, hop = next_events(parent, result)
+        except ValidationError as exc:
+            await self.dead_letter(f"route of event {parent.id}: invalid next event: {exc}",
+                                   result.model_dump(mode="json"), begun.job.task_id,
+                                   begun.job.queue, "chain")  # fmt: skip
+            return []
+        if not events:
+            return []
+        limit = self.settings.runner.max_hops
+        if hop > limit:
+            for event in events:
+                await self.dead_letter(
+                    f"chain of event {parent.id} reached max_hops={limit}: "
+                    f"agent {event.agent!r} not run", event.model_dump(mode="json"), event.id,
+                    agent_queue(event.agent or ""), "chain")  # fmt: skip
+            return []
+        builder = self._builder()
+        chained = []
+        for event in events:
+            queue = agent_queue(event.agent or "")
+            try:
+                chained.append((event.id, queue, builder._message(event, queue)))
+            except InvalidEvent as exc:
+                await self.dead_letter(f"route of event {parent.id}: {exc}",
+                                       event.model_dump(mode="json"), event.id, queue,
+                                       "chain")  # fmt: skip
+        events = [event for event in events if any(c[0] == event.id for c in chained)]
+        result.next_events = [event.id for event in events]
+        return chained
+
+    def _builder(self) -> Any:
+        """The message builder that producers use (for chained events)."""
+        builder = self.__dict__.get("_event_builder")
+        if builder is None:
+            from agentflow.celery_app import app
+            from agentflow.client._build import EventBuilder
+
+            builder = self.__dict__["_event_builder"] = EventBuilder(app, self.settings)
+        return builder
+
+    def _finish_request(self, begun: Begun, result: AgentResult,
+                        chained: list[tuple[str, str, str]] | None = None,
+                        ) -> tuple[list[Any], list[Any], str]:  # fmt: skip
         finished = time.time()
         event, job = begun.event, begun.job
         enqueued = job.headers.get(ENQUEUED_AT_HEADER)
@@ -465,14 +523,22 @@ class EventRunner:
         meta_key, head, tail = job.meta.parts() if job.meta is not None else ("", "", "")
         unacked, unacked_index, tag = job.settle if job.settle is not None else ("", "", "")
         keys = [begun.done_key, begun.claim_key, self.keys.inflight, state_key, meta_key,
-                unacked, unacked_index, self.keys.cancel(event.id)]  # fmt: skip
+                unacked, unacked_index, self.keys.cancel(event.id), QUEUES_KEY]  # fmt: skip
         args = [encoded, self.result_ttl, event.id, self.states.ttl, head, tail,
                 job.meta.ttl if job.meta is not None else 0, tag, begun.run_id,
-                *state_args]  # fmt: skip
+                len(chained or ()), 0, WAKE_LIMIT]  # fmt: skip
+        if chained:
+            runner = self.settings.runner
+            args[10] = finished + runner.hard_time_limit + 2 * runner.visibility_timeout
+            for event_id, queue, message in chained:
+                keys += [queue, wake_key(queue)]
+                args += [event_id, message]
+        args += state_args
         return keys, args, encoded
 
     async def _finish(self, begun: Begun, result: AgentResult) -> Done | Revoked:
-        keys, args, encoded = self._finish_request(begun, result)
+        chained = await self._chained(begun, result) if result.route else None
+        keys, args, encoded = self._finish_request(begun, result, chained)
         reply = await self.batch().call(_FINISH, keys, args)
         status = int(reply[0])
         if status == 2:
@@ -535,7 +601,8 @@ class EventRunner:
             if not isinstance(begun, Begun):
                 return _count(begun, name, started, enqueued)
             agent = begun.agent
-            outcome = await self._run_step(begun, agent.run, agent.is_async, step=1)
+            outcome = await self._run_step(begun, agent.run, agent.is_async, step=1,
+                                           first=True)  # fmt: skip
         except RetryLater:
             metrics.incr(f"events.retried.{name}")
             raise
@@ -572,24 +639,56 @@ class EventRunner:
         return _count(outcome, name, started, enqueued)
 
     async def _run_step(self, begun: Begun, fn: Callable[..., Any], is_async: bool,
-                        *extra: Any, step: int) -> Outcome:  # fmt: skip
-        """Run the agent (`fn` is its run or resume), then finish or fan out."""
+                        *extra: Any, step: int, first: bool = False) -> Outcome:  # fmt: skip
+        """Run the agent (`fn` is its run or resume), then finish or fan out; the
+        lifecycle hooks (:mod:`agentflow.hooks`) run around it."""
         renewer = self.renewer()
         renewer.hold(begun)
+        event = begun.event
+        state = _EMPTY_STATE
         try:
             state = await self.load_state(begun)
             try:
-                result = await self._call_agent(begun, fn, is_async, begun.event, state, *extra)
+                if first and hooks.any_registered("before_event"):
+                    await hooks.run_hooks("before_event", event, state)
+                if hooks.any_registered("before_agent_run"):
+                    await hooks.run_hooks("before_agent_run", event, state)
+            except EventRefused as refused:
+                await self._release(begun)
+                rejected = await self.dead_letter(f"refused by a hook: {refused.reason}",
+                                                  begun.raw, begun.job.task_id,
+                                                  begun.job.queue, "hook")  # fmt: skip
+                await self._ended(begun, state, None, rejected)
+                raise rejected from None
+            try:
+                result = await self._call_agent(begun, fn, is_async, event, state, *extra)
             except asyncio.CancelledError:
                 await asyncio.shield(self._release(begun))
                 raise
             except Exception as exc:
-                raise await self.failure(begun, exc) from exc
+                if hooks.any_registered("agent_error"):
+                    await hooks.run_hooks("agent_error", event, state, exc)
+                failed = await self.failure(begun, exc)
+                if not isinstance(failed, RetryLater):
+                    await self._ended(begun, state, None, failed)
+                raise failed from exc
+            if hooks.any_registered("after_agent_run"):
+                await hooks.run_hooks("after_agent_run", event, state, result)
             if isinstance(result, CallTools):
                 return await self._fan_out(begun, result, step)
-            return await self._finish(begun, result)
+            done = await self._finish(begun, result)
+            if isinstance(done, Done) and not done.replayed:
+                await self._ended(begun, state, result, None)
+            return done
         finally:
             renewer.release(begun)
+
+    @staticmethod
+    async def _ended(begun: Begun, state: State, result: AgentResult | None,
+                     error: Exception | None) -> None:  # fmt: skip
+        """Run the ``after_event`` hooks of an event that ended (stored or failed)."""
+        if hooks.any_registered("after_event"):
+            await hooks.run_hooks("after_event", begun.event, state, result, error)
 
     async def run_tool(self, job: Job) -> Done:
         """A tool call (`agentflow.run_tool`), maybe a chord member. Its first result is

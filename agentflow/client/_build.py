@@ -215,6 +215,19 @@ class EventBuilder:
         raise EventFailed(event_id, reason)
 
 
+class Deadline:
+    """What is left of a wait of `timeout` seconds (None: no limit) across several waits."""
+
+    __slots__ = ("_at",)
+
+    def __init__(self, timeout: float | None) -> None:
+        self._at = None if timeout is None else time.monotonic() + timeout
+
+    def left(self) -> float | None:
+        """Seconds left (never below 0), or None without a limit."""
+        return None if self._at is None else max(0.0, self._at - time.monotonic())
+
+
 def check_timeout(timeout: float | None) -> None:
     """Refuse a result timeout that is not a number of seconds >= 0."""
     if timeout is not None and (timeout != timeout or timeout < 0):
