@@ -17,7 +17,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -314,6 +322,33 @@ class AgentsConfig(_Section):
     modules: list[str] = Field(default_factory=list)
 
 
+class ErrorRoutingConfig(_Section):
+    """`[error_routing]`: the handler agent of each error category. A failed event whose
+    category names a handler is sent to it, with the failure attached, instead of to the
+    dead-letter queue; unrouted failures are dead-lettered (docs/agents.md)."""
+
+    validation: str | None = Field(default=None, description="Invalid events, unknown agents.")
+    timeout: str | None = Field(default=None, description="Agents that ran out of time.")
+    llm_unavailable: str | None = Field(default=None, description="LLM down after retries.")
+    rate_limited: str | None = Field(default=None, description="LLM rate-limited after retries.")
+    tool_error: str | None = Field(default=None, description="Agents that raised ToolError.")
+    agent_error: str | None = Field(default=None, description="Agents that raised otherwise.")
+
+    @field_validator("*")
+    @classmethod
+    def _agent_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or not set(value) <= _AGENT_NAME_CHARS):
+            raise ValueError(f"{value!r} is not an agent name (letters, digits, _ - . :)")
+        return value
+
+    def handler(self, category: str | None) -> str | None:
+        """The handler agent of `category`, or None (the failure is dead-lettered)."""
+        return getattr(self, category, None) if category in type(self).model_fields else None
+
+
+_AGENT_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
+
+
 class Settings(BaseSettings):
     """The whole effective configuration."""
 
@@ -333,6 +368,7 @@ class Settings(BaseSettings):
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     mcp: MCPConfig = Field(default_factory=MCPConfig)
+    error_routing: ErrorRoutingConfig = Field(default_factory=ErrorRoutingConfig)
 
     @classmethod
     def settings_customise_sources(

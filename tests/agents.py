@@ -272,3 +272,19 @@ def split(event: Event, state: State) -> AgentResult:
     """Route its output to two agents at once."""
     return AgentResult(output={"text": "hi"}, route=["upper", "exclaim"],
                        route_data={"text": "hi"})  # fmt: skip
+
+
+@agent("fixer", blocking=False)
+def fixer(event: Event, state: State) -> dict[str, object]:
+    """An error handler: record the failure it was sent under the failed event's id; fail
+    itself when the failed event asked for that (to show a handler's failure is not routed
+    again)."""
+    import json
+
+    failure = event.data["failure"]
+    prefix = get_settings().broker.key_prefix
+    get_redis().rpush(f"{prefix}:test:fixed:{failure['event_id']}", json.dumps(failure))
+    failed = failure.get("event") if isinstance(failure.get("event"), dict) else {}
+    if (failed.get("data") or {}).get("fixer_fails"):
+        raise RuntimeError("the handler failed too")
+    return {"handled": failure["category"], "session": event.session_id}

@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from agentflow import context as run_context
 from agentflow import hooks
 from agentflow._redis.connection import get_async_redis
-from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, wake_key
+from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, ring, wake_key
 from agentflow._redis.keys import Keys
 from agentflow._redis.messages import ENQUEUED_AT_HEADER
 from agentflow._redis.queues import AGENT_QUEUE_PREFIX, agent_queue
@@ -58,6 +58,7 @@ from agentflow.errors import (
     EventRejected,
     InvalidEvent,
     LLMUnavailable,
+    RateLimited,
     UnknownAgent,
 )
 from agentflow.metrics import get_metrics
@@ -68,6 +69,8 @@ from agentflow.tools.calls import CallTools, ToolResult
 log = logging.getLogger("agentflow.run_event")
 
 _EMPTY_STATE = State({})
+_LLM_UNAVAILABLE = "LLM unavailable: "
+_RATE_LIMITED = "LLM unavailable (rate limited): "
 _BEGIN, _FINISH, _RELEASE, _RENEW = (Script(n) for n in ("begin", "finish", "release", "renew"))
 
 
@@ -319,14 +322,47 @@ class EventRunner:
 
     # -- steps ---------------------------------------------------------------------------
     async def dead_letter(
-        self, reason: str, raw: Any, task_id: str | None, queue: str | None, source: str
-    ) -> EventRejected:
-        """Store the event in the DLQ and return the exception the task fails with."""
+        self, reason: str, raw: Any, task_id: str | None, queue: str | None, source: str,
+        category: str | None = None,
+    ) -> EventRejected:  # fmt: skip
+        """Store the event in the DLQ — or, when ``[error_routing]`` names a handler for
+        `category`, send it to that agent — and return the exception the task fails with."""
+        routed = await self._route_failure(reason, raw, task_id, queue, category)
+        if routed is not None:
+            return EventRejected(routed)
         event = raw if isinstance(raw, dict) else None
         await self.dlq().push_async(reason, event=event, raw=None if event is not None else raw,
                                     task_id=task_id, queue=queue, source=source)  # fmt: skip
         log.warning("event %s dead-lettered: %s", task_id, reason)
         return EventRejected(reason)
+
+    async def _route_failure(self, reason: str, raw: Any, task_id: str | None,
+                             queue: str | None, category: str | None) -> str | None:  # fmt: skip
+        """Send the failure to its category's handler agent; the reason the failed task
+        ends with, or None when it is not routed (no handler, a handler's own event, or
+        the handler event could not be sent: the caller dead-letters it)."""
+        handler = self.settings.error_routing.handler(category)
+        if handler is None or category is None:
+            return None
+        from agentflow import error_routing
+
+        if error_routing.is_handler_event(raw):
+            return None  # a handler's event failed: dead-lettered, so a loop is cut here
+        try:
+            event = error_routing.handler_event(handler, category, reason, raw, task_id, queue)
+            handler_queue = agent_queue(handler)
+            message = self._builder()._message(event, handler_queue)
+            pipe = get_async_redis().pipeline(transaction=True)
+            pipe.lpush(handler_queue, message)
+            ring(pipe, [handler_queue])
+            await pipe.execute()
+        except Exception:
+            log.exception("routing the %s failure of event %s to agent %r failed; "
+                          "dead-lettering it", category, task_id, handler)  # fmt: skip
+            return None
+        log.warning("event %s failed (%s) and was routed to agent %r as event %s: %s",
+                    task_id, category, handler, event.id, reason)  # fmt: skip
+        return f"{reason} (routed to agent {handler!r} as event {event.id})"
 
     def parse(self, raw: Any, queue: str | None) -> tuple[Event, Agent]:
         """Validate the wire event and find its agent (ValueError, UnknownAgent).
@@ -361,10 +397,11 @@ class EventRunner:
             reason = "invalid event: " + "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()
             )
-            raise await self.dead_letter(reason, raw, job.task_id, job.queue, "worker") from None
+            raise await self.dead_letter(reason, raw, job.task_id, job.queue, "worker",
+                                         "validation") from None  # fmt: skip
         except (ValueError, UnknownAgent) as exc:
             raise await self.dead_letter(str(exc), raw, job.task_id, job.queue,
-                                         "worker") from None  # fmt: skip
+                                         "worker", "validation") from None  # fmt: skip
         keys = self.keys
         begun = Begun(event, agent, raw, job, started, keys.done(event.dedup_key),
                       keys.claim(event.dedup_key), _run_id(), step)  # fmt: skip
@@ -385,11 +422,19 @@ class EventRunner:
         if begun.starts > limit:
             await self._release(begun)
             last = await get_async_redis().get(keys.retry_reason(job.task_id))
-            last_error = f"; last error: {last.decode(errors='replace')}" if last else ""
+            last_error = last.decode(errors="replace") if last else ""
+            category = (
+                "rate_limited"
+                if last_error.startswith(_RATE_LIMITED)
+                else "llm_unavailable"
+                if last_error.startswith(_LLM_UNAVAILABLE)
+                else None
+            )
             raise await self.dead_letter(
                 f"started {begun.starts - 1} times without finishing (worker lost or retried "
-                f"each time); max_redeliveries={limit}{last_error}",
-                raw, job.task_id, job.queue, "worker",
+                f"each time); max_redeliveries={limit}"
+                f"{'; last error: ' + last_error if last_error else ''}",
+                raw, job.task_id, job.queue, "worker", category,
             )  # fmt: skip
         return begun
 
@@ -440,19 +485,24 @@ class EventRunner:
         _event, agent, job = begun.event, begun.agent, begun.job
         await self._release(begun)
         if isinstance(exc, LLMUnavailable):
-            # Kept so that the dead letter says why, if the retries run out.
+            # Kept so that the dead letter says why (and its category), if retries run out.
+            said = _RATE_LIMITED if isinstance(exc, RateLimited) else _LLM_UNAVAILABLE
             await get_async_redis().set(self.keys.retry_reason(job.task_id),
-                                        f"LLM unavailable: {exc}"[:1000],
+                                        f"{said}{exc}"[:1000],
                                         ex=self.deliveries_ttl)  # fmt: skip
             countdown = exc.retry_after or min(60.0, 2.0 ** min(begun.starts, 6))
-            return RetryLater(f"LLM unavailable: {exc}", countdown)
+            return RetryLater(f"{said}{exc}", countdown)
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
             timeout = agent.timeout or self.settings.runner.event_timeout
             reason = f"agent {agent.name!r} timed out after {timeout:g}s"
-            return await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent")
+            return await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent",
+                                          "timeout")  # fmt: skip
+        from agentflow.error_routing import category_of
+
         reason = f"agent {agent.name!r} raised {type(exc).__name__}: {exc}"
-        await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent")
-        return AgentError(reason)
+        rejected = await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent",
+                                          category_of(exc))  # fmt: skip
+        return AgentError(rejected.reason)
 
     async def _chained(self, begun: Begun, result: AgentResult) -> list[tuple[str, str, str]]:
         """The events `result`'s route asks for, as (id, queue, message): each carries the
