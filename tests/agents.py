@@ -288,3 +288,11 @@ def fixer(event: Event, state: State) -> dict[str, object]:
     if (failed.get("data") or {}).get("fixer_fails"):
         raise RuntimeError("the handler failed too")
     return {"handled": failure["category"], "session": event.session_id}
+
+
+@agent("gather", blocking=False)
+def gather(event: Event, state: State) -> dict[str, object]:
+    """Join the texts of a collaborate step's outputs (`data.input.outputs`), sorted."""
+    merged = event.data.get("input") or {}
+    texts = sorted(str(o.get("text")) for o in (merged.get("outputs") or {}).values())
+    return {"text": " + ".join(texts), "failed": sorted(merged.get("errors") or {})}
