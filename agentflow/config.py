@@ -196,6 +196,11 @@ class MonitoringConfig(_Section):
     statsd_port: int = Field(default=8125, ge=1, le=65535)
     statsd_prefix: str = "agentflow"
     task_events: bool = False
+    trace: bool = Field(
+        default=False,
+        description="Record each event's steps in Redis for `agentflow trace` (docs/agents.md).",
+    )
+    trace_ttl: Duration = Field(default=86400.0, description="How long traces are kept.")
     health_file: str = Field(
         default="",
         description="Where a worker writes its liveness beat for `agentflow health` (empty: "

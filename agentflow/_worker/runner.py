@@ -64,6 +64,7 @@ from agentflow.errors import (
 from agentflow.metrics import get_metrics
 from agentflow.models import AgentResult, Event
 from agentflow.state import State, StateStore
+from agentflow.timeline import Steps
 from agentflow.tools.calls import CallTools, ToolResult
 
 log = logging.getLogger("agentflow.run_event")
@@ -169,6 +170,8 @@ class Begun:
     step: int = 0
     starts: int = 1
     loaded: float = 0.0
+    steps: Steps | None = None
+    """This run's trace, when tracing is on."""
 
 
 @dataclass
@@ -458,7 +461,7 @@ class EventRunner:
         agent = begun.agent
         timeout = agent.timeout or self.settings.runner.event_timeout
         ctx = run_context.RunContext(begun.event.id, begun.job.task_id, agent.name,
-                                     time.monotonic() + timeout)  # fmt: skip
+                                     time.monotonic() + timeout, begun.steps)  # fmt: skip
         token = run_context.enter(ctx)
         try:
             if is_async:
@@ -691,54 +694,116 @@ class EventRunner:
     async def _run_step(self, begun: Begun, fn: Callable[..., Any], is_async: bool,
                         *extra: Any, step: int, first: bool = False) -> Outcome:  # fmt: skip
         """Run the agent (`fn` is its run or resume), then finish or fan out; the
-        lifecycle hooks (:mod:`agentflow.hooks`) run around it."""
+        lifecycle hooks (:mod:`agentflow.hooks`) run around it, and with tracing on its
+        steps are recorded (:mod:`agentflow.timeline`)."""
         renewer = self.renewer()
         renewer.hold(begun)
         event = begun.event
         state = _EMPTY_STATE
+        steps = begun.steps = self._steps(begun, step, first)
+        outcome: Any = "failed"
         try:
             state = await self.load_state(begun)
             try:
-                if first and hooks.any_registered("before_event"):
-                    await hooks.run_hooks("before_event", event, state)
-                if hooks.any_registered("before_agent_run"):
-                    await hooks.run_hooks("before_agent_run", event, state)
+                if first:
+                    await self._hook(begun, "before_event", event, state)
+                await self._hook(begun, "before_agent_run", event, state)
             except EventRefused as refused:
                 await self._release(begun)
                 rejected = await self.dead_letter(f"refused by a hook: {refused.reason}",
                                                   begun.raw, begun.job.task_id,
                                                   begun.job.queue, "hook")  # fmt: skip
+                outcome = rejected
                 await self._ended(begun, state, None, rejected)
                 raise rejected from None
+            ran = time.monotonic()
             try:
                 result = await self._call_agent(begun, fn, is_async, event, state, *extra)
             except asyncio.CancelledError:
+                outcome = "cancelled"
                 await asyncio.shield(self._release(begun))
                 raise
             except Exception as exc:
-                if hooks.any_registered("agent_error"):
-                    await hooks.run_hooks("agent_error", event, state, exc)
-                failed = await self.failure(begun, exc)
+                if steps is not None:
+                    steps.add("agent", ms=_ms(ran), error=f"{type(exc).__name__}: {exc}")
+                await self._hook(begun, "agent_error", event, state, exc)
+                failed = outcome = await self.failure(begun, exc)
                 if not isinstance(failed, RetryLater):
                     await self._ended(begun, state, None, failed)
                 raise failed from exc
-            if hooks.any_registered("after_agent_run"):
-                await hooks.run_hooks("after_agent_run", event, state, result)
+            if steps is not None:
+                usage = getattr(result, "usage", None)
+                steps.add("agent", ms=_ms(ran), returned=type(result).__name__,
+                          usage=usage.model_dump() if usage and usage.llm_calls else None)  # fmt: skip
+            await self._hook(begun, "after_agent_run", event, state, result)
             if isinstance(result, CallTools):
-                return await self._fan_out(begun, result, step)
-            done = await self._finish(begun, result)
+                fanned = outcome = await self._fan_out(begun, result, step)
+                if steps is not None:
+                    steps.add("fan_out", tools=[c.name for c in result.calls])
+                return fanned
+            done = outcome = await self._finish(begun, result)
             if isinstance(done, Done) and not done.replayed:
+                if steps is not None and result.next_events:
+                    steps.add("chained", events=result.next_events, route=result.routes)
                 await self._ended(begun, state, result, None)
             return done
         finally:
             renewer.release(begun)
+            if steps is not None:
+                await self._write_steps(begun, steps, outcome)
 
-    @staticmethod
-    async def _ended(begun: Begun, state: State, result: AgentResult | None,
+    async def _hook(self, begun: Begun, name: hooks.HookName, *args: Any) -> None:
+        """Run the `name` hooks, if any (timed in the trace)."""
+        if not hooks.any_registered(name):
+            return
+        started = time.monotonic()
+        try:
+            await hooks.run_hooks(name, *args)
+        finally:
+            if begun.steps is not None:
+                begun.steps.add("hooks", hook=name, ms=_ms(started))
+
+    async def _ended(self, begun: Begun, state: State, result: AgentResult | None,
                      error: Exception | None) -> None:  # fmt: skip
         """Run the ``after_event`` hooks of an event that ended (stored or failed)."""
-        if hooks.any_registered("after_event"):
-            await hooks.run_hooks("after_event", begun.event, state, result, error)
+        await self._hook(begun, "after_event", begun.event, state, result, error)
+
+    def _steps(self, begun: Begun, step: int, first: bool) -> Steps | None:
+        """A new trace of this run when tracing is on, with its start step."""
+        if not self.settings.monitoring.trace:
+            return None
+        event, job = begun.event, begun.job
+        steps = Steps(event.id, event.session_id, first)
+        enqueued = job.headers.get(ENQUEUED_AT_HEADER)
+        wait = begun.started - float(enqueued) if isinstance(enqueued, int | float) else None
+        steps.add("start", agent=begun.agent.name, worker=self.hostname, step=step - 1,
+                  attempt=begun.starts, task_id=job.task_id,
+                  queue_wait_ms=round(wait * 1000, 3) if wait is not None else None)  # fmt: skip
+        return steps
+
+    async def _write_steps(self, begun: Begun, steps: Steps, outcome: Any) -> None:
+        """Record the run's end and store its steps (never fails the run)."""
+        end: dict[str, Any]
+        if isinstance(outcome, Done):
+            end = {"outcome": "replayed" if outcome.replayed else "succeeded"}
+        elif isinstance(outcome, FannedOut):
+            end = {"outcome": "fanned_out", "calls": outcome.calls}
+        elif isinstance(outcome, Revoked):
+            end = {"outcome": "cancelled"}
+        elif isinstance(outcome, RetryLater):
+            end = {"outcome": "retry", "reason": outcome.reason, "countdown": outcome.countdown}
+        elif isinstance(outcome, Exception):
+            end = {"outcome": "failed", "reason": str(outcome)}
+        else:
+            end = {"outcome": str(outcome)}
+        steps.add("end", ms=_ms_since(begun.started), **end)
+        try:
+            batch = self.batch()
+            ttl = int(self.settings.monitoring.trace_ttl)
+            await asyncio.gather(*(batch.command(*c)
+                                   for c in steps.commands(self.keys.prefix, ttl)))  # fmt: skip
+        except Exception:
+            log.warning("could not store the trace of event %s", begun.event.id, exc_info=True)
 
     async def run_tool(self, job: Job) -> Done:
         """A tool call (`agentflow.run_tool`), maybe a chord member. Its first result is
@@ -755,6 +820,7 @@ class EventRunner:
             batch.command("EXISTS", self.keys.cancel(str(event_id or ""))))  # fmt: skip
         if stored is not None:
             return Done(encoded=stored, replayed=True)
+        started = time.monotonic()
         if event_id and cancelled:
             result = ToolResult(id=_call_id(call), name=_call_name(call), error="cancelled")
         else:
@@ -764,12 +830,29 @@ class EventRunner:
                 if not job.cancelled:
                     raise
                 result = ToolResult(id=_call_id(call), name=_call_name(call), error="cancelled")
+        if event_id and self.settings.monitoring.trace:
+            await self._trace_tool(str(event_id), job.task_id, result, _ms(started))
         encoded = result.model_dump_json()
         if not await batch.command("SET", key, encoded, "NX", "EX", self.result_ttl):
             first = await batch.command("GET", key)  # another run of this call stored first
             if first is not None:  # its result stands
                 return Done(encoded=first, replayed=True)
         return Done(encoded=encoded)
+
+    async def _trace_tool(self, event_id: str, task_id: str, result: ToolResult,
+                          ms: float) -> None:  # fmt: skip
+        """Add a tool call's run to its event's trace (never fails the call)."""
+        steps = Steps(event_id, None, False)
+        steps.add("tool", name=result.name, call_id=result.id, task_id=task_id, ms=ms,
+                  error=result.error, cached=result.cached, worker=self.hostname)  # fmt: skip
+        try:
+            batch = self.batch()
+            ttl = int(self.settings.monitoring.trace_ttl)
+            await asyncio.gather(*(batch.command(*c)
+                                   for c in steps.commands(self.keys.prefix, ttl)))  # fmt: skip
+        except Exception:
+            log.warning("could not store the trace of a tool call of %s", event_id,
+                        exc_info=True)  # fmt: skip
 
 
 _run_ids = itertools.count()
@@ -817,6 +900,16 @@ def _count(outcome: Outcome, name: str, started: float, enqueued: Any) -> Outcom
     if isinstance(enqueued, int | float):
         metrics.timing(f"event.latency.{name}", max(0.0, now - enqueued) * 1000)
     return outcome
+
+
+def _ms(since: float) -> float:
+    """Milliseconds since the ``time.monotonic()`` value `since`."""
+    return round((time.monotonic() - since) * 1000, 3)
+
+
+def _ms_since(since: float) -> float:
+    """Milliseconds since the ``time.time()`` value `since`."""
+    return round((time.time() - since) * 1000, 3)
 
 
 async def _awaited(value: Any) -> Any:

@@ -39,6 +39,7 @@ from agentflow.llm.types import ChatResponse
 from agentflow.llm.usage import PriceTable, UsageRecorder
 from agentflow.metrics import get_metrics
 from agentflow.models import Usage
+from agentflow.timeline import note_llm_call
 
 log = logging.getLogger("agentflow.llm")
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -357,6 +358,7 @@ class LLMClient:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         tokens = estimate_tokens(body)
+        started = time.monotonic()
         writer = await self._stream_writer(stream_to) if stream_to else None
 
         async def call() -> ChatResponse:
@@ -395,7 +397,10 @@ class LLMClient:
             if writer is not None:
                 await writer.close(error=f"{type(exc).__name__}: {exc}")
             raise
-        self.usage.add(agent, response.model or str(body["model"] or ""), response.usage)
+        model_name = response.model or str(body["model"] or "")
+        self.usage.add(agent, model_name, response.usage)
+        note_llm_call(model_name, response.usage, bool(response.cached),
+                      time.monotonic() - started)  # fmt: skip
         return response
 
     def _ttl(
