@@ -36,7 +36,7 @@ def next_events(parent: Event, result: AgentResult) -> tuple[list[Event], int]:
     metadata = {**parent.metadata, CHAIN_KEY: link}
     events = [
         Event(type=parent.type, agent=name, data=data, session_id=parent.session_id,
-              metadata=metadata)
+              metadata=metadata, tenant=parent.tenant)
         for name in names
     ]  # fmt: skip
     return events, hop

@@ -354,6 +354,23 @@ class ErrorRoutingConfig(_Section):
 _AGENT_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
 
 
+class TenantsConfig(_Section):
+    """`[tenants]`: fairness between tenants (``Event.tenant``)."""
+
+    max_in_flight: int | None = Field(
+        default=None, ge=1,
+        description="Events of one tenant in flight (queued or running) across the cluster; "
+        "more wait in the tenant's own list, so others' events pass them. None: no cap.",
+    )  # fmt: skip
+    limits: dict[str, int] = Field(
+        default_factory=dict, description="Per-tenant caps that replace max_in_flight."
+    )
+
+    def limit(self, tenant: str) -> int | None:
+        """The cap of `tenant`'s events in flight, or None."""
+        return self.limits.get(tenant, self.max_in_flight)
+
+
 class Settings(BaseSettings):
     """The whole effective configuration."""
 
@@ -374,6 +391,7 @@ class Settings(BaseSettings):
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     mcp: MCPConfig = Field(default_factory=MCPConfig)
     error_routing: ErrorRoutingConfig = Field(default_factory=ErrorRoutingConfig)
+    tenants: TenantsConfig = Field(default_factory=TenantsConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -33,12 +33,15 @@ class Event(BaseModel):
     created_at: datetime = Field(default_factory=_now)
     metadata: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, max_length=256)
+    tenant: str | None = Field(default=None, max_length=128)
+    """Who the event is for; ``[tenants] max_in_flight`` caps each tenant's events in
+    flight across the cluster, so one tenant's flood does not starve the others."""
 
-    @field_validator("agent")
+    @field_validator("agent", "tenant")
     @classmethod
     def _agent_name(cls, value: str | None) -> str | None:
         if value is not None and (not value or not set(value) <= _NAME_CHARS):
-            raise ValueError("agent names use letters, digits and _ - . : only")
+            raise ValueError("names use letters, digits and _ - . : only")
         return value
 
     @field_validator("data", "metadata")

@@ -296,3 +296,16 @@ def gather(event: Event, state: State) -> dict[str, object]:
     merged = event.data.get("input") or {}
     texts = sorted(str(o.get("text")) for o in (merged.get("outputs") or {}).values())
     return {"text": " + ".join(texts), "failed": sorted(merged.get("errors") or {})}
+
+
+@agent("pause")
+async def pause(event: Event, state: State) -> dict[str, object]:
+    """Wait `data.seconds` on the loop, then count the event under its tenant."""
+    import asyncio
+
+    from agentflow._redis.connection import get_async_redis
+
+    await asyncio.sleep(float(event.data.get("seconds", 0.01)))
+    prefix = get_settings().broker.key_prefix
+    done = await get_async_redis().incr(f"{prefix}:test:pause:{event.tenant}")
+    return {"tenant": event.tenant, "done": done}

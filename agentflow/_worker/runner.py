@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from agentflow import context as run_context
 from agentflow import hooks
 from agentflow._redis.connection import get_async_redis
-from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, ring, wake_key
+from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, WAKE_PREFIX, ring, wake_key
 from agentflow._redis.keys import Keys
 from agentflow._redis.messages import ENQUEUED_AT_HEADER
 from agentflow._redis.queues import AGENT_QUEUE_PREFIX, agent_queue
@@ -72,7 +72,9 @@ log = logging.getLogger("agentflow.run_event")
 _EMPTY_STATE = State({})
 _LLM_UNAVAILABLE = "LLM unavailable: "
 _RATE_LIMITED = "LLM unavailable (rate limited): "
-_BEGIN, _FINISH, _RELEASE, _RENEW = (Script(n) for n in ("begin", "finish", "release", "renew"))
+_BEGIN, _FINISH, _RELEASE, _RENEW, _TENANT_RELEASE = (
+    Script(n) for n in ("begin", "finish", "release", "renew", "tenant_release")
+)
 
 
 class RetryLater(Exception):
@@ -652,6 +654,7 @@ class EventRunner:
         try:
             begun = await self._begin(raw, job, step=0)
             if not isinstance(begun, Begun):
+                await self._tenant_release(raw, begun)
                 return _count(begun, name, started, enqueued)
             agent = begun.agent
             outcome = await self._run_step(begun, agent.run, agent.is_async, step=1,
@@ -659,9 +662,14 @@ class EventRunner:
         except RetryLater:
             metrics.incr(f"events.retried.{name}")
             raise
+        except (EventRejected, AgentError):
+            metrics.incr(f"events.failed.{name}")
+            await self._tenant_release(raw, None)
+            raise
         except BaseException:
             metrics.incr(f"events.failed.{name}")
             raise
+        await self._tenant_release(raw, outcome)
         return _count(outcome, name, started, enqueued)
 
     async def resume(self, job: Job) -> Outcome:
@@ -677,6 +685,7 @@ class EventRunner:
         try:
             begun = await self._begin(raw, job, step=step)
             if not isinstance(begun, Begun):
+                await self._tenant_release(raw, begun)
                 return _count(begun, name, started, enqueued)
             ordered = fanout.results_in_order(results, context)
             resume = begun.agent.resume
@@ -686,10 +695,35 @@ class EventRunner:
         except RetryLater:
             get_metrics().incr(f"events.retried.{name}")
             raise
+        except (EventRejected, AgentError):
+            get_metrics().incr(f"events.failed.{name}")
+            await self._tenant_release(raw, None)
+            raise
         except BaseException:
             get_metrics().incr(f"events.failed.{name}")
             raise
+        await self._tenant_release(raw, outcome)
         return _count(outcome, name, started, enqueued)
+
+    async def _tenant_release(self, raw: Any, outcome: Outcome | None) -> None:
+        """An event of a capped tenant ended (stored, replayed, cancelled or failed): free
+        its slot and queue the tenant's next parked events. A fan-out has not ended."""
+        tenant = raw.get("tenant") if isinstance(raw, dict) else None
+        if not isinstance(tenant, str) or isinstance(outcome, FannedOut):
+            return
+        cap = self.settings.tenants.limit(tenant)
+        if cap is None:
+            return
+        runner, keys, now = self.settings.runner, self.keys, time.time()
+        expire_at = now + runner.hard_time_limit + 2 * runner.visibility_timeout
+        try:
+            await self.batch().call(
+                _TENANT_RELEASE, [keys.tenant_slots(tenant), keys.tenant_parked(tenant),
+                                  QUEUES_KEY],
+                [str(raw.get("id", "")), now, cap, expire_at, WAKE_PREFIX, WAKE_LIMIT],
+            )  # fmt: skip
+        except Exception:  # its slot expires with its lease; the parked wait until then
+            log.warning("could not release tenant %r's slot", tenant, exc_info=True)
 
     async def _run_step(self, begun: Begun, fn: Callable[..., Any], is_async: bool,
                         *extra: Any, step: int, first: bool = False) -> Outcome:  # fmt: skip

@@ -27,6 +27,7 @@ from agentflow._redis.queues import agent_queue
 from agentflow.client._async_results import AsyncResultWaiter
 from agentflow.client._build import (
     ADMIT,
+    ADMIT_KEYS,
     Deadline,
     EventBuilder,
     HandleBase,
@@ -154,7 +155,8 @@ class AsyncClient(EventBuilder):
         for raw in events:
             event, queue = await self._validate(raw)
             handles.append(AsyncEventHandle(self, event, queue, epoch))
-            pending.setdefault(queue, []).append((event.id, self._message(event, queue, traced)))
+            lane = self._lane(queue, event)
+            pending.setdefault(lane, []).append((event.id, self._message(event, queue, traced)))
         deadline = self._deadline(timeout)
         sent, delay = 0, 0.005
         while pending:
@@ -177,7 +179,7 @@ class AsyncClient(EventBuilder):
         for attempt in range(2):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                pipe.execute_command(*ADMIT.command(call[:4], call[4:]))
+                pipe.execute_command(*ADMIT.command(call[:ADMIT_KEYS], call[ADMIT_KEYS:]))
             try:
                 return list(await pipe.execute())
             except NoScriptError:

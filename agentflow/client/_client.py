@@ -28,6 +28,7 @@ from agentflow._redis.keys import Keys
 from agentflow._redis.queues import agent_queue
 from agentflow.client._build import (
     ADMIT,
+    ADMIT_KEYS,
     Deadline,
     EventBuilder,
     HandleBase,
@@ -159,7 +160,8 @@ class Client(EventBuilder):
         for raw in events:
             event, queue = self._validate(raw)
             handles.append(EventHandle(self, event, queue, epoch))
-            pending.setdefault(queue, []).append((event.id, self._message(event, queue, traced)))
+            lane = self._lane(queue, event)
+            pending.setdefault(lane, []).append((event.id, self._message(event, queue, traced)))
         deadline = self._deadline(timeout)
         sent, delay = 0, 0.005
         while pending:
@@ -185,7 +187,7 @@ class Client(EventBuilder):
         for attempt in range(2):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                pipe.execute_command(*ADMIT.command(call[:4], call[4:]))
+                pipe.execute_command(*ADMIT.command(call[:ADMIT_KEYS], call[ADMIT_KEYS:]))
             try:
                 return list(pipe.execute())
             except redis.exceptions.NoScriptError:
