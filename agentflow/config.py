@@ -9,6 +9,7 @@ key and the file.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 import warnings
@@ -321,10 +322,88 @@ class MCPConfig(_Section):
     servers: dict[str, MCPServerConfig] = Field(default_factory=dict)
 
 
+ErrorCategory = Literal[
+    "validation", "timeout", "llm_unavailable", "rate_limited", "tool_error", "agent_error"
+]
+
+
+_RETRIED: list[ErrorCategory] = ["llm_unavailable", "rate_limited"]
+
+
+class RetryPolicy(_Section):
+    """`[agents.<name>.retry]`: how often a failed run of the agent runs again, and on what."""
+
+    attempts: int = Field(default=3, ge=1, description="Runs in all, the first included.")
+    backoff: Duration = Field(default=1.0, description="Wait before the second run; doubles.")
+    max_backoff: Duration = Field(default=60.0, description="The longest wait between runs.")
+    on: list[ErrorCategory] = Field(
+        default_factory=lambda: list(_RETRIED),
+        description="Error categories that are retried; others fail at once.",
+    )
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _from_env(cls, value: Any) -> Any:
+        """From the environment, a JSON list or comma-separated names."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else \
+                [v.strip() for v in text.split(",") if v.strip()]  # fmt: skip
+        return value
+
+    def wait(self, runs: int) -> float:
+        """Seconds to wait after the run numbered `runs` (1 for the first) failed."""
+        return float(min(self.max_backoff, self.backoff * 2 ** max(0, runs - 1)))
+
+
+class AgentPolicy(_Section):
+    """`[agents.<name>]`: one agent's policy; unset fields keep the global settings."""
+
+    timeout: Duration | None = Field(default=None, description="Replaces event_timeout.")
+    retry: RetryPolicy | None = None
+    rate_limit: float | None = Field(
+        default=None, gt=0, description="Events per second started, across every worker."
+    )
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="Events of the agent in flight across every worker."
+    )
+    llm_provider: Literal["openai", "azure", "ollama", "mock"] | None = None
+    llm_model: str | None = None
+    cache: bool | None = Field(default=None, description="Cache the agent's LLM calls.")
+    cache_ttl: Duration | None = None
+
+
 class AgentsConfig(_Section):
-    """`[agents]`: modules imported at start-up so their agents and tools register."""
+    """`[agents]`: modules imported at start-up so their agents and tools register, and
+    `[agents.<name>]` tables: each agent's policy (:class:`AgentPolicy`)."""
 
     modules: list[str] = Field(default_factory=list)
+    policies: dict[str, AgentPolicy] = Field(
+        default_factory=dict, description="Written as [agents.<name>] tables."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tables_are_policies(cls, data: Any) -> Any:
+        """``[agents.chat]`` (or ``AGENTFLOW_AGENTS__CHAT__TIMEOUT``) is chat's policy."""
+        if isinstance(data, dict):
+            tables = {k: v for k, v in data.items() if k not in ("modules", "policies")}
+            if tables:
+                data = {k: v for k, v in data.items() if k in ("modules", "policies")}
+                data["policies"] = {**dict(data.get("policies") or {}), **tables}
+        return data
+
+    @field_validator("policies")
+    @classmethod
+    def _names(cls, value: dict[str, AgentPolicy]) -> dict[str, AgentPolicy]:
+        for name in value:
+            if not name or not set(name) <= _AGENT_NAME_CHARS:
+                raise ValueError(f"[agents.{name}]: not an agent name (letters, digits, _ - . :)")
+        return value
+
+    def policy(self, name: str) -> AgentPolicy:
+        """Agent `name`'s policy (every field unset when it has none)."""
+        return self.policies.get(name) or _NO_POLICY
 
 
 class ErrorRoutingConfig(_Section):
@@ -369,6 +448,9 @@ class TenantsConfig(_Section):
     def limit(self, tenant: str) -> int | None:
         """The cap of `tenant`'s events in flight, or None."""
         return self.limits.get(tenant, self.max_in_flight)
+
+
+_NO_POLICY = AgentPolicy()
 
 
 class Settings(BaseSettings):

@@ -309,3 +309,30 @@ async def pause(event: Event, state: State) -> dict[str, object]:
     prefix = get_settings().broker.key_prefix
     done = await get_async_redis().incr(f"{prefix}:test:pause:{event.tenant}")
     return {"tenant": event.tenant, "done": done}
+
+
+@agent("flaky", blocking=False)
+def flaky(event: Event, state: State) -> dict[str, object]:
+    """Fail the first `data.fail_times` runs of the event, then succeed."""
+    prefix = get_settings().broker.key_prefix
+    runs = int(get_redis().incr(f"{prefix}:test:flaky:{event.id}"))
+    if runs <= int(event.data.get("fail_times", 0)):
+        raise RuntimeError(f"flaky run {runs}")
+    return {"runs": runs}
+
+
+@agent("crowd")
+async def crowd(event: Event, state: State) -> dict[str, object]:
+    """Record how many events of this agent run at once and when each started."""
+    import asyncio
+
+    from agentflow._redis.connection import get_async_redis
+
+    prefix = get_settings().broker.key_prefix
+    r = get_async_redis()
+    running = await r.incr(f"{prefix}:test:crowd:running")
+    await r.rpush(f"{prefix}:test:crowd:seen", running)
+    await r.rpush(f"{prefix}:test:crowd:starts", time.time())
+    await asyncio.sleep(float(event.data.get("seconds", 0.1)))
+    await r.decr(f"{prefix}:test:crowd:running")
+    return {"ok": True}

@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -72,18 +73,22 @@ log = logging.getLogger("agentflow.run_event")
 _EMPTY_STATE = State({})
 _LLM_UNAVAILABLE = "LLM unavailable: "
 _RATE_LIMITED = "LLM unavailable (rate limited): "
-_BEGIN, _FINISH, _RELEASE, _RENEW, _TENANT_RELEASE = (
-    Script(n) for n in ("begin", "finish", "release", "renew", "tenant_release")
+_BEGIN, _FINISH, _RELEASE, _RENEW, _TENANT_RELEASE, _GATE = (
+    Script(n) for n in ("begin", "finish", "release", "renew", "tenant_release", "agent_gate")
 )
 
 
 class RetryLater(Exception):
-    """The event should run again after `countdown` seconds (its LLM is unavailable)."""
+    """The event should run again after `countdown` seconds (its LLM is unavailable, its
+    retry policy says so, or its agent's gate is closed for now)."""
 
-    def __init__(self, reason: str, countdown: float) -> None:
+    def __init__(self, reason: str, countdown: float, *, quiet: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.countdown = countdown
+        self.quiet = quiet
+        """True when the event only waits (a rate limit or a concurrency cap): no RETRY
+        state is stored and no task_retry signal is sent for it."""
 
 
 @dataclass
@@ -321,6 +326,11 @@ class EventRunner:
             renewer = self._renewers[loop_id] = ClaimRenewer(self)
         return renewer
 
+    def timeout_of(self, agent: Agent) -> float:
+        """Seconds `agent` may run: its policy's timeout, its own, else event_timeout."""
+        return float(self.settings.agents.policy(agent.name).timeout or agent.timeout
+                     or self.settings.runner.event_timeout)  # fmt: skip
+
     def dlq(self) -> DeadLetterQueue:
         """The dead-letter queue, on the loop's client."""
         return DeadLetterQueue(get_async_redis(), self.keys.prefix)
@@ -407,6 +417,8 @@ class EventRunner:
         except (ValueError, UnknownAgent) as exc:
             raise await self.dead_letter(str(exc), raw, job.task_id, job.queue,
                                          "worker", "validation") from None  # fmt: skip
+        if step == 0:
+            await self._gate(event, agent)
         keys = self.keys
         begun = Begun(event, agent, raw, job, started, keys.done(event.dedup_key),
                       keys.claim(event.dedup_key), _run_id(), step)  # fmt: skip
@@ -423,7 +435,8 @@ class EventRunner:
         if status == 2:
             raise RetryLater(f"event {event.dedup_key} is running elsewhere", countdown=1.0)
         begun.starts = int(value)
-        limit = self.settings.runner.max_redeliveries
+        retry = self.settings.agents.policy(agent.name).retry
+        limit = max(self.settings.runner.max_redeliveries, retry.attempts if retry else 0)
         if begun.starts > limit:
             await self._release(begun)
             last = await get_async_redis().get(keys.retry_reason(job.task_id))
@@ -443,6 +456,27 @@ class EventRunner:
             )  # fmt: skip
         return begun
 
+    async def _gate(self, event: Event, agent: Agent) -> None:
+        """The agent's rate limit and cluster-wide cap (``[agents.<name>]``): RetryLater
+        (quietly) when the event must wait; its slot is taken when it may start."""
+        policy = self.settings.agents.policy(agent.name)
+        if policy.rate_limit is None and policy.max_concurrency is None:
+            return
+        keys, runner, now = self.keys, self.settings.runner, time.time()
+        wait = await self.batch().call(_GATE, [
+            keys.agent_rate(agent.name) if policy.rate_limit else "",
+            keys.agent_slots(agent.name) if policy.max_concurrency else ""],
+            [now, policy.rate_limit or 0, event.id, policy.max_concurrency or 0,
+             now + runner.hard_time_limit + 2 * runner.visibility_timeout])  # fmt: skip
+        seconds = float(wait)
+        if seconds > 0:
+            raise RetryLater(f"agent {agent.name!r} is at its rate limit "
+                             f"({policy.rate_limit:g}/s)", seconds, quiet=True)  # fmt: skip
+        if seconds < 0:
+            raise RetryLater(f"agent {agent.name!r} has max_concurrency="
+                             f"{policy.max_concurrency} events in flight",
+                             0.05 + random.random() * 0.2, quiet=True)  # fmt: skip
+
     async def _release(self, begun: Begun, *, done: bool = True) -> None:
         """Give up the claim; with `done`, the event also leaves the events in flight."""
         await _RELEASE.run_async(get_async_redis(), [begun.claim_key, self.keys.inflight],
@@ -461,7 +495,7 @@ class EventRunner:
         """``fn(*args)`` under the agent's time limit: async code is cancelled, blocking
         sync code runs on a stoppable thread, non-blocking sync code under a watchdog."""
         agent = begun.agent
-        timeout = agent.timeout or self.settings.runner.event_timeout
+        timeout = self.timeout_of(agent)
         ctx = run_context.RunContext(begun.event.id, begun.job.task_id, agent.name,
                                      time.monotonic() + timeout, begun.steps)  # fmt: skip
         token = run_context.enter(ctx)
@@ -489,6 +523,9 @@ class EventRunner:
         """What the task raises for an agent that failed: RetryLater, or a dead letter."""
         _event, agent, job = begun.event, begun.agent, begun.job
         await self._release(begun)
+        retry = self.settings.agents.policy(agent.name).retry
+        if retry is not None:
+            return await self._by_policy(begun, exc, retry)
         if isinstance(exc, LLMUnavailable):
             # Kept so that the dead letter says why (and its category), if retries run out.
             said = _RATE_LIMITED if isinstance(exc, RateLimited) else _LLM_UNAVAILABLE
@@ -498,7 +535,7 @@ class EventRunner:
             countdown = exc.retry_after or min(60.0, 2.0 ** min(begun.starts, 6))
             return RetryLater(f"{said}{exc}", countdown)
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-            timeout = agent.timeout or self.settings.runner.event_timeout
+            timeout = self.timeout_of(agent)
             reason = f"agent {agent.name!r} timed out after {timeout:g}s"
             return await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent",
                                           "timeout")  # fmt: skip
@@ -508,6 +545,27 @@ class EventRunner:
         rejected = await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent",
                                           category_of(exc))  # fmt: skip
         return AgentError(rejected.reason)
+
+    async def _by_policy(self, begun: Begun, exc: BaseException, retry: Any) -> Exception:
+        """A failure under the agent's retry policy (``[agents.<name>.retry]``): run again
+        after its backoff while attempts are left and the category is retried, else fail."""
+        from agentflow.error_routing import category_of
+
+        agent, job = begun.agent, begun.job
+        category = category_of(exc)
+        described = (f"agent {agent.name!r} timed out after {self.timeout_of(agent):g}s"
+                     if category == "timeout" else
+                     f"agent {agent.name!r} raised {type(exc).__name__}: {exc}")  # fmt: skip
+        if category in retry.on and begun.starts < retry.attempts:
+            await get_async_redis().set(self.keys.retry_reason(job.task_id),
+                                        described[:1000], ex=self.deliveries_ttl)  # fmt: skip
+            return RetryLater(f"{described} (run {begun.starts} of {retry.attempts})",
+                              retry.wait(begun.starts))  # fmt: skip
+        if category in retry.on:
+            described += f" (run {begun.starts} of {retry.attempts}: no attempts left)"
+        rejected = await self.dead_letter(described, begun.raw, job.task_id, job.queue, "agent",
+                                          category)  # fmt: skip
+        return rejected if category == "timeout" else AgentError(rejected.reason)
 
     async def _chained(self, begun: Begun, result: AgentResult) -> list[tuple[str, str, str]]:
         """The events `result`'s route asks for, as (id, queue, message): each carries the
@@ -654,7 +712,7 @@ class EventRunner:
         try:
             begun = await self._begin(raw, job, step=0)
             if not isinstance(begun, Begun):
-                await self._tenant_release(raw, begun)
+                await self._tenant_release(raw, begun, job.queue)
                 return _count(begun, name, started, enqueued)
             agent = begun.agent
             outcome = await self._run_step(begun, agent.run, agent.is_async, step=1,
@@ -664,12 +722,12 @@ class EventRunner:
             raise
         except (EventRejected, AgentError):
             metrics.incr(f"events.failed.{name}")
-            await self._tenant_release(raw, None)
+            await self._tenant_release(raw, None, job.queue)
             raise
         except BaseException:
             metrics.incr(f"events.failed.{name}")
             raise
-        await self._tenant_release(raw, outcome)
+        await self._tenant_release(raw, outcome, job.queue)
         return _count(outcome, name, started, enqueued)
 
     async def resume(self, job: Job) -> Outcome:
@@ -685,7 +743,7 @@ class EventRunner:
         try:
             begun = await self._begin(raw, job, step=step)
             if not isinstance(begun, Begun):
-                await self._tenant_release(raw, begun)
+                await self._tenant_release(raw, begun, job.queue)
                 return _count(begun, name, started, enqueued)
             ordered = fanout.results_in_order(results, context)
             resume = begun.agent.resume
@@ -697,19 +755,31 @@ class EventRunner:
             raise
         except (EventRejected, AgentError):
             get_metrics().incr(f"events.failed.{name}")
-            await self._tenant_release(raw, None)
+            await self._tenant_release(raw, None, job.queue)
             raise
         except BaseException:
             get_metrics().incr(f"events.failed.{name}")
             raise
-        await self._tenant_release(raw, outcome)
+        await self._tenant_release(raw, outcome, job.queue)
         return _count(outcome, name, started, enqueued)
 
-    async def _tenant_release(self, raw: Any, outcome: Outcome | None) -> None:
-        """An event of a capped tenant ended (stored, replayed, cancelled or failed): free
-        its slot and queue the tenant's next parked events. A fan-out has not ended."""
-        tenant = raw.get("tenant") if isinstance(raw, dict) else None
-        if not isinstance(tenant, str) or isinstance(outcome, FannedOut):
+    async def _tenant_release(self, raw: Any, outcome: Outcome | None,
+                              queue: str | None = None) -> None:  # fmt: skip
+        """An event ended (stored, replayed, cancelled or failed): free its slot of its
+        agent's cap, and of its tenant's cap, queueing the tenant's next parked events. A
+        fan-out has not ended."""
+        if not isinstance(raw, dict) or isinstance(outcome, FannedOut):
+            return
+        agent = raw.get("agent") or (queue[len(AGENT_QUEUE_PREFIX):] if queue and
+                                     queue.startswith(AGENT_QUEUE_PREFIX) else None)  # fmt: skip
+        if isinstance(agent, str) and self.settings.agents.policy(agent).max_concurrency:
+            try:
+                await self.batch().command("ZREM", self.keys.agent_slots(agent),
+                                           str(raw.get("id", "")))  # fmt: skip
+            except Exception:  # its slot expires with its lease
+                log.warning("could not free agent %r's slot", agent, exc_info=True)
+        tenant = raw.get("tenant")
+        if not isinstance(tenant, str):
             return
         cap = self.settings.tenants.limit(tenant)
         if cap is None:
