@@ -310,6 +310,11 @@ class NetnsCluster:
             time.sleep(0.2)
         raise TimeoutError(f"worker on {host} not ready after {timeout}s")
 
+    def worker_alive(self, host: str) -> bool:
+        """True while the worker process started on `host` is running."""
+        proc = self._procs.get(host)
+        return proc is not None and proc.poll() is None
+
     def log(self, name: str) -> str:
         """What a process of the cluster has logged so far."""
         path = self.dir / f"{name}.log"
@@ -540,8 +545,9 @@ def kill_under_load(cluster: NetnsCluster, victim: str, events: int, seconds: fl
                     kill_after: float, visibility: float) -> Recovery:  # fmt: skip
     """Drain `events` ``stint`` events on every worker host; turn `victim` off mid-load."""
     report_path = cluster.dir / "kill-report.json"
-    proc = cluster.produce("--count", str(events), "--seconds", str(seconds),
-                           "--run", "kill", "--out", str(report_path))  # fmt: skip
+    proc = cluster.produce("--count", str(events), "--seconds", str(seconds), "--run", "kill",
+                           "--timeout", str(visibility * 3 + 90),
+                           "--out", str(report_path))  # fmt: skip
     deadline = time.monotonic() + 60
     while not report_path.exists() and time.monotonic() < deadline:  # emitted: load under way
         time.sleep(0.05)
@@ -549,7 +555,7 @@ def kill_under_load(cluster: NetnsCluster, victim: str, events: int, seconds: fl
     killed_at = time.time()
     cluster.kill_host(victim)
     watch = UnackedWatch(cluster, killed_at, visibility)
-    report = wait_producer(cluster, proc, report_path, timeout=events * seconds + 240)
+    report = wait_producer(cluster, proc, report_path, timeout=visibility * 3 + 150)
     watch.stop()
     result = outcome(cluster, report, "kill")
     rerun_after = []
@@ -647,11 +653,30 @@ def _cmd_recovery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_idle(args: argparse.Namespace) -> int:
+    """Redis commands per second that idle workers cost at one visibility timeout."""
+    env = {"AGENTFLOW_RUNNER__VISIBILITY_TIMEOUT": args.visibility}
+    with NetnsCluster(workers=3, tag=args.tag, concurrency=args.concurrency, env=env) as cluster:
+        cluster.start_workers()
+        # A few held messages, so that renewals have something to renew: long stints.
+        report_path = cluster.dir / "held.json"
+        proc = cluster.produce("--count", "30", "--seconds", str(args.window + 30),
+                               "--run", "held", "--out", str(report_path))  # fmt: skip
+        time.sleep(5)
+        before, started = cluster.command_count(), time.monotonic()
+        time.sleep(args.window)
+        rate = (cluster.command_count() - before) / (time.monotonic() - started)
+        proc.kill()
+        print(f"visibility {args.visibility}: 3 workers holding 30 running events cost Redis "
+              f"{rate:.1f} commands/s")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: up, down, run, recovery (and produce, which runs on a host)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("up", "down", "run", "recovery", "produce"):
+    for name in ("up", "down", "run", "recovery", "idle", "produce"):
         p = sub.add_parser(name)
         p.add_argument("--tag", default="afnet", help="names the cluster's namespaces")
         p.add_argument("--concurrency", type=int, default=10)
@@ -663,8 +688,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--hosts", default="1,2,3")
             p.add_argument("--events", type=int, default=3000)
             p.add_argument("--workload", default="stint", choices=("stint", "chat"))
-        if name == "recovery":
+        if name in ("recovery", "idle"):
             p.add_argument("--visibility", default="60s")
+        if name == "idle":
+            p.add_argument("--window", type=float, default=30.0)
+        if name == "recovery":
             p.add_argument("--events", type=int, default=1500)
             p.add_argument("--kill-after", type=float, default=2.0)
         if name == "produce":
@@ -685,7 +713,13 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"netns_cluster: {reason}", file=sys.stderr)
         return 2
-    commands = {"up": _cmd_up, "down": _cmd_down, "run": _cmd_run, "recovery": _cmd_recovery}
+    commands = {
+        "up": _cmd_up,
+        "down": _cmd_down,
+        "run": _cmd_run,
+        "recovery": _cmd_recovery,
+        "idle": _cmd_idle,
+    }
     return commands[args.cmd](args)
 
 

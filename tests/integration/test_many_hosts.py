@@ -1,0 +1,119 @@
+"""Workers on several hosts, for real: hosts are Linux network namespaces on one bridge.
+
+A Redis host, a producer host and three worker hosts (scripts/netns_cluster.py); workers are
+``celery -A agentflow worker`` processes pointed at the Redis host's address. Each event is a
+``stint``: it records its start, waits 0.2 s on the worker's loop, and adds 1 to its own
+session's total, so a test counts every event's results, runs and applied deltas.
+
+- A worker host turned off mid-load (its link cut, every process in it SIGKILLed): every
+  event completes once, and the events it held run again within the visibility timeout
+  plus one restore sweep.
+- A worker host cut off for 30 s: every event completes once, and the same worker process
+  consumes again after the link comes back.
+
+Needs root and ``ip netns``; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from scripts.netns_cluster import (
+    LoadOutcome,
+    NetnsCluster,
+    drained,
+    kill_under_load,
+    outcome,
+    wait_producer,
+    why_unavailable,
+)
+
+_UNAVAILABLE = why_unavailable()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.chaos,
+    pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"namespace hosts: {_UNAVAILABLE}"),
+]
+
+VISIBILITY = 10.0
+"""Seconds; the shortest AgentFlow allows, so the tests wait as little as possible."""
+RESTORE_INTERVAL = 2.0
+"""The restore sweep's period at that visibility (min(5, visibility // 4))."""
+ENV = {"AGENTFLOW_RUNNER__VISIBILITY_TIMEOUT": f"{VISIBILITY:g}s"}
+EVENTS = 1200
+SECONDS = 0.2
+
+
+@pytest.fixture
+def cluster() -> Iterator[NetnsCluster]:
+    """Three worker hosts, started; everything removed afterwards (also on failure)."""
+    with NetnsCluster(workers=3, tag=f"aft{uuid.uuid4().hex[:5]}", env=ENV) as c:
+        c.start_workers()
+        yield c
+
+
+def _assert_once(result: LoadOutcome) -> None:
+    assert result.errors == {}
+    assert result.completed == result.sent  # every event has its result
+    assert result.lost == 0  # every event's delta applied ...
+    assert result.duplicated == 0  # ... exactly once
+
+
+def test_a_host_turned_off_mid_load_loses_nothing_and_applies_nothing_twice(
+    cluster: NetnsCluster,
+) -> None:
+    recovery = kill_under_load(cluster, "w2", EVENTS, SECONDS, kill_after=2.0,
+                               visibility=VISIBILITY)  # fmt: skip
+    print(f"\nhost off: {recovery.line()}")
+    _assert_once(recovery.outcome)
+    assert recovery.held, "the dead host held no messages: the kill missed the load"
+    assert recovery.started_there > 0
+    assert len(recovery.rerun_after) == recovery.started_there
+    # Back within the visibility timeout (after the last renewal) plus one sweep; the margin
+    # covers a loaded 2-core machine.
+    assert recovery.back_after is not None
+    assert recovery.back_after <= VISIBILITY + RESTORE_INTERVAL + 8
+    assert max(recovery.rerun_after) <= VISIBILITY + RESTORE_INTERVAL + 8
+    assert drained(cluster) == (0, 0)  # nothing left unacked, nothing dead-lettered
+
+
+def test_a_host_cut_off_for_30s_rejoins_and_every_event_completes_once(
+    cluster: NetnsCluster,
+) -> None:
+    first = cluster.dir / "first.json"
+    producer = cluster.produce("--count", str(EVENTS), "--seconds", str(SECONDS),
+                               "--run", "cut", "--out", str(first))  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.0)
+    cluster.cut("w2")
+    cut_at = time.time()
+    time.sleep(30)
+    cluster.heal("w2")
+    healed_at = time.time()
+    # Right away, rounds of events until one has run on w2: it consumes again by itself.
+    second = cluster.dir / "second.json"
+    again = cluster.produce("--count", "40", "--seconds", str(SECONDS), "--run", "again",
+                            "--until-host", "w2", "--timeout", "120", "--out", str(second),
+                            name="producer2")  # fmt: skip
+    result = outcome(cluster, wait_producer(cluster, producer, first, 300), "cut")
+    rejoined = outcome(cluster, wait_producer(cluster, again, second, 180), "again")
+
+    in_flight = [r for r in result.runs.values()
+                 if any(h == "w2" and cut_at - SECONDS < t < cut_at for h, t in r)]  # fmt: skip
+    back = sorted(t for runs in rejoined.runs.values() for h, t in runs if h == "w2")
+    after = f"{back[0] - healed_at:.1f}s" if back else "never"
+    print(f"\ncut off 30s: {result.line()}; w2 had {len(in_flight)} events running at the cut; "
+          f"after healing: {rejoined.line()}; w2 ran an event {after} after the link came "
+          "back")  # fmt: skip
+    _assert_once(result)
+    _assert_once(rejoined)
+    assert in_flight, "w2 was running nothing at the cut: the cut missed the load"
+    assert back, "w2 never consumed again after its link came back"
+    assert cluster.worker_alive("w2")  # the same process: it reconnected by itself
+    assert drained(cluster) == (0, 0)
