@@ -345,10 +345,20 @@ class NetnsCluster:
         """A client on the Redis host's unix socket (the harness's own view, not a host's)."""
         return redis.Redis(unix_socket_path=str(self.socket_path))
 
-    def command_count(self) -> int:
-        """Commands Redis has run so far (INFO commandstats; scripts' calls included)."""
+    def redis_cpu(self) -> float:
+        """CPU seconds the redis-server process has used so far (user + system)."""
+        fields = Path(f"/proc/{self._procs['redis'].pid}/stat").read_text().rsplit(")", 1)[1]
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+    def command_stats(self) -> dict[str, int]:
+        """Calls per command Redis has run so far (INFO commandstats; scripts' calls too)."""
         stats = self.redis().info("commandstats")
-        return sum(int(v["calls"]) for v in stats.values())
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+    def command_count(self) -> int:
+        """Commands Redis has run so far."""
+        return sum(self.command_stats().values())
 
     def runs(self, event_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
         """Each event's recorded runs: (host, unix time), in start order."""
@@ -617,25 +627,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
             cluster.start_workers()
             time.sleep(2)  # let the workers' start-up traffic pass
             report_path = cluster.dir / "report.json"
-            before = cluster.command_count()
+            before, cpu = cluster.command_count(), cluster.redis_cpu()
             proc = cluster.produce("--count", str(args.events), "--seconds", str(args.seconds),
                                    "--agent", args.workload, "--run", "bench",
                                    "--out", str(report_path))  # fmt: skip
             report = wait_producer(cluster, proc, report_path, timeout=600)
             commands = cluster.command_count() - before
+            cpu = cluster.redis_cpu() - cpu
             row = {"hosts": n, "events": report["sent"], "completed": report["completed"],
                    "errors": len(report["errors"]), "seconds": round(report["elapsed"], 2),
                    "events_per_s": round(report["completed"] / report["elapsed"], 1),
                    "commands_per_event": round(commands / max(1, report["sent"]), 1),
+                   "redis_cpu_us_per_event": round(cpu / max(1, report["sent"]) * 1e6),
                    "per_host": report["hosts"]}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("| worker hosts | events | events/s | Redis commands per event | errors |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| worker hosts | events | events/s | Redis commands per event | Redis CPU per event "
+          "| errors |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
             f"| {row['hosts']} | {row['events']} | {row['events_per_s']} | "
-            f"{row['commands_per_event']} | {row['errors']} |"
+            f"{row['commands_per_event']} | {row['redis_cpu_us_per_event']} µs | {row['errors']} |"
         )
     return 0
 
@@ -663,12 +676,15 @@ def _cmd_idle(args: argparse.Namespace) -> int:
         proc = cluster.produce("--count", "30", "--seconds", str(args.window + 30),
                                "--run", "held", "--out", str(report_path))  # fmt: skip
         time.sleep(5)
-        before, started = cluster.command_count(), time.monotonic()
+        before, started = cluster.command_stats(), time.monotonic()
         time.sleep(args.window)
-        rate = (cluster.command_count() - before) / (time.monotonic() - started)
+        after, took = cluster.command_stats(), time.monotonic() - started
         proc.kill()
+        rates = {k: (n - before.get(k, 0)) / took for k, n in after.items()}
+        top = ", ".join(f"{k} {r:.1f}" for k, r in sorted(rates.items(), key=lambda kv: -kv[1])
+                        if r >= 0.1)  # fmt: skip
         print(f"visibility {args.visibility}: 3 workers holding 30 running events cost Redis "
-              f"{rate:.1f} commands/s")  # fmt: skip
+              f"{sum(rates.values()):.1f} commands/s: {top}")  # fmt: skip
     return 0
 
 
