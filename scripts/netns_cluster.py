@@ -510,9 +510,11 @@ def outcome(cluster: NetnsCluster, report: dict[str, Any], run: str) -> LoadOutc
     ids: list[str] = report["ids"]
     runs = cluster.runs(ids)
     totals = cluster.totals([f"{run}-{n}" for n in range(len(ids))])
+    # Lost: no result, or its delta never applied (session n belongs to event n).
+    unapplied = {ids[n] for n in range(len(ids)) if totals[f"{run}-{n}"] == 0}
     return LoadOutcome(
         sent=report["sent"], completed=report["completed"], errors=report["errors"],
-        lost=sum(1 for t in totals.values() if t == 0) + len(report["errors"]),
+        lost=len(unapplied | set(report["errors"])),
         duplicated=sum(1 for t in totals.values() if t > 1),
         reruns=sum(max(0, len(r) - 1) for r in runs.values()),
         hosts=report["hosts"], elapsed=report.get("elapsed", 0.0), runs=runs,
