@@ -22,6 +22,10 @@ Needs root and ``ip netns``. Commands::
         # a fixed load at 1, 2, 3 worker hosts: events/s and Redis commands per event
     python scripts/netns_cluster.py recovery [--visibility 60s]
         # kill a worker host mid-load: lost, duplicated, and time until its events run again
+    python scripts/netns_cluster.py partition [--visibility 60s] [--cut-for 30]
+        # cut a worker host off mid-load, then heal it: lost, duplicated, when it consumes
+    python scripts/netns_cluster.py idle [--visibility 60s]
+        # what idle workers holding running events cost Redis, per command
 """
 
 from __future__ import annotations
@@ -593,6 +597,55 @@ def kill_under_load(cluster: NetnsCluster, victim: str, events: int, seconds: fl
     return Recovery(result, watch.held, back, started_there, rerun_after)
 
 
+@dataclass
+class Partition:
+    """A worker host cut off mid-load and healed: what the load and a later probe saw."""
+
+    outcome: LoadOutcome
+    """The load that was running when the host was cut."""
+    probe: LoadOutcome
+    """Rounds of events emitted from the moment of healing until one ran on the host."""
+    in_flight: int
+    """Events the host was running when it was cut."""
+    back_after: float | None
+    """Seconds from healing until the host started a probe event (None: it never did)."""
+
+    def line(self) -> str:
+        """One line for a report."""
+        back = f"{self.back_after:.1f}s" if self.back_after is not None else "never"
+        return (f"{self.outcome.line()}; it had {self.in_flight} events running at the cut; "
+                f"after healing: {self.probe.line()}; it ran a new event {back} after its link "
+                "came back")  # fmt: skip
+
+
+def cut_under_load(cluster: NetnsCluster, victim: str, events: int, seconds: float,
+                   cut_after: float, cut_for: float) -> Partition:  # fmt: skip
+    """Drain `events` ``stint`` events; cut `victim` off for `cut_for` seconds mid-load."""
+    first = cluster.dir / "cut-report.json"
+    producer = cluster.produce("--count", str(events), "--seconds", str(seconds),
+                               "--run", "cut", "--out", str(first))  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not first.exists() and time.monotonic() < deadline:  # emitted: load under way
+        time.sleep(0.05)
+    time.sleep(cut_after)
+    cluster.cut(victim)
+    cut_at = time.time()
+    time.sleep(cut_for)
+    cluster.heal(victim)
+    healed_at = time.time()
+    # Right away, rounds of events until one has run on the victim: it consumes again.
+    second = cluster.dir / "probe-report.json"
+    probe = cluster.produce("--count", "40", "--seconds", str(seconds), "--run", "probe",
+                            "--until-host", victim, "--timeout", "120", "--out", str(second),
+                            name="probe")  # fmt: skip
+    result = outcome(cluster, wait_producer(cluster, producer, first, 600), "cut")
+    rejoined = outcome(cluster, wait_producer(cluster, probe, second, 180), "probe")
+    running = [[t for h, t in runs if h == victim] for runs in result.runs.values()]
+    in_flight = sum(1 for ts in running if any(cut_at - seconds < t < cut_at for t in ts))
+    back = sorted(t for runs in rejoined.runs.values() for h, t in runs if h == victim)
+    return Partition(result, rejoined, in_flight, back[0] - healed_at if back else None)
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 
 
@@ -616,7 +669,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     )
     print(
         f"  produce: ip netns exec {cluster.hosts['prod'].ns} env "
-        f"AGENTFLOW_BROKER__URL={cluster.broker_url} agentflow emit --agent echo --type hello --wait"
+        f"AGENTFLOW_BROKER__URL={cluster.broker_url} "
+        "agentflow emit --agent echo --type hello --wait"
     )
     print(f"  inspect: redis-cli -s {cluster.socket_path}    logs: {cluster.dir}")
     print(f"  remove:  python scripts/netns_cluster.py down --tag {args.tag}")
@@ -677,6 +731,19 @@ def _cmd_recovery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_partition(args: argparse.Namespace) -> int:
+    env = {"AGENTFLOW_RUNNER__VISIBILITY_TIMEOUT": args.visibility}
+    with NetnsCluster(workers=3, tag=args.tag, concurrency=args.concurrency, env=env) as cluster:
+        cluster.start_workers()
+        cut = cut_under_load(cluster, "w2", args.events, args.seconds, cut_after=2.0,
+                             cut_for=args.cut_for)  # fmt: skip
+        unacked, dead = drained(cluster)
+        print(f"visibility {args.visibility}, w2 cut off for {args.cut_for:g}s: {cut.line()}; "
+              f"same worker process: {cluster.worker_alive('w2')}; unacked left={unacked} "
+              f"dead letters={dead}")  # fmt: skip
+    return 0
+
+
 def _cmd_idle(args: argparse.Namespace) -> int:
     """Redis commands per second that idle workers cost at one visibility timeout."""
     env = {"AGENTFLOW_RUNNER__VISIBILITY_TIMEOUT": args.visibility}
@@ -703,22 +770,25 @@ def main(argv: list[str] | None = None) -> int:
     """The command line: up, down, run, recovery (and produce, which runs on a host)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("up", "down", "run", "recovery", "idle", "produce"):
+    for name in ("up", "down", "run", "recovery", "partition", "idle", "produce"):
         p = sub.add_parser(name)
         p.add_argument("--tag", default="afnet", help="names the cluster's namespaces")
         p.add_argument("--concurrency", type=int, default=10)
         if name == "up":
             p.add_argument("--workers", type=int, default=3)
-        if name in ("run", "recovery", "produce"):
+        if name in ("run", "recovery", "partition", "produce"):
             p.add_argument("--seconds", type=float, default=0.2, help="stint's wait per event")
         if name == "run":
             p.add_argument("--hosts", default="1,2,3")
             p.add_argument("--events", type=int, default=3000)
             p.add_argument("--workload", default="stint", choices=("stint", "chat"))
-        if name in ("recovery", "idle"):
+        if name in ("recovery", "partition", "idle"):
             p.add_argument("--visibility", default="60s")
         if name == "idle":
             p.add_argument("--window", type=float, default=30.0)
+        if name == "partition":
+            p.add_argument("--events", type=int, default=1500)
+            p.add_argument("--cut-for", type=float, default=30.0)
         if name == "recovery":
             p.add_argument("--events", type=int, default=1500)
             p.add_argument("--kill-after", type=float, default=2.0)
@@ -745,6 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         "down": _cmd_down,
         "run": _cmd_run,
         "recovery": _cmd_recovery,
+        "partition": _cmd_partition,
         "idle": _cmd_idle,
     }
     return commands[args.cmd](args)

@@ -16,7 +16,6 @@ Needs root and ``ip netns``; skipped otherwise.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -25,10 +24,9 @@ import pytest
 from scripts.netns_cluster import (
     LoadOutcome,
     NetnsCluster,
+    cut_under_load,
     drained,
     kill_under_load,
-    outcome,
-    wait_producer,
     why_unavailable,
 )
 
@@ -94,36 +92,11 @@ def test_a_host_turned_off_mid_load_loses_nothing_and_applies_nothing_twice(
 def test_a_host_cut_off_for_30s_rejoins_and_every_event_completes_once(
     cluster: NetnsCluster,
 ) -> None:
-    first = cluster.dir / "first.json"
-    producer = cluster.produce("--count", str(EVENTS), "--seconds", str(SECONDS),
-                               "--run", "cut", "--out", str(first))  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not first.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(2.0)
-    cluster.cut("w2")
-    cut_at = time.time()
-    time.sleep(30)
-    cluster.heal("w2")
-    healed_at = time.time()
-    # Right away, rounds of events until one has run on w2: it consumes again by itself.
-    second = cluster.dir / "second.json"
-    again = cluster.produce("--count", "40", "--seconds", str(SECONDS), "--run", "again",
-                            "--until-host", "w2", "--timeout", "120", "--out", str(second),
-                            name="producer2")  # fmt: skip
-    result = outcome(cluster, wait_producer(cluster, producer, first, 300), "cut")
-    rejoined = outcome(cluster, wait_producer(cluster, again, second, 180), "again")
-
-    in_flight = [r for r in result.runs.values()
-                 if any(h == "w2" and cut_at - SECONDS < t < cut_at for h, t in r)]  # fmt: skip
-    back = sorted(t for runs in rejoined.runs.values() for h, t in runs if h == "w2")
-    after = f"{back[0] - healed_at:.1f}s" if back else "never"
-    print(f"\ncut off 30s: {result.line()}; w2 had {len(in_flight)} events running at the cut; "
-          f"after healing: {rejoined.line()}; w2 ran an event {after} after the link came "
-          "back")  # fmt: skip
-    _assert_once(result)
-    _assert_once(rejoined)
-    assert in_flight, "w2 was running nothing at the cut: the cut missed the load"
-    assert back, "w2 never consumed again after its link came back"
+    cut = cut_under_load(cluster, "w2", EVENTS, SECONDS, cut_after=2.0, cut_for=30.0)
+    print(f"\ncut off 30s: {cut.line()}")
+    _assert_once(cut.outcome)
+    _assert_once(cut.probe)
+    assert cut.in_flight, "w2 was running nothing at the cut: the cut missed the load"
+    assert cut.back_after is not None, "w2 never consumed again after its link came back"
     assert cluster.worker_alive("w2")  # the same process: it reconnected by itself
     assert drained(cluster) == (0, 0)
