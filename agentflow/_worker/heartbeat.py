@@ -183,10 +183,12 @@ class Heartbeat:
         """Send ``queue.backlog.<agent>`` and ``tools.backlog``: queued plus held."""
         from agentflow._redis.backlog import backlog
 
-        queues = {agent_queue(name): f"queue.backlog.{_stat(name)}" for name in names}
-        queues[TOOLS_QUEUE] = "tools.backlog"
-        for queue, work in backlog(client, queues).items():
-            metrics.gauge(queues[queue], work.total)
+        agents = {agent_queue(name): name for name in names}
+        for queue, work in backlog(client, [*agents, TOOLS_QUEUE]).items():
+            if queue in agents:
+                metrics.gauge(f"queue.backlog.{_stat(agents[queue])}", work.total)
+            else:
+                metrics.gauge("tools.backlog", work.total)
 
     # -- unserved queues -------------------------------------------------------------------
     def serve_unserved(self, client: Any) -> None:
