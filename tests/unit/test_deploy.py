@@ -494,6 +494,7 @@ def test_k8s_keda_scales_each_queue_on_its_whole_backlog(rendered) -> None:
     deps = worker_deployments(rendered)
     services = of_kind(rendered, "Service")
     produced = produced_metrics(K8S / "statsd-mapping.yml")
+    slots = rendered_settings(rendered).runner.worker_pool_size
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == set(deps)
     for name, obj in scaled.items():
         assert obj["apiVersion"] == "keda.sh/v1alpha1"
@@ -516,7 +517,7 @@ def test_k8s_keda_scales_each_queue_on_its_whole_backlog(rendered) -> None:
                 "threshold",
             } <= set(meta)
             assert all(isinstance(v, str) for v in meta.values())  # KEDA's metadata is strings
-            assert float(meta["threshold"]) > 0
+            assert float(meta["threshold"]) == slots  # a pod's share: its -c events
             host = re.match(r"https?://([^:/]+)", meta["serverAddress"])
             assert host and host.group(1) in services, meta["serverAddress"]
             metrics = PROMQL_METRIC.findall(meta["query"])
