@@ -563,3 +563,26 @@ def test_k8s_pods_run_restricted(rendered) -> None:
             assert sc["allowPrivilegeEscalation"] is False
             assert sc["capabilities"]["drop"] == ["ALL"]
     assert not any(isinstance(x, dict) and "hostPath" in x for x in _walk(rendered))
+
+
+def test_prometheus_accepts_the_configs_and_every_query(tmp_path) -> None:
+    """promtool (Debian's `prometheus` package) parses the scrape configs and every PromQL
+    query of the dashboard and the ScaledObjects, as recording rules."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus): PromQL unchecked")
+    for config in (COMPOSE / "prometheus.yml", K8S / "prometheus.yml"):
+        done = subprocess.run([promtool, "check", "config", str(config)],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    dashboard = json.loads((COMPOSE / "grafana/dashboards/agentflow.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    for doc in yaml.safe_load_all((K8S / "keda.yaml").read_text()):
+        if doc:
+            exprs += [t["metadata"]["query"] for t in doc["spec"]["triggers"]]
+    rules = [{"record": f"agentflow:check_{i}", "expr": e} for i, e in enumerate(exprs)]
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "check", "rules": rules}]}))
+    done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
