@@ -35,7 +35,7 @@ COMPOSE = DEPLOY / "compose"
 K8S = DEPLOY / "k8s"
 K8S_VERSION = "1.32.0"
 GRACE_MARGIN = 10.0
-"""Seconds a worker needs beyond its longest hard time limit: store the result, ack, exit."""
+"""Seconds a stopping worker needs beyond its last run: store the result, ack, exit."""
 
 
 # -- what AgentFlow has --------------------------------------------------------------------
@@ -71,6 +71,12 @@ def hard_limit(settings: Settings) -> float:
              if get_tool(n).fn.__module__.startswith("agentflow.")]  # fmt: skip
     longest = max(settings.runner.event_timeout, settings.tools.timeout, *agents, *tools)
     return longest + max(5.0, longest * 0.1)
+
+
+def shutdown_time(settings: Settings) -> float:
+    """How long a warm shutdown may take: the worker runs every event it holds to the end,
+    up to prefetch_multiplier rounds of its slots, each at most the hard limit."""
+    return settings.runner.prefetch_multiplier * hard_limit(settings) + GRACE_MARGIN
 
 
 def file_settings(text: str) -> Settings:
@@ -307,7 +313,7 @@ def test_compose_grace_period_outlasts_the_longest_run(compose) -> None:
     for name, service in workers(compose).items():
         assert service["stop_signal"] == "SIGTERM"  # Celery's warm shutdown
         grace = parse_duration(service["stop_grace_period"])
-        assert grace >= hard_limit(settings) + GRACE_MARGIN, name
+        assert grace >= shutdown_time(settings), name
 
 
 def test_compose_files_it_names_exist(compose) -> None:
@@ -447,10 +453,10 @@ def test_k8s_probes_call_agentflow_health(rendered) -> None:
 
 
 def test_k8s_grace_period_outlasts_the_longest_run(rendered, tmp_path) -> None:
-    limit = hard_limit(rendered_settings(rendered))
+    needed = shutdown_time(rendered_settings(rendered))
     for name, dep in worker_deployments(rendered).items():
         grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        assert grace >= limit + GRACE_MARGIN, name
+        assert grace >= needed, name
 
 
 def test_k8s_workers_mount_the_config_and_send_metrics_to_the_exporter(rendered, tmp_path):
