@@ -327,6 +327,15 @@ def test_compose_files_it_names_exist(compose) -> None:
             assert (context / service["build"]["dockerfile"]).is_file()
 
 
+def test_compose_grafana_loads_the_dashboard(compose) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    provisioning = COMPOSE / mounts["/etc/grafana/provisioning"]
+    providers = yaml.safe_load((provisioning / "dashboards/agentflow.yaml").read_text())
+    path = providers["providers"][0]["options"]["path"]
+    assert list((COMPOSE / mounts[path]).glob("*.json")), f"nothing mounted at {path}"
+
+
 def test_compose_redis_keeps_everything(compose) -> None:
     redis = compose["services"]["redis"]
     conf_path = redis["command"][1]
