@@ -9,8 +9,9 @@ it) and what workers hold (prefetched or running), the signal the worker's heart
 the ``queue.backlog.<agent>`` and ``tools.backlog`` gauges (``deploy/k8s`` scales on them).
 
 Counting held messages reads the unacked hash in steps of :data:`SCAN_COUNT` records with
-``lua/held.lua``, which returns only queue names and counts. A message redelivered while its
-record still exists is counted once (the record is keyed by delivery tag).
+``lua/held.lua``, which returns only queue names and counts. It is a reading for scaling,
+not an exact figure: ``HSCAN`` may return a record twice while Redis resizes the hash, and
+records come and go while the scan runs.
 """
 
 from __future__ import annotations
