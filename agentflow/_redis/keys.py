@@ -16,6 +16,8 @@ class Keys:
         """This Redis's identity: changes when it comes back empty."""
         self.workers_ready = f"{prefix}:workers:ready"
         """Set of main-process pids of workers that are ready (local tooling waits on it)."""
+        self.backlog_turn = f"{prefix}:backlog:turn"
+        """Which worker counts the queues' backlog this heartbeat interval (a lock)."""
 
     def done(self, dedup_key: str) -> str:
         """An event's stored result (first finish wins)."""
