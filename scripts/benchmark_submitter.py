@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -210,9 +211,18 @@ def row(system: str, config: str, shape: Shape, report: BenchReport) -> dict[str
 def write_docs(rows: list[dict[str, Any]], seconds: float) -> None:
     """Put the table between the markers of docs/benchmarks.md; the raw data beside it."""
     machine = f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
+    text = DOCS.read_text() if DOCS.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    earlier = re.search(r"Run (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", text.partition(BEGIN)[2])
+    runs: dict[str, list[str]] = {}
+    for r in rows:  # rows kept from an earlier session say when they ran
+        r.setdefault("run_at", earlier.group(1) if earlier else "earlier")
+        names = runs.setdefault(str(r["run_at"]), [])
+        if r["workload"] not in names:
+            names.append(r["workload"])
+    when = "; ".join(f"{at} UTC ({', '.join(names)})" for at, names in sorted(runs.items()))
     lines = [
         BEGIN,
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}; {seconds:g} s per row after "
+        f"Run {when} on {machine}; {seconds:g} s per row after "
         "1 s of warm-up; producer, Redis, mock LLM (50 ms) and workers on the same machine.",
         "",
         "| workload | system | config | load | events/s | p50 ms | p95 ms | p99 ms | errors "
@@ -238,7 +248,6 @@ def write_docs(rows: list[dict[str, Any]], seconds: float) -> None:
             f"{ratio} |"
         )
     lines.append(END)
-    text = DOCS.read_text() if DOCS.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     DOCS.write_text(head + "\n".join(lines) + tail)
@@ -254,6 +263,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
     args = parser.parse_args()
+    session = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
     url, stop_redis = _redis_url(args.redis_url)
     mock = start_mock_llm_process(port=0, latency="50ms")
     rows: list[dict[str, Any]] = []
@@ -282,6 +292,7 @@ def main() -> None:
                                            args.duration)  # fmt: skip
                     r = row(system, config, shape, report)
                     r["workload"] = workload
+                    r["run_at"] = session
                     rows.append(r)
                     print(f"{workload} {system} [{config}] {shape.label()}: "
                           f"{report.one_line()}", flush=True)  # fmt: skip
