@@ -41,9 +41,10 @@ class _Clients:
         entry = self.by_loop.get(id(loop))
         if entry is not None and entry[0] is loop:
             return entry[1]
-        for key, (other, _) in list(self.by_loop.items()):
-            if other.is_closed():  # its pool is dropped when its transport sees a new loop
+        for key, (other, old) in list(self.by_loop.items()):
+            if other.is_closed():  # a finished asyncio.run(): nothing to await there
                 del self.by_loop[key]
+                old.transport.discard()
         made = HTTPClient(get_settings().http)
         self.by_loop[id(loop)] = (loop, made)
         return made

@@ -304,6 +304,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             extensions=extensions,
         )
 
+    def discard(self) -> None:
+        """Drop the pool of a loop that is closed (nothing can be awaited there): its
+        sockets are freed with the objects. The transport takes no more requests."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            _forget(session)
+
     async def aclose(self) -> None:
         """Close every pooled connection; the transport takes no more requests."""
         self._closed = True
