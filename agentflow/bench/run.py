@@ -59,7 +59,10 @@ def _cluster(opts: RunOptions) -> Iterator[tuple[Client, WorkerWatch]]:
     local = opts.local
     local.max_in_flight = max(local.max_in_flight, opts.max_users * 2)
     if opts.workload.modules:  # the workload's agent or tools live outside the built-ins
-        local.env.setdefault("AGENTFLOW_AGENTS__MODULES", json.dumps(opts.workload.modules))
+        key = "AGENTFLOW_AGENTS__MODULES"
+        modules = list(json.loads(local.env.get(key, "[]")))  # --with-hooks sets some too
+        modules += [m for m in opts.workload.modules if m not in modules]
+        local.env[key] = json.dumps(modules)
     with local_cluster(local) as (cluster, client):
         yield client, WorkerWatch(cluster.worker_pids())
 
