@@ -3,8 +3,8 @@
 With ``[monitoring] trace = true`` every worker records the steps of each event it runs:
 its start (agent, worker, queue wait, attempt), the hooks, each LLM call (model, tokens,
 cost, cache hit), the tool calls it fanned out and each call's run, the events its result
-chained to, and its end (outcome, time, usage). The steps of one run are written at its end,
-in one pipelined command on the worker's batch, to the list ``<prefix>:trace:<event id>``;
+chained to, and its end (outcome, time, usage). The steps of one run are written at its end, as one JSON
+array, by one script call on the worker's batch, to the list ``<prefix>:trace:<event id>``;
 a session's events are listed in ``<prefix>:trace:session:<session id>``. Both expire after
 ``[monitoring] trace_ttl``.
 
@@ -49,15 +49,12 @@ class Steps:
         fields["at"] = round(time.time(), 6)
         self.entries.append(fields)
 
-    def commands(self, prefix: str, ttl: int) -> list[tuple[Any, ...]]:
-        """The Redis commands that store the steps (RPUSH and EXPIRE)."""
-        key = event_key(prefix, self.event_id)
-        encoded = [json.dumps(e, separators=(",", ":"), default=str) for e in self.entries]
-        commands: list[tuple[Any, ...]] = [("RPUSH", key, *encoded), ("EXPIRE", key, ttl)]
-        if self.first and self.session_id:
-            skey = session_key(prefix, self.session_id)
-            commands += [("RPUSH", skey, self.event_id), ("EXPIRE", skey, ttl)]
-        return commands
+    def call(self, prefix: str, ttl: int) -> tuple[list[str], list[Any]]:
+        """(keys, args) of the trace script that stores the steps: one JSON array per run
+        (one list item, one script call)."""
+        session = session_key(prefix, self.session_id) if self.first and self.session_id else ""
+        encoded = json.dumps(self.entries, separators=(",", ":"), default=str)
+        return [event_key(prefix, self.event_id), session], [encoded, ttl, self.event_id]
 
 
 def note_llm_call(model: str, usage: Any, cached: bool, seconds: float) -> None:
@@ -86,8 +83,11 @@ def read_trace(client: Any, prefix: str, ident: str, *, follow: bool = True,
 
 
 def _event(client: Any, prefix: str, event_id: str, follow: bool, limit: int) -> dict[str, Any]:
-    raw = client.lrange(event_key(prefix, event_id), 0, -1)
-    steps = sorted((json.loads(r) for r in raw), key=lambda s: s.get("at", 0))
+    steps: list[dict[str, Any]] = []
+    for item in client.lrange(event_key(prefix, event_id), 0, -1):
+        decoded = json.loads(item)  # one run's steps (an array)
+        steps += decoded if isinstance(decoded, list) else [decoded]
+    steps.sort(key=lambda s: s.get("at", 0))
     node: dict[str, Any] = {"event_id": event_id, "steps": steps, "next": []}
     if follow and limit > 0:
         for step in steps:

@@ -73,8 +73,9 @@ log = logging.getLogger("agentflow.run_event")
 _EMPTY_STATE = State({})
 _LLM_UNAVAILABLE = "LLM unavailable: "
 _RATE_LIMITED = "LLM unavailable (rate limited): "
-_BEGIN, _FINISH, _RELEASE, _RENEW, _TENANT_RELEASE, _GATE = (
-    Script(n) for n in ("begin", "finish", "release", "renew", "tenant_release", "agent_gate")
+_BEGIN, _FINISH, _RELEASE, _RENEW, _TENANT_RELEASE, _GATE, _TRACE = (
+    Script(n)
+    for n in ("begin", "finish", "release", "renew", "tenant_release", "agent_gate", "trace")
 )
 
 
@@ -302,6 +303,7 @@ class EventRunner:
         self.claim_ttl = max(1, int(s.runner.claim_ttl))
         self.deliveries_ttl = int(s.broker.result_expires)
         self.result_ttl = int(s.broker.result_expires)
+        self._trace_ttl = int(s.monitoring.trace_ttl)
         self.hostname = f"{socket.gethostname()}:{os.getpid()}"
         self.threads = stoppable.StoppableThreads(
             "agent", max_abandoned=s.runner.max_stuck_threads, on_too_many=_too_many_stuck
@@ -902,10 +904,7 @@ class EventRunner:
             end = {"outcome": str(outcome)}
         steps.add("end", ms=_ms_since(begun.started), **end)
         try:
-            batch = self.batch()
-            ttl = int(self.settings.monitoring.trace_ttl)
-            await asyncio.gather(*(batch.command(*c)
-                                   for c in steps.commands(self.keys.prefix, ttl)))  # fmt: skip
+            await self.batch().call(_TRACE, *steps.call(self.keys.prefix, self._trace_ttl))
         except Exception:
             log.warning("could not store the trace of event %s", begun.event.id, exc_info=True)
 
@@ -950,10 +949,7 @@ class EventRunner:
         steps.add("tool", name=result.name, call_id=result.id, task_id=task_id, ms=ms,
                   error=result.error, cached=result.cached, worker=self.hostname)  # fmt: skip
         try:
-            batch = self.batch()
-            ttl = int(self.settings.monitoring.trace_ttl)
-            await asyncio.gather(*(batch.command(*c)
-                                   for c in steps.commands(self.keys.prefix, ttl)))  # fmt: skip
+            await self.batch().call(_TRACE, *steps.call(self.keys.prefix, self._trace_ttl))
         except Exception:
             log.warning("could not store the trace of a tool call of %s", event_id,
                         exc_info=True)  # fmt: skip

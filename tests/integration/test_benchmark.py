@@ -120,6 +120,6 @@ def test_benchmark_runs_workers_with_hooks_and_traces(redis_client) -> None:
     traces = [k for k in redis_client.scan_iter("agentflow-bench:trace:*", count=1000)
               if b":session:" not in k]  # fmt: skip
     assert len(traces) >= 50
-    steps = [json.loads(s) for s in redis_client.lrange(traces[0], 0, -1)]
+    steps = [step for run in redis_client.lrange(traces[0], 0, -1) for step in json.loads(run)]
     assert {"before_event", "before_agent_run", "after_agent_run", "after_event"} <= {
         s.get("hook") for s in steps if s["kind"] == "hooks"}  # fmt: skip
