@@ -76,6 +76,9 @@ class KeyRing:
                                               conf.rate, burst)  # fmt: skip
         self.open_access = open_access
         self._open_key = ApiKey("insecure-dev", frozenset({"*"}), math.inf, math.inf)
+        self._known: dict[str, ApiKey] = {}
+        """Presented keys already found (valid ones only, so it holds at most one entry per
+        configured key): each is hashed once."""
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -86,7 +89,12 @@ class KeyRing:
             return self._open_key
         if not presented:
             return None
-        return self._by_hash.get(hash_key(presented))
+        key = self._known.get(presented)
+        if key is None:
+            key = self._by_hash.get(hash_key(presented))
+            if key is not None:
+                self._known[presented] = key
+        return key
 
 
 def presented_key(authorization: str | None, api_key_header: str | None) -> str | None:

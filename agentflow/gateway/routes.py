@@ -129,7 +129,9 @@ async def post_event(request: Request, gateway: Gateway, key: ApiKey) -> Respons
         raise problems.invalid(str(exc).split("\n")[0], errors) from None
     if not key.allows(agent):
         raise problems.forbidden(agent)
-    if not await gateway.record(event.id, agent, event.dedup_key):
+    if "id" not in body:  # a fresh uuid: recorded in the round trip that admits the event
+        gateway.record_with_emit(event.id, agent, event.dedup_key)
+    elif not await gateway.record(event.id, agent, event.dedup_key):
         raise HTTPProblem(409, "conflict", "Event id already used",
                           f"an event with id {event.id!r} was already sent")  # fmt: skip
     try:
