@@ -96,6 +96,7 @@ class Procs:
             "AGENTFLOW_MONITORING__ENABLE_METRICS": "false",
             "AGENTFLOW_RUNNER__MAX_CONCURRENT_EVENTS": "10000000",
             "AGENTFLOW_RUNNER__EVENT_BUFFER_SIZE": "10000000",
+            "AGENTFLOW_RUNNER__EVENT_TIMEOUT": "300s",
             "AGENTFLOW_AGENTS__MODULES": '["gateway_load"]',
             "AGENTFLOW_GATEWAY__KEYS": json.dumps([{"hash": hash_key(KEY), "rate": 1e9}]),
             "PYTHONPATH": os.pathsep.join([str(ROOT / "scripts"), str(ROOT)]),
@@ -256,8 +257,8 @@ async def measure_baseline(n: int, concurrency: int, redis_url: str) -> dict[str
 
 
 # -- 2. SSE streams --------------------------------------------------------------------------
-async def measure_streams(url: str, n: int, tokens: int, delay: float,
-                          interval: float) -> dict[str, Any]:  # fmt: skip
+async def measure_streams(url: str, n: int, tokens: int, delay: float, interval: float,
+                          gateway_pid: int) -> dict[str, Any]:  # fmt: skip
     """n events, n SSE streams open at once; every token in order, then the result."""
     import aiohttp
 
@@ -278,7 +279,7 @@ async def measure_streams(url: str, n: int, tokens: int, delay: float,
                                     headers={**headers, "Content-Type": "application/json"}
                                     ) as r:  # fmt: skip
                 ids.append((await r.json())["id"])
-        posted = time.perf_counter()
+        posted, cpu0 = time.perf_counter(), cpu_seconds(gateway_pid)
 
         async def watch(event_id: str) -> None:
             nonlocal open_now, peak, delivered
@@ -324,10 +325,13 @@ async def measure_streams(url: str, n: int, tokens: int, delay: float,
         await asyncio.gather(*(watch(i) for i in ids))
         sampler.cancel()
         seconds = time.perf_counter() - posted
+        cpu = cpu_seconds(gateway_pid) - cpu0
     return {"streams": n, "tokens_per_stream": tokens, "peak_open_client": peak,
             "peak_open_gateway": gauge_peak, "tokens_delivered": delivered,
             "tokens_expected": n * tokens, "failed_streams": len(failures),
-            "failures": failures[:5], "seconds": round(seconds, 2)}  # fmt: skip
+            "failures": failures[:5], "seconds": round(seconds, 2),
+            "gateway_cpu_seconds": round(cpu, 2),
+            "gateway_cpu_us_per_token": round(1e6 * cpu / max(1, delivered))}  # fmt: skip
 
 
 def main() -> None:
@@ -360,7 +364,8 @@ def main() -> None:
         if args.streams:
             procs.worker(args.streams + 50)
             out["sse"] = asyncio.run(measure_streams(url, args.streams, args.tokens,
-                                                     args.delay, args.interval))  # fmt: skip
+                                                     args.delay, args.interval,
+                                                     procs.gateway_pid))  # fmt: skip
             print("SSE:", json.dumps(out["sse"]), flush=True)
     finally:
         procs.stop()
