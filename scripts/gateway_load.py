@@ -234,6 +234,44 @@ def measure_posts(url: str, n: int, concurrency: int, procs: int, gateway_pid: i
             "redis_cpu_us_per_request": round(1e6 * rcpu / n)}  # fmt: skip
 
 
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"type": "bench.gateway", "agent": "noop", "data": {"i": 1}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %%d %%d %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests,
+    summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def measure_posts_wrk(url: str, seconds: float, concurrency: int, gateway_pid: int,
+                      redis_url: str) -> dict[str, Any]:  # fmt: skip
+    """The same POSTs from `wrk` (one thread, C): a driver that takes little of the CPU the
+    gateway needs. Any non-2xx answer counts as an error."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(_WRK_SCRIPT % KEY)
+    cmd = ["wrk", "-t", "1", "-c", str(concurrency), "-d", "3s", "-s", str(script),
+           url + "/v1/events"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)  # warm-up
+    cpu0, rcpu0 = cpu_seconds(gateway_pid), redis_cpu(redis_url)
+    cmd[6] = f"{seconds:g}s"
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    cpu, rcpu = cpu_seconds(gateway_pid) - cpu0, redis_cpu(redis_url) - rcpu0
+    fields = [int(x) for x in out.split("WRK ")[1].split()]
+    n, micros, status_errors = fields[0], fields[1], fields[2]
+    window = micros / 1e6
+    return {"driver": "wrk -t1", "requests": n, "seconds": round(window, 3),
+            "per_second": round(n / window), "errors": status_errors + sum(fields[3:7]),
+            "p50_ms": round(fields[7] / 1000, 2), "p99_ms": round(fields[8] / 1000, 2),
+            "gateway_cpu_us_per_request": round(1e6 * cpu / n),
+            "gateway_cpu_busy": round(cpu / window, 2),
+            "redis_cpu_us_per_request": round(1e6 * rcpu / n)}  # fmt: skip
+
+
 async def measure_baseline(n: int, concurrency: int, redis_url: str) -> dict[str, Any]:
     """The same events through AsyncClient.emit, same concurrency, this process."""
     from agentflow.client import AsyncClient
@@ -339,6 +377,13 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--procs", type=int, default=1, help="Client processes for POSTs.")
+    parser.add_argument(
+        "--driver",
+        choices=["aiohttp", "wrk"],
+        default="aiohttp",
+        help="POST load from aiohttp processes, or from wrk (apt: wrk).",
+    )
+    parser.add_argument("--wrk-seconds", type=float, default=20.0)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--delay", type=float, default=5.0)
@@ -354,8 +399,12 @@ def main() -> None:
         url = procs.gateway()
         if args.posts:
             redis_url = procs.env["AGENTFLOW_BROKER__URL"]
-            out["post"] = measure_posts(url, args.posts, args.concurrency, args.procs,
-                                        procs.gateway_pid, redis_url)  # fmt: skip
+            if args.driver == "wrk":
+                out["post"] = measure_posts_wrk(url, args.wrk_seconds, args.concurrency,
+                                                procs.gateway_pid, redis_url)  # fmt: skip
+            else:
+                out["post"] = measure_posts(url, args.posts, args.concurrency, args.procs,
+                                            procs.gateway_pid, redis_url)  # fmt: skip
             print("POST /v1/events:", json.dumps(out["post"]), flush=True)
             out["baseline_async_client"] = asyncio.run(
                 measure_baseline(args.posts, args.concurrency, redis_url)
