@@ -254,8 +254,8 @@ def measure_posts_wrk(url: str, seconds: float, concurrency: int, gateway_pid: i
     gateway needs. Any non-2xx answer counts as an error."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(_WRK_SCRIPT % KEY)
-    cmd = ["wrk", "-t", "1", "-c", str(concurrency), "-d", "3s", "-s", str(script),
-           url + "/v1/events"]  # fmt: skip
+    cmd = ["wrk", "-t", "1", "-c", str(concurrency), "-d", "3s", "--timeout", "30s",
+           "-s", str(script), url + "/v1/events"]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True)  # warm-up
     cpu0, rcpu0 = cpu_seconds(gateway_pid), redis_cpu(redis_url)
     cmd[6] = f"{seconds:g}s"
@@ -266,6 +266,8 @@ def measure_posts_wrk(url: str, seconds: float, concurrency: int, gateway_pid: i
     window = micros / 1e6
     return {"driver": "wrk -t1", "requests": n, "seconds": round(window, 3),
             "per_second": round(n / window), "errors": status_errors + sum(fields[3:7]),
+            "error_kinds": dict(zip(["status", "connect", "read", "write", "timeout"],
+                                    fields[2:7], strict=True)),
             "p50_ms": round(fields[7] / 1000, 2), "p99_ms": round(fields[8] / 1000, 2),
             "gateway_cpu_us_per_request": round(1e6 * cpu / n),
             "gateway_cpu_busy": round(cpu / window, 2),
