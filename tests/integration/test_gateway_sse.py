@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -83,6 +84,14 @@ def test_a_client_resumes_with_last_event_id(gateway, start_worker) -> None:
     bad = httpx.get(f"{gateway.url}/v1/events/{event_id}/stream",
                     headers={**auth(ALL_KEY), "Last-Event-ID": "yesterday"})  # fmt: skip
     assert bad.status_code == 422
+    # The reader that hung up mid-stream let go of its stream: none is open now.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{gateway.url}/metrics", headers=auth(ALL_KEY)).text
+        if "\nagentflow_gateway_open_streams 0.0\n" in text:
+            break
+        time.sleep(0.1)
+    assert "\nagentflow_gateway_open_streams 0.0\n" in text
 
 
 def test_cancel_ends_the_stream_with_a_cancelled_marker(gateway, start_worker) -> None:
