@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test unit integration chaos lint check worker flower clean
+.PHONY: install browser demo test unit integration chaos lint check worker flower clean
 
 install: $(VENV)/.installed
 
@@ -17,13 +17,17 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/agentflow demo
 
-test: install lint
+# Debian's chromium + chromium-driver for the gateway page's browser test (skipped without).
+browser:
+	bash scripts/install_browser.sh
+
+test: install lint browser
 	bash scripts/test.sh
 
 unit: install
 	$(PY) -m pytest -q tests/unit
 
-integration: install
+integration: install browser
 	bash scripts/test.sh tests/integration
 
 chaos: install

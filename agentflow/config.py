@@ -485,6 +485,37 @@ class TenantsConfig(_Section):
 _NO_POLICY = AgentPolicy()
 
 
+class GatewayKeyConfig(_Section):
+    """One API key of the gateway: its hash, the agents it may use, its request rate."""
+
+    hash: str = Field(
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="`agentflow gateway hash-key` prints it; the key itself is never stored.",
+    )
+    name: str = Field(default="", max_length=64, description="Shown in logs and metrics.")
+    agents: list[str] = Field(
+        default_factory=lambda: ["*"], description='Agents this key may use; ["*"] for all.'
+    )
+    rate: float = Field(default=50.0, gt=0, description="Requests per second (token bucket).")
+    burst: int | None = Field(default=None, ge=1, description="Bucket size; default: rate.")
+
+
+class GatewayConfig(_Section):
+    """`[gateway]`: the HTTP front door (`agentflow gateway`, docs/gateway.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    keys: list[GatewayKeyConfig] = Field(
+        default_factory=list,
+        description="API keys (hashed); the gateway refuses to start without one.",
+    )
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger bodies: 413.")
+    max_wait: Duration = Field(default=60.0, description="The longest `?wait=` honoured.")
+    stream_timeout: Duration = Field(
+        default=3600.0, description="An SSE stream with nothing new for this long ends."
+    )
+
+
 class Settings(BaseSettings):
     """The whole effective configuration."""
 
@@ -507,6 +538,7 @@ class Settings(BaseSettings):
     mcp: MCPConfig = Field(default_factory=MCPConfig)
     error_routing: ErrorRoutingConfig = Field(default_factory=ErrorRoutingConfig)
     tenants: TenantsConfig = Field(default_factory=TenantsConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -336,3 +336,43 @@ async def crowd(event: Event, state: State) -> dict[str, object]:
     await asyncio.sleep(float(event.data.get("seconds", 0.1)))
     await r.decr(f"{prefix}:test:crowd:running")
     return {"ok": True}
+
+
+def _stream(event: Event):
+    from agentflow._redis.connection import get_async_redis
+    from agentflow.streams import AsyncStreamWriter
+
+    return AsyncStreamWriter(get_async_redis(), event.id, prefix=get_settings().broker.key_prefix)
+
+
+@agent("narrator")
+class Narrator(Agent):
+    """Streams tokens, fans `data.tools` sleep calls out (a row per call and per result),
+    then streams a closing sentence: what the gateway's SSE and page show."""
+
+    description = "Streams tokens and fans out tool calls (gateway tests and page)."
+
+    async def run(self, event: Event, state: State) -> CallTools:
+        writer = _stream(event)
+        for token in str(event.data.get("intro", "Looking into it. ")).split(" "):
+            if token:
+                await writer.add(token + " ")
+        seconds = float(event.data.get("seconds", 0.05))
+        calls = CallTools.of(*[("sleep", {"seconds": seconds})
+                               for _ in range(int(event.data.get("tools", 3)))])  # fmt: skip
+        for call in calls.calls:
+            await writer.add({"type": "tool_call", "id": call.id, "name": call.name,
+                              "args": call.args})  # fmt: skip
+        await writer.flush()
+        return calls
+
+    async def resume(self, event: Event, state: State, context: dict, results: list) -> dict:
+        writer = _stream(event)
+        for result in results:
+            await writer.add({"type": "tool_result", "id": result.id, "name": result.name,
+                              "output": result.output, "error": result.error})  # fmt: skip
+        words = [f"w{k}" for k in range(int(event.data.get("words", 5)))]
+        for word in words:
+            await writer.add(word + " ")
+        await writer.close()
+        return {"answer": " ".join(words), "tools": len(results)}

@@ -31,6 +31,10 @@ class Keys:
         """How many runs of one step of a task id have started (poison-message cap)."""
         return f"{self.prefix}:deliv:{task_id}:{step}"
 
+    def gateway_event(self, event_id: str) -> str:
+        """What the gateway recorded of an event it emitted (agent, dedup key), for scoping."""
+        return f"{self.prefix}:gw:event:{event_id}"
+
     def cancel(self, event_id: str) -> str:
         """Set when an event is cancelled: no run starts or finishes after it."""
         return f"{self.prefix}:cancel:{event_id}"

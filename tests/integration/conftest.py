@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from agentflow.mock_llm import MockServer, serve_in_thread
+from tests.integration.gateway_server import gateway  # noqa: F401 - the gateway tests' fixture
 
 
 @pytest.fixture
