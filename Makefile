@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install browser demo test unit integration chaos lint check worker flower clean
+.PHONY: install test-tools demo test unit integration chaos lint check worker flower clean
 
 install: $(VENV)/.installed
 
@@ -17,17 +17,17 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/agentflow demo
 
-# Debian's chromium + chromium-driver for the gateway page's browser test (skipped without).
-browser:
-	bash scripts/install_browser.sh
+# OS tools some tests use (chromium + driver, tini, promtool): installed when missing.
+test-tools: install
+	bash scripts/install_test_tools.sh
 
-test: install lint browser
+test: install lint test-tools
 	bash scripts/test.sh
 
 unit: install
 	$(PY) -m pytest -q tests/unit
 
-integration: install browser
+integration: install test-tools
 	bash scripts/test.sh tests/integration
 
 chaos: install

@@ -1,6 +1,6 @@
 """The gateway's page (`GET /`) in a real headless Chromium, driven with selenium.
 
-Needs Debian's chromium and chromium-driver (`make browser` installs them); skips, saying
+Needs Debian's chromium and chromium-driver (`make test-tools` installs them); skips, saying
 which is missing, where they are not installed. Takes a screenshot of the finished event:
 into the test's temporary folder, or with ``AGENTFLOW_SAVE_SCREENSHOTS=1`` onto
 docs/img/gateway-page.png (the README's), so that a test run leaves the work tree clean.
@@ -29,7 +29,7 @@ def browser(tmp_path: Path) -> Iterator[object]:
     """A headless Chromium with a fresh profile."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (make browser; Debian: apt-get "
+        pytest.skip(f"{', '.join(missing)} not installed (make test-tools; Debian: apt-get "
                     "install chromium chromium-driver)")  # fmt: skip
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
