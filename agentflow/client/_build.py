@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, signals
 from pydantic import ValidationError
 
+from agentflow._redis import schedule
 from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, wake_key
 from agentflow._redis.keys import Keys
 from agentflow._redis.messages import ENQUEUED_AT_HEADER, encode_body, envelope, origin, short_repr
@@ -98,7 +99,8 @@ class EventBuilder:
         )
 
     def _message(self, event: Event, queue: str,
-                 traced: dict[str, contextvars.Context] | None = None) -> str:  # fmt: skip
+                 traced: dict[str, contextvars.Context] | None = None,
+                 enqueued_at: float | None = None) -> str:  # fmt: skip
         payload = event.model_dump(mode="json")
         try:
             body = encode_body([payload], {}, {"callbacks": None, "errbacks": None,
@@ -116,7 +118,8 @@ class EventBuilder:
             soft_time_limit=None, argsrepr=short_repr(args), kwargsrepr="{}", origin=origin(),
         )  # fmt: skip
         headers = dict(msg.headers)
-        headers[ENQUEUED_AT_HEADER] = time.time()
+        # A delayed event counts as enqueued when it is due (queue-wait metrics, the janitor).
+        headers[ENQUEUED_AT_HEADER] = time.time() if enqueued_at is None else enqueued_at
         properties = dict(msg.properties)
         if signals.before_task_publish.receivers:  # tracing (OpenTelemetry) injects here
             # Each message's publish signals run in a copy of the caller's context (kept in
@@ -162,6 +165,16 @@ class EventBuilder:
             else:
                 del pending[queue]
         return sent
+
+    def _schedule_call(self, pending: Pending, due: float) -> tuple[list[str], list[Any]]:
+        """The schedule script's keys and arguments: every pending message due at `due`."""
+        items = [(event_id, due, schedule.entry(queue, message, event_id))
+                 for queue, messages in pending.items() for event_id, message in messages]  # fmt: skip
+        return [self.keys.scheduled, self.keys.scheduled_items], schedule.schedule_args(items)
+
+    def _unschedule_call(self, event_id: str) -> tuple[list[str], list[Any]]:
+        """The unschedule script's keys and arguments for a cancelled event."""
+        return [self.keys.scheduled, self.keys.scheduled_items], [event_id]
 
     def _deadline(self, timeout: float | None) -> float:
         runner = self.settings.runner

@@ -18,14 +18,17 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, cast
 
 import redis
 from celery import Celery
 from celery.result import AsyncResult
 
+from agentflow._redis import schedule
 from agentflow._redis.keys import Keys
 from agentflow._redis.queues import agent_queue
+from agentflow._redis.schedule import Delay
 from agentflow.client._build import ADMIT, EventBuilder, HandleBase, Pending, check_timeout
 from agentflow.client._results import READY_STATES, ResultWaiter
 from agentflow.config import Settings
@@ -135,15 +138,26 @@ class Client(EventBuilder):
 
     # -- publishing ------------------------------------------------------------------------
     def emit(
-        self, event: Event | Mapping[str, Any], *, timeout: float | None = None
-    ) -> EventHandle:
-        """Validate and publish one event; returns its handle."""
-        return self.emit_many([event], timeout=timeout)[0]
+        self, event: Event | Mapping[str, Any], *, timeout: float | None = None,
+        delay: Delay | None = None, at: datetime | float | None = None,
+    ) -> EventHandle:  # fmt: skip
+        """Validate and publish one event; returns its handle.
+
+        With `delay` (seconds, a timedelta or a duration such as ``"10m"``) or `at` (an
+        aware datetime or epoch seconds) the event is validated and built now and runs when
+        due (see :mod:`agentflow._redis.schedule`); its handle works as for any event."""
+        return self.emit_many([event], timeout=timeout, delay=delay, at=at)[0]
 
     def emit_many(
-        self, events: Iterable[Event | Mapping[str, Any]], *, timeout: float | None = None
-    ) -> list[EventHandle]:
-        """Validate all events first, then publish them in one round trip (per admission try)."""
+        self, events: Iterable[Event | Mapping[str, Any]], *, timeout: float | None = None,
+        delay: Delay | None = None, at: datetime | float | None = None,
+    ) -> list[EventHandle]:  # fmt: skip
+        """Validate all events first, then publish them in one round trip (per admission try);
+        with `delay` or `at`, schedule them all for that time (one round trip)."""
+        due = schedule.due_time(delay, at)
+        now = time.time()
+        if due is not None and due <= now:
+            due = None  # due already: sent now
         handles: list[EventHandle] = []
         pending: Pending = {}
         traced: dict[str, contextvars.Context] = {}
@@ -151,7 +165,13 @@ class Client(EventBuilder):
         for raw in events:
             event, queue = self._validate(raw)
             handles.append(EventHandle(self, event, queue, epoch))
-            pending.setdefault(queue, []).append((event.id, self._message(event, queue, traced)))
+            message = self._message(event, queue, traced, enqueued_at=due)
+            pending.setdefault(queue, []).append((event.id, message))
+        if due is not None:
+            if pending:
+                schedule.SCHEDULE(self.redis, *self._schedule_call(pending, due))
+            self._published(handles, traced)
+            return handles
         deadline = self._deadline(timeout)
         sent, delay = 0, 0.005
         while pending:
@@ -218,6 +238,8 @@ class Client(EventBuilder):
         cancelled marker, and it is neither dead-lettered nor redelivered. False when the
         event had already finished."""
         self.redis.set(self.keys.cancel(event_id), 1, ex=int(self.settings.broker.result_expires))
+        if schedule.UNSCHEDULE(self.redis, *self._unschedule_call(event_id)):
+            return True  # a delayed event: due now, and its worker marks it cancelled
         if self.state(event_id) in READY_STATES:
             return False
         self._broadcast_cancel(event_id)
