@@ -56,6 +56,10 @@ class AsyncEventHandle(HandleBase):
         """Cancel the event (see :meth:`AsyncClient.cancel`)."""
         return await self.client.cancel(self.id)
 
+    async def signal(self, name: str, payload: Any = None) -> bool:
+        """Resume the event waiting for signal `name` (see :meth:`AsyncClient.signal`)."""
+        return await self.client.signal(self.id, name, payload)
+
     async def stream(self, timeout: float | None = 60.0) -> AsyncIterator[Any]:
         """Items the event streams while it runs (LLM tokens, tool results), in order; one
         reader per event (what it has read is trimmed from Redis)."""
@@ -225,11 +229,27 @@ class AsyncClient(EventBuilder):
                              ex=int(self.settings.broker.result_expires))  # fmt: skip
         if await schedule.UNSCHEDULE.run_async(self.redis, *self._unschedule_call(event_id)):
             return True  # a delayed event: due now, and its worker marks it cancelled
+        if await self._resume(event_id, "", None):
+            return True  # a waiting event: resumed, and its worker marks it cancelled
         if await self.state(event_id) in READY_STATES:
             return False
         # Celery's control commands publish through kombu, which blocks: on a thread.
         await asyncio.to_thread(self._broadcast_cancel, event_id)
         return True
+
+    async def signal(self, event_id: str, name: str, payload: Any = None) -> bool:
+        """Resume an event that waits for signal `name` (see :meth:`Client.signal
+        <agentflow.client.Client.signal>`); True when this call resumed it."""
+        return await self._resume(event_id, name, payload)
+
+    async def _resume(self, event_id: str, name: str, payload: Any) -> bool:
+        record = await cast(Any, self.redis.hmget(self.keys.wait(event_id), self._wait_fields()))
+        call = self._signal_call(event_id, name, payload, list(record))
+        if call is None:
+            return False
+        from agentflow._redis.waits import SIGNAL
+
+        return bool(await SIGNAL.run_async(self.redis, *call))
 
     async def close(self) -> None:
         """Stop waiting for results and release the connections."""

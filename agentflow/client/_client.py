@@ -66,6 +66,10 @@ class EventHandle(HandleBase):
         """Cancel the event (see :meth:`Client.cancel`)."""
         return self.client.cancel(self.id)
 
+    def signal(self, name: str, payload: Any = None) -> bool:
+        """Resume the event waiting for signal `name` (see :meth:`Client.signal`)."""
+        return self.client.signal(self.id, name, payload)
+
     def stream(self, timeout: float | None = 60.0) -> Iterator[Any]:
         """Items the event streams while it runs (LLM tokens, tool results), in order.
 
@@ -212,8 +216,8 @@ class Client(EventBuilder):
         return EventHandle(self, Event(id=event_id, type="unknown"), "")
 
     def state(self, event_id: str) -> str:
-        """The event's Celery state: PENDING (queued or running), SUCCESS, FAILURE,
-        REVOKED (cancelled), or RETRY."""
+        """The event's Celery state: PENDING (queued, scheduled or running), WAITING (for a
+        signal), SUCCESS, FAILURE, REVOKED (cancelled), or RETRY."""
         raw: Any = self.results_redis.get(self._meta_prefix + event_id)
         if raw is None:
             return "PENDING"
@@ -240,10 +244,29 @@ class Client(EventBuilder):
         self.redis.set(self.keys.cancel(event_id), 1, ex=int(self.settings.broker.result_expires))
         if schedule.UNSCHEDULE(self.redis, *self._unschedule_call(event_id)):
             return True  # a delayed event: due now, and its worker marks it cancelled
+        if self._resume(event_id, "", None):
+            return True  # a waiting event: resumed, and its worker marks it cancelled
         if self.state(event_id) in READY_STATES:
             return False
         self._broadcast_cancel(event_id)
         return True
+
+    def signal(self, event_id: str, name: str, payload: Any = None) -> bool:
+        """Resume an event that waits for signal `name` (its agent returned
+        ``WaitFor(name)``): its ``on_signal`` runs on any worker with `payload` (JSON), and
+        its result becomes the event's. True when this call resumed it; False when it does
+        not wait for `name` (not yet, no more: resumed by another signal or its timeout, or
+        finished). A wait is resumed once, however many signals race."""
+        return self._resume(event_id, name, payload)
+
+    def _resume(self, event_id: str, name: str, payload: Any) -> bool:
+        record = cast(Any, self.redis.hmget(self.keys.wait(event_id), self._wait_fields()))
+        call = self._signal_call(event_id, name, payload, list(record))
+        if call is None:
+            return False
+        from agentflow._redis.waits import SIGNAL
+
+        return bool(SIGNAL(self.redis, *call))
 
     def close(self) -> None:
         """Release connections and the result thread."""
