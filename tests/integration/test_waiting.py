@@ -172,3 +172,18 @@ def test_function_agents_wait_again_async_cli_and_cancel(start_worker, client, r
     with pytest.raises(EventFailed, match="no on_signal"):
         orphan.result(timeout=30)
     json.dumps(result.model_dump(mode="json"))
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_waits_and_delays_on_celerys_own_pools(pool, start_worker, client, redis_client):
+    start_worker(concurrency=2, pool=pool, env=ENV)
+    handle = client.emit({"type": "t", "agent": "approver", "data": {"timeout": 600}})
+    _wait_state(client, handle.id, "WAITING")
+    delayed = client.emit({"type": "t", "agent": "stamp"}, delay=0.5)
+    assert delayed.result(timeout=30).output["ran_at"] >= delayed.event.created_at.timestamp()
+    assert client.signal(handle.id, "approval", pool) is True
+    assert handle.result(timeout=30).output["payload"] == pool
+    timed = client.emit({"type": "t", "agent": "approver", "data": {"timeout": 60}})
+    _wait_state(client, timed.id, "WAITING")
+    redis_client.set(KEYS.clock_offset, 65)
+    assert timed.result(timeout=30).output["timed_out"] is True

@@ -19,6 +19,19 @@ if redis.call('EXISTS', KEYS[10]) == 1 then
   release()
   return {2}
 end
+local function settle()
+  if KEYS[8] ~= '' then
+    redis.call('HDEL', KEYS[8], ARGV[16])
+    redis.call('ZREM', KEYS[9], ARGV[16])
+  end
+end
+if redis.call('HGET', KEYS[4], 'waits') == ARGV[8] then
+  -- A redelivered run of a step that has suspended already: that wait stands (a signal
+  -- may have resumed it meanwhile), this run only lets its message go.
+  settle()
+  release()
+  return {0}
+end
 redis.call('DEL', KEYS[4])
 redis.call('HSET', KEYS[4], 'status', 'waiting', 'token', ARGV[3], 'signal', ARGV[4],
   'queue', ARGV[5], 'event', ARGV[6], 'context', ARGV[7], 'waits', ARGV[8], 'agent', ARGV[9])
@@ -28,9 +41,6 @@ if ARGV[11] ~= '' then
   redis.call('ZADD', KEYS[5], ARGV[11], ARGV[12])
 end
 if KEYS[7] ~= '' then redis.call('SET', KEYS[7], ARGV[14], 'EX', ARGV[15]) end
-if KEYS[8] ~= '' then
-  redis.call('HDEL', KEYS[8], ARGV[16])
-  redis.call('ZREM', KEYS[9], ARGV[16])
-end
+settle()
 release()
 return {0}
