@@ -9,6 +9,7 @@ key and the file.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 import warnings
@@ -17,7 +18,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -107,6 +116,11 @@ class RunnerConfig(_Section):
     )
     max_event_bytes: int = Field(default=1_048_576, ge=256)
     max_redeliveries: int = Field(default=5, ge=1)
+    max_hops: int = Field(
+        default=16, ge=1,
+        description="How many events a chain of routed results may run (AgentResult.route): "
+        "the event past it is dead-lettered, so a cycle cannot run forever.",
+    )  # fmt: skip
     routes: dict[str, str] = Field(default_factory=dict, description="event type → agent name")
     default_agent: str | None = None
 
@@ -189,6 +203,11 @@ class MonitoringConfig(_Section):
     statsd_port: int = Field(default=8125, ge=1, le=65535)
     statsd_prefix: str = "agentflow"
     task_events: bool = False
+    trace: bool = Field(
+        default=False,
+        description="Record each event's steps in Redis for `agentflow trace` (docs/agents.md).",
+    )
+    trace_ttl: Duration = Field(default=86400.0, description="How long traces are kept.")
     health_file: str = Field(
         default="",
         description="Where a worker writes its liveness beat for `agentflow health` (empty: "
@@ -309,10 +328,135 @@ class MCPConfig(_Section):
     servers: dict[str, MCPServerConfig] = Field(default_factory=dict)
 
 
+ErrorCategory = Literal[
+    "validation", "timeout", "llm_unavailable", "rate_limited", "tool_error", "agent_error"
+]
+
+
+_RETRIED: list[ErrorCategory] = ["llm_unavailable", "rate_limited"]
+
+
+class RetryPolicy(_Section):
+    """`[agents.<name>.retry]`: how often a failed run of the agent runs again, and on what."""
+
+    attempts: int = Field(default=3, ge=1, description="Runs in all, the first included.")
+    backoff: Duration = Field(default=1.0, description="Wait before the second run; doubles.")
+    max_backoff: Duration = Field(default=60.0, description="The longest wait between runs.")
+    on: list[ErrorCategory] = Field(
+        default_factory=lambda: list(_RETRIED),
+        description="Error categories that are retried; others fail at once.",
+    )
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _from_env(cls, value: Any) -> Any:
+        """From the environment, a JSON list or comma-separated names."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else \
+                [v.strip() for v in text.split(",") if v.strip()]  # fmt: skip
+        return value
+
+    def wait(self, runs: int) -> float:
+        """Seconds to wait after the run numbered `runs` (1 for the first) failed."""
+        return float(min(self.max_backoff, self.backoff * 2 ** max(0, runs - 1)))
+
+
+class AgentPolicy(_Section):
+    """`[agents.<name>]`: one agent's policy; unset fields keep the global settings."""
+
+    timeout: Duration | None = Field(default=None, description="Replaces event_timeout.")
+    retry: RetryPolicy | None = None
+    rate_limit: float | None = Field(
+        default=None, gt=0, description="Events per second started, across every worker."
+    )
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="Events of the agent in flight across every worker."
+    )
+    llm_provider: Literal["openai", "azure", "ollama", "mock"] | None = None
+    llm_model: str | None = None
+    cache: bool | None = Field(default=None, description="Cache the agent's LLM calls.")
+    cache_ttl: Duration | None = None
+
+
 class AgentsConfig(_Section):
-    """`[agents]`: modules imported at start-up so their agents and tools register."""
+    """`[agents]`: modules imported at start-up so their agents and tools register, and
+    `[agents.<name>]` tables: each agent's policy (:class:`AgentPolicy`)."""
 
     modules: list[str] = Field(default_factory=list)
+    policies: dict[str, AgentPolicy] = Field(
+        default_factory=dict, description="Written as [agents.<name>] tables."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tables_are_policies(cls, data: Any) -> Any:
+        """``[agents.chat]`` (or ``AGENTFLOW_AGENTS__CHAT__TIMEOUT``) is chat's policy."""
+        if isinstance(data, dict):
+            tables = {k: v for k, v in data.items() if k not in ("modules", "policies")}
+            if tables:
+                data = {k: v for k, v in data.items() if k in ("modules", "policies")}
+                data["policies"] = {**dict(data.get("policies") or {}), **tables}
+        return data
+
+    @field_validator("policies")
+    @classmethod
+    def _names(cls, value: dict[str, AgentPolicy]) -> dict[str, AgentPolicy]:
+        for name in value:
+            if not name or not set(name) <= _AGENT_NAME_CHARS:
+                raise ValueError(f"[agents.{name}]: not an agent name (letters, digits, _ - . :)")
+        return value
+
+    def policy(self, name: str) -> AgentPolicy:
+        """Agent `name`'s policy (every field unset when it has none)."""
+        return self.policies.get(name) or _NO_POLICY
+
+
+class ErrorRoutingConfig(_Section):
+    """`[error_routing]`: the handler agent of each error category. A failed event whose
+    category names a handler is sent to it, with the failure attached, instead of to the
+    dead-letter queue; unrouted failures are dead-lettered (docs/agents.md)."""
+
+    validation: str | None = Field(default=None, description="Invalid events, unknown agents.")
+    timeout: str | None = Field(default=None, description="Agents that ran out of time.")
+    llm_unavailable: str | None = Field(default=None, description="LLM down after retries.")
+    rate_limited: str | None = Field(default=None, description="LLM rate-limited after retries.")
+    tool_error: str | None = Field(default=None, description="Agents that raised ToolError.")
+    agent_error: str | None = Field(default=None, description="Agents that raised otherwise.")
+
+    @field_validator("*")
+    @classmethod
+    def _agent_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or not set(value) <= _AGENT_NAME_CHARS):
+            raise ValueError(f"{value!r} is not an agent name (letters, digits, _ - . :)")
+        return value
+
+    def handler(self, category: str | None) -> str | None:
+        """The handler agent of `category`, or None (the failure is dead-lettered)."""
+        return getattr(self, category, None) if category in type(self).model_fields else None
+
+
+_AGENT_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
+
+
+class TenantsConfig(_Section):
+    """`[tenants]`: fairness between tenants (``Event.tenant``)."""
+
+    max_in_flight: int | None = Field(
+        default=None, ge=1,
+        description="Events of one tenant in flight (queued or running) across the cluster; "
+        "more wait in the tenant's own list, so others' events pass them. None: no cap.",
+    )  # fmt: skip
+    limits: dict[str, int] = Field(
+        default_factory=dict, description="Per-tenant caps that replace max_in_flight."
+    )
+
+    def limit(self, tenant: str) -> int | None:
+        """The cap of `tenant`'s events in flight, or None."""
+        return self.limits.get(tenant, self.max_in_flight)
+
+
+_NO_POLICY = AgentPolicy()
 
 
 class Settings(BaseSettings):
@@ -334,6 +478,8 @@ class Settings(BaseSettings):
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     mcp: MCPConfig = Field(default_factory=MCPConfig)
+    error_routing: ErrorRoutingConfig = Field(default_factory=ErrorRoutingConfig)
+    tenants: TenantsConfig = Field(default_factory=TenantsConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from agentflow.errors import AgentFlowError
 
@@ -29,6 +30,8 @@ class RunContext:
     agent: str
     deadline: float
     """``time.monotonic()`` value after which the run is stopped."""
+    steps: Any = field(default=None, repr=False)
+    """The run's trace steps (:class:`agentflow.timeline.Steps`) when tracing is on."""
     _cancelled: bool = field(default=False, repr=False)
 
     @property

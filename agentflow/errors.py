@@ -67,6 +67,11 @@ class EventRejected(AgentFlowError):
         self.reason = reason
 
 
+class EventRefused(EventRejected):
+    """Raised by a ``before_event``/``before_agent_run`` hook to refuse an event: it is
+    dead-lettered with `reason` and its agent does not run."""
+
+
 class StreamFailed(AgentFlowError):
     """The writer of an event's stream ended it with an error."""
 

@@ -33,12 +33,15 @@ class Event(BaseModel):
     created_at: datetime = Field(default_factory=_now)
     metadata: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, max_length=256)
+    tenant: str | None = Field(default=None, max_length=128)
+    """Who the event is for; ``[tenants] max_in_flight`` caps each tenant's events in
+    flight across the cluster, so one tenant's flood does not starve the others."""
 
-    @field_validator("agent")
+    @field_validator("agent", "tenant")
     @classmethod
     def _agent_name(cls, value: str | None) -> str | None:
         if value is not None and (not value or not set(value) <= _NAME_CHARS):
-            raise ValueError("agent names use letters, digits and _ - . : only")
+            raise ValueError("names use letters, digits and _ - . : only")
         return value
 
     @field_validator("data", "metadata")
@@ -107,6 +110,27 @@ class AgentResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     timings: dict[str, float] = Field(default_factory=dict)
     worker: str | None = None
+    route: str | list[str] | None = None
+    """The agent(s) to run next: the worker emits one event to each in the same atomic step
+    that stores this result (see docs/agents.md, "Chaining by result")."""
+    route_data: dict[str, Any] | None = None
+    """The next events' `data`; None means ``{"input": output, "from": agent}``."""
+    next_events: list[str] = Field(default_factory=list)
+    """The ids of the events `route` emitted (the worker fills it in)."""
+
+    @field_validator("route")
+    @classmethod
+    def _route_names(cls, value: str | list[str] | None) -> str | list[str] | None:
+        names = [value] if isinstance(value, str) else value or []
+        for name in names:
+            if not name or not set(name) <= _NAME_CHARS:
+                raise ValueError(f"route {name!r}: agent names use letters, digits and _ - . :")
+        return value
+
+    @property
+    def routes(self) -> list[str]:
+        """`route` as a list."""
+        return [self.route] if isinstance(self.route, str) else list(self.route or [])
 
     @property
     def ok(self) -> bool:

@@ -6,6 +6,10 @@
 - **sequential** — a pipeline (a chain): each agent's output becomes the next agent's
   ``data.input``, together with the session state; an error stops the pipeline and the
   result says which step failed.
+- **mixed** — collaborate, then sequential: several agents in parallel on the event, then
+  a pipeline whose first agent gets the merged result ``{"outputs": ..., "errors": ...}``
+  as ``data.input`` (the Go framework's ``mixed`` mode); it stops when every parallel
+  agent failed.
 - **loop** — one agent again and again, its output fed back as ``data.input``, until the
   output's `until` key is true or `max_iterations` ran; each iteration replaces the previous
   task (``Task.replace``), so no worker waits.
@@ -44,6 +48,8 @@ def _step_event(template: Mapping[str, Any], agent: str, previous: Any) -> dict[
     data = dict(event.get("data") or {})
     if isinstance(previous, dict) and "output" in previous:
         data["input"] = previous["output"]
+    elif isinstance(previous, dict) and previous.get("mode") == "collaborate":
+        data["input"] = {"outputs": previous["outputs"], "errors": previous["errors"]}
     event["data"] = data
     return event
 
@@ -84,6 +90,10 @@ def flow_step(self: Task, previous: Any, template: dict[str, Any], agent: str) -
     """One step of a flow: run `agent` on `template` (with `previous`'s output as input)."""
     if isinstance(previous, dict) and previous.get("error"):
         return previous  # an earlier step failed: the pipeline stops here
+    if isinstance(previous, dict) and previous.get("mode") == "collaborate" \
+            and not previous.get("outputs"):  # fmt: skip
+        return {"error": f"every parallel agent failed: {previous.get('errors')}",
+                "agent": agent, "event_id": None}  # fmt: skip
     return _run_step(self, _step_event(template, agent, previous))
 
 
@@ -173,6 +183,20 @@ class Orchestrator:
         steps = [flow_step.si(None, template, first).set(queue=agent_queue(first))]
         steps += [flow_step.s(template, a).set(queue=agent_queue(a)) for a in rest]
         return FlowHandle(chain(*steps).apply_async())
+
+    def mixed(self, parallel: list[str], then: list[str],
+              event: Event | Mapping[str, Any]) -> FlowHandle:  # fmt: skip
+        """`parallel` agents on the event at once (as :meth:`collaborate`), then the
+        `then` agents as a pipeline (as :meth:`sequential`) whose first agent gets the
+        merged result as ``data.input``; the result is the pipeline's last step's."""
+        if not parallel or not then:
+            raise ValueError("mixed needs at least one parallel agent and one after them")
+        template = self._template(event)
+        header = group(flow_step.si(None, template, a).set(queue=agent_queue(a))
+                       for a in parallel)  # fmt: skip
+        merged = chord(header, flow_merge.s(parallel).set(queue=agent_queue(parallel[0])))
+        steps = [flow_step.s(template, a).set(queue=agent_queue(a)) for a in then]
+        return FlowHandle(chain(merged, *steps).apply_async())
 
     def loop(
         self,

@@ -249,3 +249,90 @@ def spin_on_loop(event: Event, state: State) -> None:
     """Declared non-blocking (so it runs on the worker's event loop) but spins for ever."""
     while True:
         pass
+
+
+@agent("relay", blocking=False)
+def relay(event: Event, state: State) -> AgentResult:
+    """Route to itself until the chain's hop reaches `data.until`; record each run's event
+    id under its chain root and hop (a duplicated next event would add a second id)."""
+    chain = event.metadata.get("chain") or {}
+    hop = int(chain.get("hop", 0))
+    root = chain.get("root_id") or event.id
+    prefix = get_settings().broker.key_prefix
+    get_redis().sadd(f"{prefix}:test:relay:{root}:{hop}", event.id)
+    until = int(event.data.get("until", 0))
+    if hop >= until:
+        return AgentResult(output={"hop": hop, "root": root, "parent": chain.get("parent_id")})
+    return AgentResult(output={"hop": hop}, route="relay", route_data={"until": until},
+                       state_updates=StateUpdate(incr={"hops": 1}))  # fmt: skip
+
+
+@agent("split", blocking=False)
+def split(event: Event, state: State) -> AgentResult:
+    """Route its output to two agents at once."""
+    return AgentResult(output={"text": "hi"}, route=["upper", "exclaim"],
+                       route_data={"text": "hi"})  # fmt: skip
+
+
+@agent("fixer", blocking=False)
+def fixer(event: Event, state: State) -> dict[str, object]:
+    """An error handler: record the failure it was sent under the failed event's id; fail
+    itself when the failed event asked for that (to show a handler's failure is not routed
+    again)."""
+    import json
+
+    failure = event.data["failure"]
+    prefix = get_settings().broker.key_prefix
+    get_redis().rpush(f"{prefix}:test:fixed:{failure['event_id']}", json.dumps(failure))
+    failed = failure.get("event") if isinstance(failure.get("event"), dict) else {}
+    if (failed.get("data") or {}).get("fixer_fails"):
+        raise RuntimeError("the handler failed too")
+    return {"handled": failure["category"], "session": event.session_id}
+
+
+@agent("gather", blocking=False)
+def gather(event: Event, state: State) -> dict[str, object]:
+    """Join the texts of a collaborate step's outputs (`data.input.outputs`), sorted."""
+    merged = event.data.get("input") or {}
+    texts = sorted(str(o.get("text")) for o in (merged.get("outputs") or {}).values())
+    return {"text": " + ".join(texts), "failed": sorted(merged.get("errors") or {})}
+
+
+@agent("pause")
+async def pause(event: Event, state: State) -> dict[str, object]:
+    """Wait `data.seconds` on the loop, then count the event under its tenant."""
+    import asyncio
+
+    from agentflow._redis.connection import get_async_redis
+
+    await asyncio.sleep(float(event.data.get("seconds", 0.01)))
+    prefix = get_settings().broker.key_prefix
+    done = await get_async_redis().incr(f"{prefix}:test:pause:{event.tenant}")
+    return {"tenant": event.tenant, "done": done}
+
+
+@agent("flaky", blocking=False)
+def flaky(event: Event, state: State) -> dict[str, object]:
+    """Fail the first `data.fail_times` runs of the event, then succeed."""
+    prefix = get_settings().broker.key_prefix
+    runs = int(get_redis().incr(f"{prefix}:test:flaky:{event.id}"))
+    if runs <= int(event.data.get("fail_times", 0)):
+        raise RuntimeError(f"flaky run {runs}")
+    return {"runs": runs}
+
+
+@agent("crowd")
+async def crowd(event: Event, state: State) -> dict[str, object]:
+    """Record how many events of this agent run at once and when each started."""
+    import asyncio
+
+    from agentflow._redis.connection import get_async_redis
+
+    prefix = get_settings().broker.key_prefix
+    r = get_async_redis()
+    running = await r.incr(f"{prefix}:test:crowd:running")
+    await r.rpush(f"{prefix}:test:crowd:seen", running)
+    await r.rpush(f"{prefix}:test:crowd:starts", time.time())
+    await asyncio.sleep(float(event.data.get("seconds", 0.1)))
+    await r.decr(f"{prefix}:test:crowd:running")
+    return {"ok": True}

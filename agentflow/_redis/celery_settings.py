@@ -69,6 +69,14 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
             *s.agents.modules,
         ]
     )
+    unknown = sorted(set(s.agents.policies) - set(agent_names()))
+    if unknown:
+        from agentflow.errors import ConfigError
+
+        raise ConfigError(
+            f"[agents.{unknown[0]}]: no agent named {unknown[0]!r} is registered (policies for "
+            f"{', '.join(unknown)}; agents: {', '.join(agent_names())})"
+        )
     runner = s.runner
     broker, backend = redis_url(s), result_url(s)
     _check_redis(broker, "[broker] url")
@@ -97,7 +105,8 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
     }
     concurrency = runner.worker_pool_size
     # Prefork's backstop only: AgentFlow's own timeout stops an agent at its limit first.
-    agent_limits = {f"agent {n!r}": float(get_agent(n).timeout or 0) for n in agent_names()}
+    agent_limits = {f"agent {n!r}": float(s.agents.policy(n).timeout or get_agent(n).timeout or 0)
+                    for n in agent_names()}  # fmt: skip
     event_limit = _longest(runner.event_timeout, agent_limits, "agentflow.run_event")
     tool_limits = {f"tool {n!r}": float(get_tool(n).timeout or 0) for n in tool_names()}
     tool_limit = _longest(s.tools.timeout, tool_limits, "agentflow.run_tool")

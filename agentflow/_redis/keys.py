@@ -55,3 +55,19 @@ class Keys:
     def survivors(self, epoch: str) -> str:
         """Events workers still held when Redis came back empty as `epoch`."""
         return f"{self.prefix}:survivors:{epoch}"
+
+    def tenant_slots(self, tenant: str) -> str:
+        """Sorted set of a tenant's events in flight (id → lease expiry), when capped."""
+        return f"{self.prefix}:tenant:{tenant}:slots"
+
+    def tenant_parked(self, tenant: str) -> str:
+        """A tenant's events held back by its cap, oldest first (id, queue, message)."""
+        return f"{self.prefix}:tenant:{tenant}:parked"
+
+    def agent_rate(self, agent: str) -> str:
+        """An agent's rate limit state (the theoretical arrival time of its next event)."""
+        return f"{self.prefix}:agentrate:{agent}"
+
+    def agent_slots(self, agent: str) -> str:
+        """Sorted set of an agent's events in flight (id → lease expiry), when capped."""
+        return f"{self.prefix}:agent:{agent}:slots"

@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -38,7 +39,9 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from agentflow import context as run_context
+from agentflow import hooks
 from agentflow._redis.connection import get_async_redis
+from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, WAKE_PREFIX, ring, wake_key
 from agentflow._redis.keys import Keys
 from agentflow._redis.messages import ENQUEUED_AT_HEADER
 from agentflow._redis.queues import AGENT_QUEUE_PREFIX, SIGNAL_TASK, agent_queue
@@ -50,25 +53,42 @@ from agentflow.agents.base import Agent, to_result
 from agentflow.agents.registry import get_agent
 from agentflow.config import Settings, get_settings
 from agentflow.dlq import DeadLetterQueue
-from agentflow.errors import AgentError, EventRejected, LLMUnavailable, UnknownAgent
+from agentflow.errors import (
+    AgentError,
+    EventRefused,
+    EventRejected,
+    InvalidEvent,
+    LLMUnavailable,
+    RateLimited,
+    UnknownAgent,
+)
 from agentflow.metrics import get_metrics
 from agentflow.models import AgentResult, Event, Signal, WaitFor
 from agentflow.state import State, StateStore
+from agentflow.timeline import Steps
 from agentflow.tools.calls import CallTools, ToolResult
 
 log = logging.getLogger("agentflow.run_event")
 
 _EMPTY_STATE = State({})
-_BEGIN, _FINISH, _RELEASE, _RENEW = (Script(n) for n in ("begin", "finish", "release", "renew"))
+_LLM_UNAVAILABLE = "LLM unavailable: "
+_RATE_LIMITED = "LLM unavailable (rate limited): "
+_BEGIN, _FINISH, _RELEASE, _RENEW, _TENANT_RELEASE, _GATE = (
+    Script(n) for n in ("begin", "finish", "release", "renew", "tenant_release", "agent_gate")
+)
 
 
 class RetryLater(Exception):
-    """The event should run again after `countdown` seconds (its LLM is unavailable)."""
+    """The event should run again after `countdown` seconds (its LLM is unavailable, its
+    retry policy says so, or its agent's gate is closed for now)."""
 
-    def __init__(self, reason: str, countdown: float) -> None:
+    def __init__(self, reason: str, countdown: float, *, quiet: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.countdown = countdown
+        self.quiet = quiet
+        """True when the event only waits (a rate limit or a concurrency cap): no RETRY
+        state is stored and no task_retry signal is sent for it."""
 
 
 @dataclass
@@ -166,6 +186,8 @@ class Begun:
     step: int = 0
     starts: int = 1
     loaded: float = 0.0
+    steps: Steps | None = None
+    """This run's trace, when tracing is on."""
     waits: int = 0
     """How many times this event has suspended (``WaitFor``) before this run."""
 
@@ -315,20 +337,58 @@ class EventRunner:
             renewer = self._renewers[loop_id] = ClaimRenewer(self)
         return renewer
 
+    def timeout_of(self, agent: Agent) -> float:
+        """Seconds `agent` may run: its policy's timeout, its own, else event_timeout."""
+        return float(self.settings.agents.policy(agent.name).timeout or agent.timeout
+                     or self.settings.runner.event_timeout)  # fmt: skip
+
     def dlq(self) -> DeadLetterQueue:
         """The dead-letter queue, on the loop's client."""
         return DeadLetterQueue(get_async_redis(), self.keys.prefix)
 
     # -- steps ---------------------------------------------------------------------------
     async def dead_letter(
-        self, reason: str, raw: Any, task_id: str | None, queue: str | None, source: str
-    ) -> EventRejected:
-        """Store the event in the DLQ and return the exception the task fails with."""
+        self, reason: str, raw: Any, task_id: str | None, queue: str | None, source: str,
+        category: str | None = None,
+    ) -> EventRejected:  # fmt: skip
+        """Store the event in the DLQ — or, when ``[error_routing]`` names a handler for
+        `category`, send it to that agent — and return the exception the task fails with."""
+        routed = await self._route_failure(reason, raw, task_id, queue, category)
+        if routed is not None:
+            return EventRejected(routed)
         event = raw if isinstance(raw, dict) else None
         await self.dlq().push_async(reason, event=event, raw=None if event is not None else raw,
                                     task_id=task_id, queue=queue, source=source)  # fmt: skip
         log.warning("event %s dead-lettered: %s", task_id, reason)
         return EventRejected(reason)
+
+    async def _route_failure(self, reason: str, raw: Any, task_id: str | None,
+                             queue: str | None, category: str | None) -> str | None:  # fmt: skip
+        """Send the failure to its category's handler agent; the reason the failed task
+        ends with, or None when it is not routed (no handler, a handler's own event, or
+        the handler event could not be sent: the caller dead-letters it)."""
+        handler = self.settings.error_routing.handler(category)
+        if handler is None or category is None:
+            return None
+        from agentflow import error_routing
+
+        if error_routing.is_handler_event(raw):
+            return None  # a handler's event failed: dead-lettered, so a loop is cut here
+        try:
+            event = error_routing.handler_event(handler, category, reason, raw, task_id, queue)
+            handler_queue = agent_queue(handler)
+            message = self._builder()._message(event, handler_queue)
+            pipe = get_async_redis().pipeline(transaction=True)
+            pipe.lpush(handler_queue, message)
+            ring(pipe, [handler_queue])
+            await pipe.execute()
+        except Exception:
+            log.exception("routing the %s failure of event %s to agent %r failed; "
+                          "dead-lettering it", category, task_id, handler)  # fmt: skip
+            return None
+        log.warning("event %s failed (%s) and was routed to agent %r as event %s: %s",
+                    task_id, category, handler, event.id, reason)  # fmt: skip
+        return f"{reason} (routed to agent {handler!r} as event {event.id})"
 
     def parse(self, raw: Any, queue: str | None) -> tuple[Event, Agent]:
         """Validate the wire event and find its agent (ValueError, UnknownAgent).
@@ -363,10 +423,13 @@ class EventRunner:
             reason = "invalid event: " + "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()
             )
-            raise await self.dead_letter(reason, raw, job.task_id, job.queue, "worker") from None
+            raise await self.dead_letter(reason, raw, job.task_id, job.queue, "worker",
+                                         "validation") from None  # fmt: skip
         except (ValueError, UnknownAgent) as exc:
             raise await self.dead_letter(str(exc), raw, job.task_id, job.queue,
-                                         "worker") from None  # fmt: skip
+                                         "worker", "validation") from None  # fmt: skip
+        if step == 0:
+            await self._gate(event, agent)
         keys = self.keys
         begun = Begun(event, agent, raw, job, started, keys.done(event.dedup_key),
                       keys.claim(event.dedup_key), _run_id(), step)  # fmt: skip
@@ -383,17 +446,47 @@ class EventRunner:
         if status == 2:
             raise RetryLater(f"event {event.dedup_key} is running elsewhere", countdown=1.0)
         begun.starts = int(value)
-        limit = self.settings.runner.max_redeliveries
+        retry = self.settings.agents.policy(agent.name).retry
+        limit = max(self.settings.runner.max_redeliveries, retry.attempts if retry else 0)
         if begun.starts > limit:
             await self._release(begun)
             last = await get_async_redis().get(keys.retry_reason(job.task_id))
-            last_error = f"; last error: {last.decode(errors='replace')}" if last else ""
+            last_error = last.decode(errors="replace") if last else ""
+            category = (
+                "rate_limited"
+                if last_error.startswith(_RATE_LIMITED)
+                else "llm_unavailable"
+                if last_error.startswith(_LLM_UNAVAILABLE)
+                else None
+            )
             raise await self.dead_letter(
                 f"started {begun.starts - 1} times without finishing (worker lost or retried "
-                f"each time); max_redeliveries={limit}{last_error}",
-                raw, job.task_id, job.queue, "worker",
+                f"each time); max_redeliveries={limit}"
+                f"{'; last error: ' + last_error if last_error else ''}",
+                raw, job.task_id, job.queue, "worker", category,
             )  # fmt: skip
         return begun
+
+    async def _gate(self, event: Event, agent: Agent) -> None:
+        """The agent's rate limit and cluster-wide cap (``[agents.<name>]``): RetryLater
+        (quietly) when the event must wait; its slot is taken when it may start."""
+        policy = self.settings.agents.policy(agent.name)
+        if policy.rate_limit is None and policy.max_concurrency is None:
+            return
+        keys, runner, now = self.keys, self.settings.runner, time.time()
+        wait = await self.batch().call(_GATE, [
+            keys.agent_rate(agent.name) if policy.rate_limit else "",
+            keys.agent_slots(agent.name) if policy.max_concurrency else ""],
+            [now, policy.rate_limit or 0, event.id, policy.max_concurrency or 0,
+             now + runner.hard_time_limit + 2 * runner.visibility_timeout])  # fmt: skip
+        seconds = float(wait)
+        if seconds > 0:
+            raise RetryLater(f"agent {agent.name!r} is at its rate limit "
+                             f"({policy.rate_limit:g}/s)", seconds, quiet=True)  # fmt: skip
+        if seconds < 0:
+            raise RetryLater(f"agent {agent.name!r} has max_concurrency="
+                             f"{policy.max_concurrency} events in flight",
+                             0.05 + random.random() * 0.2, quiet=True)  # fmt: skip
 
     async def _release(self, begun: Begun, *, done: bool = True) -> None:
         """Give up the claim; with `done`, the event also leaves the events in flight."""
@@ -413,9 +506,9 @@ class EventRunner:
         """``fn(*args)`` under the agent's time limit: async code is cancelled, blocking
         sync code runs on a stoppable thread, non-blocking sync code under a watchdog."""
         agent = begun.agent
-        timeout = agent.timeout or self.settings.runner.event_timeout
+        timeout = self.timeout_of(agent)
         ctx = run_context.RunContext(begun.event.id, begun.job.task_id, agent.name,
-                                     time.monotonic() + timeout)  # fmt: skip
+                                     time.monotonic() + timeout, begun.steps)  # fmt: skip
         token = run_context.enter(ctx)
         try:
             if is_async:
@@ -441,23 +534,101 @@ class EventRunner:
         """What the task raises for an agent that failed: RetryLater, or a dead letter."""
         _event, agent, job = begun.event, begun.agent, begun.job
         await self._release(begun)
+        retry = self.settings.agents.policy(agent.name).retry
+        if retry is not None:
+            return await self._by_policy(begun, exc, retry)
         if isinstance(exc, LLMUnavailable):
-            # Kept so that the dead letter says why, if the retries run out.
+            # Kept so that the dead letter says why (and its category), if retries run out.
+            said = _RATE_LIMITED if isinstance(exc, RateLimited) else _LLM_UNAVAILABLE
             await get_async_redis().set(self.keys.retry_reason(job.task_id),
-                                        f"LLM unavailable: {exc}"[:1000],
+                                        f"{said}{exc}"[:1000],
                                         ex=self.deliveries_ttl)  # fmt: skip
             countdown = exc.retry_after or min(60.0, 2.0 ** min(begun.starts, 6))
-            return RetryLater(f"LLM unavailable: {exc}", countdown)
+            return RetryLater(f"{said}{exc}", countdown)
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-            timeout = agent.timeout or self.settings.runner.event_timeout
+            timeout = self.timeout_of(agent)
             reason = f"agent {agent.name!r} timed out after {timeout:g}s"
-            return await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent")
-        reason = f"agent {agent.name!r} raised {type(exc).__name__}: {exc}"
-        await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent")
-        return AgentError(reason)
+            return await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent",
+                                          "timeout")  # fmt: skip
+        from agentflow.error_routing import category_of
 
-    def _finish_request(self, begun: Begun, result: AgentResult) -> tuple[list[Any], list[Any],
-                                                                          str]:  # fmt: skip
+        reason = f"agent {agent.name!r} raised {type(exc).__name__}: {exc}"
+        rejected = await self.dead_letter(reason, begun.raw, job.task_id, job.queue, "agent",
+                                          category_of(exc))  # fmt: skip
+        return AgentError(rejected.reason)
+
+    async def _by_policy(self, begun: Begun, exc: BaseException, retry: Any) -> Exception:
+        """A failure under the agent's retry policy (``[agents.<name>.retry]``): run again
+        after its backoff while attempts are left and the category is retried, else fail."""
+        from agentflow.error_routing import category_of
+
+        agent, job = begun.agent, begun.job
+        category = category_of(exc)
+        described = (f"agent {agent.name!r} timed out after {self.timeout_of(agent):g}s"
+                     if category == "timeout" else
+                     f"agent {agent.name!r} raised {type(exc).__name__}: {exc}")  # fmt: skip
+        if category in retry.on and begun.starts < retry.attempts:
+            await get_async_redis().set(self.keys.retry_reason(job.task_id),
+                                        described[:1000], ex=self.deliveries_ttl)  # fmt: skip
+            return RetryLater(f"{described} (run {begun.starts} of {retry.attempts})",
+                              retry.wait(begun.starts))  # fmt: skip
+        if category in retry.on:
+            described += f" (run {begun.starts} of {retry.attempts}: no attempts left)"
+        rejected = await self.dead_letter(described, begun.raw, job.task_id, job.queue, "agent",
+                                          category)  # fmt: skip
+        return rejected if category == "timeout" else AgentError(rejected.reason)
+
+    async def _chained(self, begun: Begun, result: AgentResult) -> list[tuple[str, str, str]]:
+        """The events `result`'s route asks for, as (id, queue, message): each carries the
+        session, its parent's metadata and its place in the chain. Past ``max_hops`` they
+        are dead-lettered instead (a cycle cannot run forever)."""
+        from agentflow.chaining import next_events
+
+        parent = begun.event
+        try:
+            events, hop = next_events(parent, result)
+        except ValidationError as exc:
+            await self.dead_letter(f"route of event {parent.id}: invalid next event: {exc}",
+                                   result.model_dump(mode="json"), begun.job.task_id,
+                                   begun.job.queue, "chain")  # fmt: skip
+            return []
+        if not events:
+            return []
+        limit = self.settings.runner.max_hops
+        if hop > limit:
+            for event in events:
+                await self.dead_letter(
+                    f"chain of event {parent.id} reached max_hops={limit}: "
+                    f"agent {event.agent!r} not run", event.model_dump(mode="json"), event.id,
+                    agent_queue(event.agent or ""), "chain")  # fmt: skip
+            return []
+        builder = self._builder()
+        chained = []
+        for event in events:
+            queue = agent_queue(event.agent or "")
+            try:
+                chained.append((event.id, queue, builder._message(event, queue)))
+            except InvalidEvent as exc:
+                await self.dead_letter(f"route of event {parent.id}: {exc}",
+                                       event.model_dump(mode="json"), event.id, queue,
+                                       "chain")  # fmt: skip
+        events = [event for event in events if any(c[0] == event.id for c in chained)]
+        result.next_events = [event.id for event in events]
+        return chained
+
+    def _builder(self) -> Any:
+        """The message builder that producers use (for chained events)."""
+        builder = self.__dict__.get("_event_builder")
+        if builder is None:
+            from agentflow.celery_app import app
+            from agentflow.client._build import EventBuilder
+
+            builder = self.__dict__["_event_builder"] = EventBuilder(app, self.settings)
+        return builder
+
+    def _finish_request(self, begun: Begun, result: AgentResult,
+                        chained: list[tuple[str, str, str]] | None = None,
+                        ) -> tuple[list[Any], list[Any], str]:  # fmt: skip
         finished = time.time()
         event, job = begun.event, begun.job
         enqueued = job.headers.get(ENQUEUED_AT_HEADER)
@@ -476,14 +647,22 @@ class EventRunner:
         meta_key, head, tail = job.meta.parts() if job.meta is not None else ("", "", "")
         unacked, unacked_index, tag = job.settle if job.settle is not None else ("", "", "")
         keys = [begun.done_key, begun.claim_key, self.keys.inflight, state_key, meta_key,
-                unacked, unacked_index, self.keys.cancel(event.id)]  # fmt: skip
+                unacked, unacked_index, self.keys.cancel(event.id), QUEUES_KEY]  # fmt: skip
         args = [encoded, self.result_ttl, event.id, self.states.ttl, head, tail,
                 job.meta.ttl if job.meta is not None else 0, tag, begun.run_id,
-                *state_args]  # fmt: skip
+                len(chained or ()), 0, WAKE_LIMIT]  # fmt: skip
+        if chained:
+            runner = self.settings.runner
+            args[10] = finished + runner.hard_time_limit + 2 * runner.visibility_timeout
+            for event_id, queue, message in chained:
+                keys += [queue, wake_key(queue)]
+                args += [event_id, message]
+        args += state_args
         return keys, args, encoded
 
     async def _finish(self, begun: Begun, result: AgentResult) -> Done | Revoked:
-        keys, args, encoded = self._finish_request(begun, result)
+        chained = await self._chained(begun, result) if result.route else None
+        keys, args, encoded = self._finish_request(begun, result, chained)
         reply = await self.batch().call(_FINISH, keys, args)
         status = int(reply[0])
         if status == 2:
@@ -546,15 +725,22 @@ class EventRunner:
         try:
             begun = await self._begin(raw, job, step=0)
             if not isinstance(begun, Begun):
+                await self._tenant_release(raw, begun, job.queue)
                 return _count(begun, name, started, enqueued)
             agent = begun.agent
-            outcome = await self._run_step(begun, agent.run, agent.is_async, step=1)
+            outcome = await self._run_step(begun, agent.run, agent.is_async, step=1,
+                                           first=True)  # fmt: skip
         except RetryLater:
             metrics.incr(f"events.retried.{name}")
+            raise
+        except (EventRejected, AgentError):
+            metrics.incr(f"events.failed.{name}")
+            await self._tenant_release(raw, None, job.queue)
             raise
         except BaseException:
             metrics.incr(f"events.failed.{name}")
             raise
+        await self._tenant_release(raw, outcome, job.queue)
         return _count(outcome, name, started, enqueued)
 
     async def resume(self, job: Job) -> Outcome:
@@ -570,6 +756,7 @@ class EventRunner:
         try:
             begun = await self._begin(raw, job, step=step)
             if not isinstance(begun, Begun):
+                await self._tenant_release(raw, begun, job.queue)
                 return _count(begun, name, started, enqueued)
             ordered = fanout.results_in_order(results, context)
             resume = begun.agent.resume
@@ -579,9 +766,14 @@ class EventRunner:
         except RetryLater:
             get_metrics().incr(f"events.retried.{name}")
             raise
+        except (EventRejected, AgentError):
+            get_metrics().incr(f"events.failed.{name}")
+            await self._tenant_release(raw, None, job.queue)
+            raise
         except BaseException:
             get_metrics().incr(f"events.failed.{name}")
             raise
+        await self._tenant_release(raw, outcome, job.queue)
         return _count(outcome, name, started, enqueued)
 
     async def resume_signal(self, job: Job) -> Outcome:
@@ -697,27 +889,158 @@ class EventRunner:
             return bytes(backend.get_key_for_task(job.task_id)).decode()
         return ""
 
+    async def _tenant_release(self, raw: Any, outcome: Outcome | None,
+                              queue: str | None = None) -> None:  # fmt: skip
+        """An event ended (stored, replayed, cancelled or failed): free its slot of its
+        agent's cap, and of its tenant's cap, queueing the tenant's next parked events. A
+        fan-out has not ended."""
+        if not isinstance(raw, dict) or isinstance(outcome, FannedOut):
+            return
+        agent = raw.get("agent") or (queue[len(AGENT_QUEUE_PREFIX):] if queue and
+                                     queue.startswith(AGENT_QUEUE_PREFIX) else None)  # fmt: skip
+        if isinstance(agent, str) and self.settings.agents.policy(agent).max_concurrency:
+            try:
+                await self.batch().command("ZREM", self.keys.agent_slots(agent),
+                                           str(raw.get("id", "")))  # fmt: skip
+            except Exception:  # its slot expires with its lease
+                log.warning("could not free agent %r's slot", agent, exc_info=True)
+        tenant = raw.get("tenant")
+        if not isinstance(tenant, str):
+            return
+        cap = self.settings.tenants.limit(tenant)
+        if cap is None:
+            return
+        runner, keys, now = self.settings.runner, self.keys, time.time()
+        expire_at = now + runner.hard_time_limit + 2 * runner.visibility_timeout
+        try:
+            await self.batch().call(
+                _TENANT_RELEASE, [keys.tenant_slots(tenant), keys.tenant_parked(tenant),
+                                  QUEUES_KEY],
+                [str(raw.get("id", "")), now, cap, expire_at, WAKE_PREFIX, WAKE_LIMIT],
+            )  # fmt: skip
+        except Exception:  # its slot expires with its lease; the parked wait until then
+            log.warning("could not release tenant %r's slot", tenant, exc_info=True)
+
     async def _run_step(self, begun: Begun, fn: Callable[..., Any], is_async: bool,
-                        *extra: Any, step: int) -> Outcome:  # fmt: skip
-        """Run the agent (`fn` is its run or resume), then finish or fan out."""
+                        *extra: Any, step: int, first: bool = False) -> Outcome:  # fmt: skip
+        """Run the agent (`fn` is its run or resume), then finish or fan out; the
+        lifecycle hooks (:mod:`agentflow.hooks`) run around it, and with tracing on its
+        steps are recorded (:mod:`agentflow.timeline`)."""
         renewer = self.renewer()
         renewer.hold(begun)
+        event = begun.event
+        state = _EMPTY_STATE
+        steps = begun.steps = self._steps(begun, step, first)
+        outcome: Any = "failed"
         try:
             state = await self.load_state(begun)
             try:
-                result = await self._call_agent(begun, fn, is_async, begun.event, state, *extra)
+                if first:
+                    await self._hook(begun, "before_event", event, state)
+                await self._hook(begun, "before_agent_run", event, state)
+            except EventRefused as refused:
+                await self._release(begun)
+                rejected = await self.dead_letter(f"refused by a hook: {refused.reason}",
+                                                  begun.raw, begun.job.task_id,
+                                                  begun.job.queue, "hook")  # fmt: skip
+                outcome = rejected
+                await self._ended(begun, state, None, rejected)
+                raise rejected from None
+            ran = time.monotonic()
+            try:
+                result = await self._call_agent(begun, fn, is_async, event, state, *extra)
             except asyncio.CancelledError:
+                outcome = "cancelled"
                 await asyncio.shield(self._release(begun))
                 raise
             except Exception as exc:
-                raise await self.failure(begun, exc) from exc
+                if steps is not None:
+                    steps.add("agent", ms=_ms(ran), error=f"{type(exc).__name__}: {exc}")
+                await self._hook(begun, "agent_error", event, state, exc)
+                failed = outcome = await self.failure(begun, exc)
+                if not isinstance(failed, RetryLater):
+                    await self._ended(begun, state, None, failed)
+                raise failed from exc
+            if steps is not None:
+                usage = getattr(result, "usage", None)
+                steps.add("agent", ms=_ms(ran), returned=type(result).__name__,
+                          usage=usage.model_dump() if usage and usage.llm_calls else None)  # fmt: skip
+            await self._hook(begun, "after_agent_run", event, state, result)
             if isinstance(result, CallTools):
-                return await self._fan_out(begun, result, step)
+                fanned = outcome = await self._fan_out(begun, result, step)
+                if steps is not None:
+                    steps.add("fan_out", tools=[c.name for c in result.calls])
+                return fanned
             if isinstance(result, WaitFor):
-                return await self._suspend(begun, result)
-            return await self._finish(begun, result)
+                suspended = outcome = await self._suspend(begun, result)
+                if steps is not None:
+                    steps.add("wait", signal=result.signal, timeout=result.timeout)
+                return suspended
+            done = outcome = await self._finish(begun, result)
+            if isinstance(done, Done) and not done.replayed:
+                if steps is not None and result.next_events:
+                    steps.add("chained", events=result.next_events, route=result.routes)
+                await self._ended(begun, state, result, None)
+            return done
         finally:
             renewer.release(begun)
+            if steps is not None:
+                await self._write_steps(begun, steps, outcome)
+
+    async def _hook(self, begun: Begun, name: hooks.HookName, *args: Any) -> None:
+        """Run the `name` hooks, if any (timed in the trace)."""
+        if not hooks.any_registered(name):
+            return
+        started = time.monotonic()
+        try:
+            await hooks.run_hooks(name, *args)
+        finally:
+            if begun.steps is not None:
+                begun.steps.add("hooks", hook=name, ms=_ms(started))
+
+    async def _ended(self, begun: Begun, state: State, result: AgentResult | None,
+                     error: Exception | None) -> None:  # fmt: skip
+        """Run the ``after_event`` hooks of an event that ended (stored or failed)."""
+        await self._hook(begun, "after_event", begun.event, state, result, error)
+
+    def _steps(self, begun: Begun, step: int, first: bool) -> Steps | None:
+        """A new trace of this run when tracing is on, with its start step."""
+        if not self.settings.monitoring.trace:
+            return None
+        event, job = begun.event, begun.job
+        steps = Steps(event.id, event.session_id, first)
+        enqueued = job.headers.get(ENQUEUED_AT_HEADER)
+        wait = begun.started - float(enqueued) if isinstance(enqueued, int | float) else None
+        steps.add("start", agent=begun.agent.name, worker=self.hostname, step=step - 1,
+                  attempt=begun.starts, task_id=job.task_id,
+                  queue_wait_ms=round(wait * 1000, 3) if wait is not None else None)  # fmt: skip
+        return steps
+
+    async def _write_steps(self, begun: Begun, steps: Steps, outcome: Any) -> None:
+        """Record the run's end and store its steps (never fails the run)."""
+        end: dict[str, Any]
+        if isinstance(outcome, Done):
+            end = {"outcome": "replayed" if outcome.replayed else "succeeded"}
+        elif isinstance(outcome, FannedOut):
+            end = {"outcome": "fanned_out", "calls": outcome.calls}
+        elif isinstance(outcome, Revoked):
+            end = {"outcome": "cancelled"}
+        elif isinstance(outcome, Suspended):
+            end = {"outcome": "waiting"}
+        elif isinstance(outcome, RetryLater):
+            end = {"outcome": "retry", "reason": outcome.reason, "countdown": outcome.countdown}
+        elif isinstance(outcome, Exception):
+            end = {"outcome": "failed", "reason": str(outcome)}
+        else:
+            end = {"outcome": str(outcome)}
+        steps.add("end", ms=_ms_since(begun.started), **end)
+        try:
+            batch = self.batch()
+            ttl = int(self.settings.monitoring.trace_ttl)
+            await asyncio.gather(*(batch.command(*c)
+                                   for c in steps.commands(self.keys.prefix, ttl)))  # fmt: skip
+        except Exception:
+            log.warning("could not store the trace of event %s", begun.event.id, exc_info=True)
 
     async def run_tool(self, job: Job) -> Done:
         """A tool call (`agentflow.run_tool`), maybe a chord member. Its first result is
@@ -734,6 +1057,7 @@ class EventRunner:
             batch.command("EXISTS", self.keys.cancel(str(event_id or ""))))  # fmt: skip
         if stored is not None:
             return Done(encoded=stored, replayed=True)
+        started = time.monotonic()
         if event_id and cancelled:
             result = ToolResult(id=_call_id(call), name=_call_name(call), error="cancelled")
         else:
@@ -743,12 +1067,29 @@ class EventRunner:
                 if not job.cancelled:
                     raise
                 result = ToolResult(id=_call_id(call), name=_call_name(call), error="cancelled")
+        if event_id and self.settings.monitoring.trace:
+            await self._trace_tool(str(event_id), job.task_id, result, _ms(started))
         encoded = result.model_dump_json()
         if not await batch.command("SET", key, encoded, "NX", "EX", self.result_ttl):
             first = await batch.command("GET", key)  # another run of this call stored first
             if first is not None:  # its result stands
                 return Done(encoded=first, replayed=True)
         return Done(encoded=encoded)
+
+    async def _trace_tool(self, event_id: str, task_id: str, result: ToolResult,
+                          ms: float) -> None:  # fmt: skip
+        """Add a tool call's run to its event's trace (never fails the call)."""
+        steps = Steps(event_id, None, False)
+        steps.add("tool", name=result.name, call_id=result.id, task_id=task_id, ms=ms,
+                  error=result.error, cached=result.cached, worker=self.hostname)  # fmt: skip
+        try:
+            batch = self.batch()
+            ttl = int(self.settings.monitoring.trace_ttl)
+            await asyncio.gather(*(batch.command(*c)
+                                   for c in steps.commands(self.keys.prefix, ttl)))  # fmt: skip
+        except Exception:
+            log.warning("could not store the trace of a tool call of %s", event_id,
+                        exc_info=True)  # fmt: skip
 
 
 _run_ids = itertools.count()
@@ -799,6 +1140,16 @@ def _count(outcome: Outcome, name: str, started: float, enqueued: Any) -> Outcom
     if isinstance(enqueued, int | float):
         metrics.timing(f"event.latency.{name}", max(0.0, now - enqueued) * 1000)
     return outcome
+
+
+def _ms(since: float) -> float:
+    """Milliseconds since the ``time.monotonic()`` value `since`."""
+    return round((time.monotonic() - since) * 1000, 3)
+
+
+def _ms_since(since: float) -> float:
+    """Milliseconds since the ``time.time()`` value `since`."""
+    return round((time.time() - since) * 1000, 3)
 
 
 async def _awaited(value: Any) -> Any:

@@ -228,7 +228,8 @@ async def _attempt(job: AsyncJob, attempt: int) -> RetryLater | None:
         state, retval = await _finished(job, rc, work, outcome, time.monotonic() - started)
     except RetryLater as later:
         state, retval = states.RETRY, later
-        await _retry(job, rc, later)
+        if not later.quiet:
+            await _retry(job, rc, later)
         return later
     except asyncio.CancelledError:
         state = states.REVOKED

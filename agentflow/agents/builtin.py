@@ -55,7 +55,7 @@ class ChatAgent(Agent):
             model=data.get("model"),
             temperature=data.get("temperature"),
             max_tokens=data.get("max_tokens"),
-            cache=bool(data.get("cache", True)),
+            cache=bool(data["cache"]) if "cache" in data else None,
             cache_ttl=float(ttl) if ttl is not None else None,
             cache_kind=data.get("cache_kind"),
             stream_to=event.id if data.get("stream") else None,

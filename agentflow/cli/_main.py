@@ -12,6 +12,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("agentflow.cli.emit_cmd", "emit"),
     ("agentflow.cli.cancel_cmd", "cancel"),
     ("agentflow.cli.signal_cmd", "signal"),
+    ("agentflow.cli.trace_cmd", "trace"),
     ("agentflow.cli.dlq_cmd", "dlq"),
     ("agentflow.cli.redis_cmd", "redis"),
     ("agentflow.cli.doctor_cmd", "doctor"),

@@ -37,6 +37,10 @@ def local_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Write an HTML report (latency histogram, throughput over time)."),
         click.option("--progress/--no-progress", default=None,
                      help="Progress bar (default: when stderr is a terminal)."),
+        click.option("--with-hooks", is_flag=True,
+                     help="With --local: workers run five no-op lifecycle hooks (their cost)."),
+        click.option("--with-trace", is_flag=True,
+                     help="With --local: workers record traces ([monitoring] trace)."),
     ]  # fmt: skip
     for option in reversed(options):
         fn = option(fn)
@@ -44,14 +48,26 @@ def local_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_local(local: bool, workers: int, concurrency: int, pool: str | None, redis_url: str | None,
-                mock_latency: str) -> Any:  # fmt: skip
+                mock_latency: str, *, hooks: bool = False, trace: bool = False) -> Any:  # fmt: skip
     """LocalOptions for --local, else None."""
     if not local:
+        if hooks or trace:
+            raise click.UsageError("--with-hooks and --with-trace need --local")
         return None
     from agentflow.bench.local import LocalOptions
 
+    env = {}
+    if hooks:
+        env["AGENTFLOW_AGENTS__MODULES"] = '["agentflow.bench.noop_hooks"]'
+    if trace:
+        env["AGENTFLOW_MONITORING__TRACE"] = "true"
     return LocalOptions(workers=workers, concurrency=concurrency, pool=pool,
-                        redis_url=redis_url, mock_latency=mock_latency)  # fmt: skip
+                        redis_url=redis_url, mock_latency=mock_latency, env=env)  # fmt: skip
+
+
+def features(hooks: bool, trace: bool) -> str:
+    """ " +hooks +trace" as the run's name says what the workers did besides the work."""
+    return (" +hooks" if hooks else "") + (" +trace" if trace else "")
 
 
 def run_and_report(opts: Any, progress: bool | None, as_json: bool, html_path: Path | None) -> None:
@@ -99,6 +115,7 @@ def benchmark(
     workers: int, concurrency: int,
     pool: str | None, redis_url: str | None, mock_latency: str, warmup: str, profile: str | None,
     output: Path | None, as_json: bool, html_path: Path | None, progress: bool | None,
+    with_hooks: bool, with_trace: bool,
 ) -> None:  # fmt: skip
     """Drive a steady load (N concurrent users) and report requests/s, latency, memory."""
     from agentflow.bench.run import RunOptions
@@ -114,10 +131,12 @@ def benchmark(
         raise click.BadParameter("must be above 0", param_hint="--rate")
     name = f"{chosen.name} x{users} users" if rate is None else (
         f"{chosen.name} at {rate:g}/s (≤{users} in flight)")  # fmt: skip
+    name += features(with_hooks, with_trace)
     opts = RunOptions(
         workload=chosen, users=lambda t: users, name=name, rate=rate,
         duration=seconds, requests=requests, warmup=parse_duration(warmup),
-        local=build_local(local, workers, concurrency, pool, redis_url, mock_latency),
+        local=build_local(local, workers, concurrency, pool, redis_url, mock_latency,
+                          hooks=with_hooks, trace=with_trace),
         profile=profile,  # type: ignore[arg-type]
         profile_output=check_profile(profile, output), max_users=users,
         extra={"concurrent_users": users, "rate": rate},

@@ -10,6 +10,7 @@ from agentflow.cli._util import friendly_errors, parse_json_object
 from agentflow.cli.benchmark_cmd import (
     build_local,
     check_profile,
+    features,
     local_options,
     run_and_report,
 )
@@ -31,7 +32,7 @@ def loadtest(
     stages: str, agent: str | None, workload: str | None, data: str | None, local: bool,
     workers: int, concurrency: int, pool: str | None, redis_url: str | None, mock_latency: str,
     warmup: str, profile: str | None, output: Path | None, as_json: bool,
-    html_path: Path | None, progress: bool | None,
+    html_path: Path | None, progress: bool | None, with_hooks: bool, with_trace: bool,
 ) -> None:  # fmt: skip
     """Ramp virtual users through stages and report as `benchmark` does."""
     from agentflow.bench.run import RunOptions
@@ -49,9 +50,11 @@ def loadtest(
         chosen = for_agent(agent or "noop", payload)
     peak = max(s.users for s in shape)
     opts = RunOptions(
-        workload=chosen, users=lambda t: users_at(shape, t), name=f"{chosen.name} {stages}",
+        workload=chosen, users=lambda t: users_at(shape, t),
+        name=f"{chosen.name} {stages}{features(with_hooks, with_trace)}",
         duration=total_seconds(shape), warmup=parse_duration(warmup),
-        local=build_local(local, workers, concurrency, pool, redis_url, mock_latency),
+        local=build_local(local, workers, concurrency, pool, redis_url, mock_latency,
+                          hooks=with_hooks, trace=with_trace),
         profile=profile,  # type: ignore[arg-type]
         profile_output=check_profile(profile, output), max_users=peak,
         extra={"stages": stages, "peak_users": peak}, warmup_users=shape[0].users or 1,

@@ -28,7 +28,15 @@ from agentflow._redis._packing import with_hiredis_packing
 from agentflow._redis.queues import agent_queue
 from agentflow._redis.schedule import Delay
 from agentflow.client._async_results import AsyncResultWaiter
-from agentflow.client._build import ADMIT, EventBuilder, HandleBase, Pending, check_timeout
+from agentflow.client._build import (
+    ADMIT,
+    ADMIT_KEYS,
+    Deadline,
+    EventBuilder,
+    HandleBase,
+    Pending,
+    check_timeout,
+)
 from agentflow.client._results import READY_STATES
 from agentflow.config import Settings
 from agentflow.errors import EventTimeout
@@ -47,10 +55,11 @@ class AsyncEventHandle(HandleBase):
         """True once the event has finished (successfully or not)."""
         return await self.client.state(self.id) in READY_STATES
 
-    async def result(self, timeout: float | None = 60.0) -> AgentResult:
+    async def result(self, timeout: float | None = 60.0, *, follow: bool = False) -> AgentResult:
         """Wait for the agent's result; raises EventFailed (EventCancelled, ResultLost) or
-        EventTimeout."""
-        return await self.client.result(self.id, timeout=timeout, epoch=self.epoch)
+        EventTimeout; with
+        `follow`, the result at the end of its chain (``AgentResult.route``)."""
+        return await self.client.result(self.id, timeout=timeout, epoch=self.epoch, follow=follow)
 
     async def cancel(self) -> bool:
         """Cancel the event (see :meth:`AsyncClient.cancel`)."""
@@ -160,8 +169,9 @@ class AsyncClient(EventBuilder):
         for raw in events:
             event, queue = await self._validate(raw)
             handles.append(AsyncEventHandle(self, event, queue, epoch))
+            lane = self._lane(queue, event)
             message = self._message(event, queue, traced, enqueued_at=due)
-            pending.setdefault(queue, []).append((event.id, message))
+            pending.setdefault(lane, []).append((event.id, message))
         if due is not None:
             if pending:
                 await schedule.SCHEDULE.run_async(self.redis, *self._schedule_call(pending, due))
@@ -189,7 +199,7 @@ class AsyncClient(EventBuilder):
         for attempt in range(2):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                pipe.execute_command(*ADMIT.command(call[:4], call[4:]))
+                pipe.execute_command(*ADMIT.command(call[:ADMIT_KEYS], call[ADMIT_KEYS:]))
             try:
                 return list(await pipe.execute())
             except NoScriptError:
@@ -212,15 +222,22 @@ class AsyncClient(EventBuilder):
         return str(json.loads(raw).get("status", "PENDING"))
 
     async def result(self, event_id: str, timeout: float | None = 60.0,
-                     epoch: str | None = None) -> AgentResult:  # fmt: skip
+                     epoch: str | None = None, *, follow: bool = False) -> AgentResult:  # fmt: skip
         """Wait for an event's result; raises EventFailed (with the reason; EventCancelled
-        for a cancelled event, ResultLost when Redis lost it) or EventTimeout."""
+        for a cancelled event, ResultLost when Redis lost it) or EventTimeout. With
+        `follow`, wait for the end of its chain (see :meth:`Client.result
+        <agentflow.client.Client.result>`)."""
         check_timeout(timeout)
-        try:
-            meta = await self.results.wait(event_id, timeout, epoch)
-        except TimeoutError:
-            raise EventTimeout(f"no result for event {event_id} within {timeout}s") from None
-        return self._outcome(event_id, meta)
+        deadline = Deadline(timeout)
+        while True:
+            try:
+                meta = await self.results.wait(event_id, deadline.left(), epoch)
+            except TimeoutError:
+                raise EventTimeout(f"no result for event {event_id} within {timeout}s") from None
+            result = self._outcome(event_id, meta)
+            if not (follow and result.next_events):
+                return result
+            event_id = result.next_events[0]
 
     async def cancel(self, event_id: str) -> bool:
         """Cancel an event wherever it is (see :meth:`Client.cancel

@@ -35,7 +35,10 @@ ADMIT = Script("admit")
 """The admission script: pushes a queue's events unless the backpressure bounds are reached."""
 
 Pending = dict[str, list[tuple[str, str]]]
-"""Messages still to admit: queue → [(event id, queue item), ...]."""
+"""Messages still to admit: lane → [(event id, queue item), ...]; a lane is a queue, or
+``<queue>\n<tenant>`` for the events of a tenant with a cap (:meth:`EventBuilder._lane`)."""
+ADMIT_KEYS = 6
+"""How many keys each admission call starts with."""
 
 
 class HandleBase:
@@ -135,21 +138,36 @@ class EventBuilder:
                 traced[event.id] = ctx
         return envelope(headers, properties, body, queue)
 
+    def _lane(self, queue: str, event: Event) -> str:
+        """The admission lane of `event`: its queue, or queue and tenant when the tenant's
+        events in flight are capped (``[tenants]``)."""
+        tenant = event.tenant
+        if tenant is None or self.settings.tenants.limit(tenant) is None:
+            return queue
+        return f"{queue}\n{tenant}"
+
     def _admission(self, pending: Pending) -> tuple[list[str], list[list[Any]]]:
-        """The admission script's calls for `pending`, one per queue: (queues, calls), each
-        call ``[keys..., args...]`` with its four keys first."""
+        """The admission script's calls for `pending`, one per lane: (lanes, calls), each
+        call ``[keys..., args...]`` with its :data:`ADMIT_KEYS` keys first."""
         runner = self.settings.runner
         now = time.time()
         order = list(pending)
         calls: list[list[Any]] = []
-        for queue in order:
-            items = pending[queue]
+        for lane in order:
+            queue, _, tenant = lane.partition("\n")
+            items = pending[lane]
             args: list[Any] = [now, now + self._inflight_ttl, runner.max_concurrent_events,
                                runner.event_buffer_size, len(items)]  # fmt: skip
             for event_id, message in items:
                 args += [event_id, message]
-            args.append(WAKE_LIMIT)
-            calls.append([self._inflight_key, queue, wake_key(queue), QUEUES_KEY, *args])
+            slots = parked = ""
+            limit = 0
+            if tenant:
+                slots, parked = self.keys.tenant_slots(tenant), self.keys.tenant_parked(tenant)
+                limit = self.settings.tenants.limit(tenant) or 0
+            args += [WAKE_LIMIT, limit]
+            calls.append([self._inflight_key, queue, wake_key(queue), QUEUES_KEY, slots,
+                          parked, *args])  # fmt: skip
         return order, calls
 
     @staticmethod
@@ -167,9 +185,10 @@ class EventBuilder:
         return sent
 
     def _schedule_call(self, pending: Pending, due: float) -> tuple[list[str], list[Any]]:
-        """The schedule script's keys and arguments: every pending message due at `due`."""
-        items = [(event_id, due, schedule.entry(queue, message, event_id))
-                 for queue, messages in pending.items() for event_id, message in messages]  # fmt: skip
+        """The schedule script's keys and arguments: every pending message due at `due`, for
+        its lane's queue (a delayed event is not held to its tenant's cap when it is due)."""
+        items = [(event_id, due, schedule.entry(lane.partition("\n")[0], message, event_id))
+                 for lane, messages in pending.items() for event_id, message in messages]  # fmt: skip
         return [self.keys.scheduled, self.keys.scheduled_items], schedule.schedule_args(items)
 
     def _unschedule_call(self, event_id: str) -> tuple[list[str], list[Any]]:
@@ -218,7 +237,8 @@ class EventBuilder:
 
     def _refused(self, pending: Pending, sent: int) -> BackpressureError:
         runner = self.settings.runner
-        queue, items = next(iter(pending.items()))
+        lane, items = next(iter(pending.items()))
+        queue = lane.partition("\n")[0]
         return BackpressureError(
             f"backpressure: {len(items)} event(s) for {queue} not admitted "
             f"(max_concurrent_events={runner.max_concurrent_events}, "
@@ -261,6 +281,19 @@ class EventBuilder:
         else:
             reason = str(error)
         raise EventFailed(event_id, reason)
+
+
+class Deadline:
+    """What is left of a wait of `timeout` seconds (None: no limit) across several waits."""
+
+    __slots__ = ("_at",)
+
+    def __init__(self, timeout: float | None) -> None:
+        self._at = None if timeout is None else time.monotonic() + timeout
+
+    def left(self) -> float | None:
+        """Seconds left (never below 0), or None without a limit."""
+        return None if self._at is None else max(0.0, self._at - time.monotonic())
 
 
 def check_timeout(timeout: float | None) -> None:

@@ -29,7 +29,15 @@ from agentflow._redis import schedule
 from agentflow._redis.keys import Keys
 from agentflow._redis.queues import agent_queue
 from agentflow._redis.schedule import Delay
-from agentflow.client._build import ADMIT, EventBuilder, HandleBase, Pending, check_timeout
+from agentflow.client._build import (
+    ADMIT,
+    ADMIT_KEYS,
+    Deadline,
+    EventBuilder,
+    HandleBase,
+    Pending,
+    check_timeout,
+)
 from agentflow.client._results import READY_STATES, ResultWaiter
 from agentflow.config import Settings
 from agentflow.errors import EventTimeout
@@ -57,10 +65,11 @@ class EventHandle(HandleBase):
         """True once the event has finished (successfully or not)."""
         return self.client.state(self.id) in READY_STATES
 
-    def result(self, timeout: float | None = 60.0) -> AgentResult:
+    def result(self, timeout: float | None = 60.0, *, follow: bool = False) -> AgentResult:
         """Wait for the agent's result; raises EventFailed (EventCancelled, ResultLost) or
-        EventTimeout."""
-        return self.client.result(self.id, timeout=timeout, epoch=self.epoch)
+        EventTimeout; with
+        `follow`, the result at the end of its chain (``AgentResult.route``)."""
+        return self.client.result(self.id, timeout=timeout, epoch=self.epoch, follow=follow)
 
     def cancel(self) -> bool:
         """Cancel the event (see :meth:`Client.cancel`)."""
@@ -169,8 +178,9 @@ class Client(EventBuilder):
         for raw in events:
             event, queue = self._validate(raw)
             handles.append(EventHandle(self, event, queue, epoch))
+            lane = self._lane(queue, event)
             message = self._message(event, queue, traced, enqueued_at=due)
-            pending.setdefault(queue, []).append((event.id, message))
+            pending.setdefault(lane, []).append((event.id, message))
         if due is not None:
             if pending:
                 schedule.SCHEDULE(self.redis, *self._schedule_call(pending, due))
@@ -201,7 +211,7 @@ class Client(EventBuilder):
         for attempt in range(2):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                pipe.execute_command(*ADMIT.command(call[:4], call[4:]))
+                pipe.execute_command(*ADMIT.command(call[:ADMIT_KEYS], call[ADMIT_KEYS:]))
             try:
                 return list(pipe.execute())
             except redis.exceptions.NoScriptError:
@@ -224,15 +234,24 @@ class Client(EventBuilder):
         return str(json.loads(raw).get("status", "PENDING"))
 
     def result(self, event_id: str, timeout: float | None = 60.0,
-               epoch: str | None = None) -> AgentResult:  # fmt: skip
+               epoch: str | None = None, *, follow: bool = False) -> AgentResult:  # fmt: skip
         """Wait for an event's result; raises EventFailed (with the reason; EventCancelled
-        for a cancelled event, ResultLost when Redis lost it) or EventTimeout."""
+        for a cancelled event, ResultLost when Redis lost it) or EventTimeout.
+
+        With `follow`, wait for the end of its chain: while a result routed to a next
+        agent (``AgentResult.route``), wait for that event's result instead (the first
+        one's, for a route to several agents), all within `timeout`."""
         check_timeout(timeout)
-        try:
-            meta = self.results.wait(event_id, timeout, epoch)
-        except TimeoutError:
-            raise EventTimeout(f"no result for event {event_id} within {timeout}s") from None
-        return self._outcome(event_id, meta)
+        deadline = Deadline(timeout)
+        while True:
+            try:
+                meta = self.results.wait(event_id, deadline.left(), epoch)
+            except TimeoutError:
+                raise EventTimeout(f"no result for event {event_id} within {timeout}s") from None
+            result = self._outcome(event_id, meta)
+            if not (follow and result.next_events):
+                return result
+            event_id = result.next_events[0]
 
     def cancel(self, event_id: str) -> bool:
         """Cancel an event, wherever it is: queued, waiting for a worker's slot, running

@@ -8,6 +8,7 @@ cache with single flight. See docs/llm.md.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from agentflow import _aio
 from agentflow.config import get_settings
@@ -19,7 +20,10 @@ _clients: dict[tuple[int, str], LLMClient] = {}
 
 
 def get_llm(provider: str | None = None) -> LLMClient:
-    """The process's client for `provider` (default: `[llm] provider`); call on the event loop."""
+    """The process's client for `provider` (default: the running agent's
+    ``[agents.<name>] llm_provider``, else `[llm] provider`); call on the event loop."""
+    if provider is None:
+        provider = _policy().llm_provider
     name = provider or get_settings().llm.provider
     return _aio.per_process(_clients, name, lambda: LLMClient(name))
 
@@ -42,3 +46,11 @@ async def aclose_all() -> None:
 
 
 __all__ = ["ChatResponse", "LLMClient", "ToolCall", "aclose_all", "get_llm", "warm"]
+
+
+def _policy() -> Any:
+    """The policy of the agent the caller runs for (every field unset outside an agent)."""
+    from agentflow.context import current_run
+
+    run = current_run()
+    return get_settings().agents.policy(run.agent if run is not None else "")

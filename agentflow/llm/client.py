@@ -39,8 +39,19 @@ from agentflow.llm.types import ChatResponse
 from agentflow.llm.usage import PriceTable, UsageRecorder
 from agentflow.metrics import get_metrics
 from agentflow.models import Usage
+from agentflow.timeline import note_llm_call
 
 log = logging.getLogger("agentflow.llm")
+
+
+def _running_agent() -> str:
+    """The name of the agent the caller runs for ("" outside an agent)."""
+    from agentflow.context import current_run
+
+    run = current_run()
+    return run.agent if run is not None else ""
+
+
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 T = TypeVar("T")
 
@@ -335,21 +346,29 @@ class LLMClient:
         temperature: float | None = None,
         tools: list[dict[str, Any]] | None = None,
         max_tokens: int | None = None,
-        cache: bool | None = True,
+        cache: bool | None = None,
         cache_ttl: float | None = None,
         cache_kind: str | None = None,
         stream_to: str | None = None,
         stream_close: bool = True,
         agent: str | None = None,
     ) -> ChatResponse:
-        """One chat completion; cached in Redis unless `cache` is false.
+        """One chat completion; cached in Redis unless `cache` is false (None: as the
+        running agent's ``[agents.<name>] cache`` says, else cached). The agent's policy
+        also gives the default `model` (``llm_model``) and `cache_ttl`.
 
         With `stream_to` (an event id) the call streams (SSE) and publishes each piece of
         text to that event's Redis stream as it arrives, so ``handle.stream()`` yields it; a
         cache hit publishes the whole reply as one piece. `stream_close` ends the stream
         when the call is done (false: the agent will stream more and close it itself).
         """
-        body: dict[str, Any] = {"model": model or self.config.model, "messages": messages}
+        policy = self.settings.agents.policy(agent or _running_agent())
+        if cache is None:
+            cache = policy.cache if policy.cache is not None else True
+        if cache_ttl is None:
+            cache_ttl = policy.cache_ttl
+        body: dict[str, Any] = {"model": model or policy.llm_model or self.config.model,
+                                "messages": messages}  # fmt: skip
         if temperature is not None:
             body["temperature"] = temperature
         if tools:
@@ -357,6 +376,7 @@ class LLMClient:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         tokens = estimate_tokens(body)
+        started = time.monotonic()
         writer = await self._stream_writer(stream_to) if stream_to else None
 
         async def call() -> ChatResponse:
@@ -395,7 +415,10 @@ class LLMClient:
             if writer is not None:
                 await writer.close(error=f"{type(exc).__name__}: {exc}")
             raise
-        self.usage.add(agent, response.model or str(body["model"] or ""), response.usage)
+        model_name = response.model or str(body["model"] or "")
+        self.usage.add(agent, model_name, response.usage)
+        note_llm_call(model_name, response.usage, bool(response.cached),
+                      time.monotonic() - started)  # fmt: skip
         return response
 
     def _ttl(

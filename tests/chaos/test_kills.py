@@ -1,10 +1,12 @@
 """Workers SIGKILLed at random points under load lose nothing and apply nothing twice.
 
-Three real workers drain a stream of events — session updates (``ledger``) and fan-outs
-whose tool calls run as chord members (``fanout``) — while one of them is SIGKILLed at a
+Three real workers drain a stream of events — session updates (``ledger``), fan-outs
+whose tool calls run as chord members (``fanout``) and chains of routed results
+(``relay``, three hops) — while one of them is SIGKILLed at a
 random moment at least 50 times, each time replaced by a fresh one. Then every event must
 have exactly one result, every session total must count each event once, every chord must
-hand its continuation each member's result exactly once, and nothing may be left queued,
+hand its continuation each member's result exactly once, every chain must end with one
+event per hop (a next event is emitted once), and nothing may be left queued,
 unacked or dead-lettered.
 """
 
@@ -36,7 +38,7 @@ def test_random_sigkills_lose_nothing_and_apply_nothing_twice(start_worker, redi
     client = Client(settings=settings)
     live = [start_worker(concurrency=20, env=ENV) for _ in range(3)]
     sessions: dict[str, int] = {}
-    ledgers, fanouts = [], []
+    ledgers, fanouts, chains = [], [], []
     kills = 0
     started = time.monotonic()
     try:
@@ -54,6 +56,8 @@ def test_random_sigkills_lose_nothing_and_apply_nothing_twice(start_worker, redi
                 for c in calls])  # fmt: skip
             ledgers += handles[: len(batch)]
             fanouts += list(zip(handles[len(batch) :], calls, strict=True))
+            chains += client.emit_many({"type": "t", "agent": "relay", "data": {"until": 2}}
+                                       for _ in range(5))  # fmt: skip
             time.sleep(rng.uniform(0.0, 0.4))  # the workers are draining a backlog now
             victim = rng.choice(live)
             victim.kill()  # SIGKILL, wherever it is
@@ -68,6 +72,8 @@ def test_random_sigkills_lose_nothing_and_apply_nothing_twice(start_worker, redi
             results[h.id] = h.result(timeout=max(1.0, deadline - time.monotonic()))
         for h, calls in fanouts:
             chords[h.id] = (h.result(timeout=max(1.0, deadline - time.monotonic())), calls)
+        ends = {h.id: h.result(timeout=max(1.0, deadline - time.monotonic()), follow=True)
+                for h in chains}  # fmt: skip
     except Exception:
         _explain([h for h in ledgers if h.id not in results]
                  + [h for h, _ in fanouts if h.id not in chords], redis_client)  # fmt: skip
@@ -83,6 +89,10 @@ def test_random_sigkills_lose_nothing_and_apply_nothing_twice(start_worker, redi
         assert store.load(session)["total"] == total, session  # each delta applied once
     for event_id, (result, calls) in chords.items():
         assert result.output == {"indices": list(range(calls)), "errors": []}, event_id
+    for root, end in ends.items():
+        assert end.output["hop"] == 2 and end.output["root"] == root
+        for hop in range(3):  # each next event emitted once, whatever was killed when
+            assert redis_client.scard(f"{TEST_PREFIX}:test:relay:{root}:{hop}") == 1, root
     reruns = sum(max(0, redis_client.llen(f"{TEST_PREFIX}:test:runs:{h.id}") - 1)
                  for h in ledgers)  # fmt: skip
     deadline = time.monotonic() + 30
@@ -91,7 +101,8 @@ def test_random_sigkills_lose_nothing_and_apply_nothing_twice(start_worker, redi
     assert redis_client.hlen("unacked") == 0
     assert redis_client.llen(f"{TEST_PREFIX}:dlq") == 0
     print(f"\nkills={kills} events={events} (ledger {len(ledgers)}, fan-outs {len(fanouts)} "
-          f"with {sum(c for _, c in fanouts)} tool calls) lost=0 applied-twice=0 "
+          f"with {sum(c for _, c in fanouts)} tool calls, chains {len(chains)}) lost=0 "
+          f"applied-twice=0 "
           f"re-run after a kill={reruns} in {elapsed:.0f}s")  # fmt: skip
 
 

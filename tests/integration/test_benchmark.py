@@ -94,3 +94,19 @@ def test_cpu_profile_is_collected_in_collapsed_stack_format(tmp_path: Path, redi
     assert ";" in stack and int(count) > 0
     assert all(line.startswith("worker-") for line in lines)  # one root per worker process
     assert any("agentflow/_worker" in line for line in lines)  # the worker's own frames
+
+
+def test_benchmark_runs_workers_with_hooks_and_traces(redis_client) -> None:
+    """--with-hooks and --with-trace: what the report measures includes their cost."""
+    proc = agentflow("benchmark", "--workload", "W0", "--requests", "50",
+                     "--concurrent-users", "5", "--json", "--with-hooks",
+                     "--with-trace")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["completed"] == 50 and report["name"].endswith("+hooks +trace")
+    traces = [k for k in redis_client.scan_iter("agentflow-bench:trace:*", count=1000)
+              if b":session:" not in k]  # fmt: skip
+    assert len(traces) >= 50
+    steps = [json.loads(s) for s in redis_client.lrange(traces[0], 0, -1)]
+    assert {"before_event", "before_agent_run", "after_agent_run", "after_event"} <= {
+        s.get("hook") for s in steps if s["kind"] == "hooks"}  # fmt: skip

@@ -54,3 +54,19 @@ def test_loop_stops_at_max_iterations(flows: Orchestrator) -> None:
     result = flows.loop("climb", {"type": "t", "data": {"target": 99}}, max_iterations=2).result(60)
     assert result["done"] is False and result["iterations"] == 2
     assert result["output"]["n"] == 2
+
+
+def test_mixed_runs_agents_in_parallel_then_a_pipeline_over_their_merged_outputs(
+    flows: Orchestrator,
+) -> None:
+    handle = flows.mixed(["upper", "exclaim", "boom"], ["gather", "upper"],
+                         {"type": "t", "data": {"text": "go", "why": "x"}})  # fmt: skip
+    result = handle.result(timeout=60)
+    assert result["agent"] == "upper"
+    assert result["output"] == {"text": "GO + GO!"}  # gather's "GO + go!", upper-cased
+
+
+def test_mixed_stops_when_every_parallel_agent_failed(flows: Orchestrator) -> None:
+    handle = flows.mixed(["boom", "boom"], ["gather"], {"type": "t", "data": {"why": "x"}})
+    result = handle.result(timeout=60)
+    assert "every parallel agent failed" in result["error"]
