@@ -307,6 +307,38 @@ class ToolsConfig(_Section):
     max_steps: int = Field(default=8, ge=1, description="LLM → tools rounds an agent may take.")
 
 
+class HTTPConfig(_Section):
+    """`[http]`: the pooled HTTP client tools use (`agentflow.http`), per worker process."""
+
+    max_connections: int = Field(
+        default=200, ge=1, description="Connections the process may hold open, all hosts."
+    )
+    max_connections_per_host: int = Field(
+        default=0, ge=0, description="Connections to one host and port (0: no limit of its own)."
+    )
+    connect_timeout: Duration = Field(
+        default=10.0, description="Seconds to open a connection (or wait for a free one)."
+    )
+    timeout: Duration = Field(
+        default=30.0, description="Seconds to wait for each part of a reply (per read)."
+    )
+    idle_timeout: Duration = Field(
+        default=60.0, description="An idle kept-alive connection is closed after this."
+    )
+    retries: int = Field(
+        default=2,
+        ge=0,
+        description="Extra attempts of an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE) "
+        "after a connection error or a 502/503/504.",
+    )
+    retry_backoff: Duration = Field(
+        default=0.1, description="First retry's delay; doubled each time, with jitter."
+    )
+    user_agent: str | None = Field(
+        default=None, description="User-Agent header (default: agentflow/<version>)."
+    )
+
+
 class MCPServerConfig(_Section):
     """`[mcp.servers.<name>]`: one MCP server whose tools agents may call."""
 
@@ -477,6 +509,7 @@ class Settings(BaseSettings):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    http: HTTPConfig = Field(default_factory=HTTPConfig)
     mcp: MCPConfig = Field(default_factory=MCPConfig)
     error_routing: ErrorRoutingConfig = Field(default_factory=ErrorRoutingConfig)
     tenants: TenantsConfig = Field(default_factory=TenantsConfig)

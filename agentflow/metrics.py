@@ -5,16 +5,20 @@ turns all of it into no-ops. Names are dotted (``events.succeeded.<agent>``) so 
 Graphite and the Prometheus statsd exporter all read them:
 
 - ``events.received.<agent>``, ``events.succeeded.<agent>``, ``events.failed.<agent>``,
-  ``events.retried.<agent>``, ``events.fanned_out.<agent>``, ``events.cancelled.<agent>``
-  — counters, sent by the event runner on every path (asyncio pool, prefork, threads)
+  ``events.retried.<agent>``, ``events.fanned_out.<agent>``, ``events.cancelled.<agent>``,
+  ``events.suspended.<agent>`` (``WaitFor``) — counters, sent by the event runner on every path (asyncio pool, prefork, threads)
 - ``event.latency.<agent>`` — enqueue (producer stamp) to done, ms
 - ``event.queue_wait.<agent>`` — enqueue to start, ms
 - ``event.run_time.<agent>`` — start to done in the worker, ms
-- ``queue.depth.<agent>`` and ``events.in_flight`` — gauges, from each worker's heartbeat
+- ``queue.depth.<agent>``, ``events.in_flight`` and ``dlq.size`` — gauges, from each
+  worker's heartbeat
+- ``queue.backlog.<agent>`` and ``tools.backlog`` — gauges: queued plus taken and not yet
+  acked (prefetched or running), what an autoscaler counts; one worker per heartbeat
 - ``redis.wiped`` — a worker found Redis came back empty
 
 LLM calls add ``llm.call.<provider>`` (ms), ``llm.errors.<provider>``, ``llm.cache.hit`` /
-``llm.cache.miss`` and ``llm.tokens.{prompt,completion}.<model>``; the shared breaker
+``llm.cache.miss``, ``llm.tokens.{prompt,completion}.<model>``, ``llm.tokens.agent.<agent>``
+and ``llm.cost_microusd.<model>`` (estimated cost, millionths of a USD); the shared breaker
 ``llm.breaker.open.<provider>`` (gauge 0/1), ``llm.breaker.opened.<provider>`` and
 ``llm.breaker.rejected.<provider>``; tools ``tool.call.<tool>`` (ms) and
 ``tool.errors.<tool>``.

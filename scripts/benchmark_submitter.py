@@ -14,7 +14,7 @@ with N users, or open loop at a rate); the producer's CPU per event is the drive
 CPU time over the events it sent. The table goes into docs/benchmarks.md between
 the ``<!-- results -->`` markers, with the raw summaries in docs/benchmarks.json.
 
-    python scripts/benchmark_submitter.py                  # W0 to W3, 20 s each
+    python scripts/benchmark_submitter.py                  # W0 to W3 (and W2http[x]), 20 s each
     python scripts/benchmark_submitter.py --duration 60 --workloads W0   # other rows stay
 
 Redis: ``--redis-url`` (default redis://127.0.0.1:6379/13, flushed before each run), else
@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -70,26 +71,34 @@ SHAPES: dict[str, list[Shape]] = {
     "W0": [Shape(50)],
     "W1": [Shape(200), Shape(200, rate=400), Shape(200, rate=500)],
     "W2": [Shape(100), Shape(100, rate=200), Shape(100, rate=250)],
+    "W2http": [Shape(100)],
+    "W2httpx": [Shape(100)],
     "W3": [Shape(200), Shape(200, rate=400)],
 }
 PLAIN_TASK = {"W0": "plain.noop", "W1": "plain.chat", "W2": "plain.after_tools",
-              "W3": "plain.chat_session"}  # fmt: skip
+              "W2http": "plain.after_tools", "W3": "plain.chat_session"}  # fmt: skip
+PLAIN_TOOL = {"W2": "plain.sleep", "W2http": "plain.http_tool"}
+"""The chord members of a fan-out workload on plain Celery."""
+LEAN_ONLY = {"W2httpx"}
+"""Workloads measured on AgentFlow with the lean driver only (W2httpx: a user's own
+httpx.AsyncClient in AgentFlow's tools, beside W2http in the same session)."""
 
 
 class PlainClient:
     """What LoadDriver needs from a client, for the plain Celery app: send_task per event."""
 
-    def __init__(self, url: str, task: str) -> None:
+    def __init__(self, url: str, task: str, tool: str | None = None) -> None:
         self.app = Celery("plain-producer", broker=url, backend=url)
         self.app.conf.update(task_serializer="json", result_serializer="json")
         self.task = task
+        self.tool = tool
 
     def emit_many(self, events: list[Event], timeout: float | None = None) -> None:
         for e in events:
             body = e.model_dump(mode="json")
-            if self.task == "plain.after_tools":  # W2: chord(3 x sleep) -> chat
+            if self.tool is not None:  # W2: chord(3 x tool) -> chat
                 seconds = float(e.data.get("tool_seconds", 0.02))
-                header = group(self.app.signature("plain.sleep", args=(seconds,))
+                header = group(self.app.signature(self.tool, args=(seconds,))
                                for _ in range(int(e.data.get("tools", 3))))  # fmt: skip
                 callback = self.app.signature(self.task, args=(body,), task_id=e.id)
                 chord(header, callback).apply_async()
@@ -113,7 +122,7 @@ def plain_row(
         cwd=Path(__file__).parent, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
-    client = PlainClient(url, PLAIN_TASK[workload])
+    client = PlainClient(url, PLAIN_TASK[workload], PLAIN_TOOL.get(workload))
     try:
         _wait_plain(client)
         make = WORKLOADS[workload].events()
@@ -121,12 +130,17 @@ def plain_row(
         LoadDriver(client, make, lambda t: users, name="warmup", duration=1.0,  # type: ignore[arg-type]
                    workers=WorkerWatch([proc.pid]), rate=shape.rate).run()  # fmt: skip
         cpu_started = time.process_time()
+        watch = WorkerWatch([proc.pid])
+        workers_cpu = watch.cpu_seconds()
         report = LoadDriver(
             client, make, lambda t: users, name=workload, duration=seconds,  # type: ignore[arg-type]
-            workers=WorkerWatch([proc.pid]), rate=shape.rate,
+            workers=watch, rate=shape.rate,
         ).run()  # fmt: skip
         report.settings["producer_cpu_us_per_event"] = round(
             (time.process_time() - cpu_started) * 1e6 / max(1, report.sent)
+        )
+        report.settings["worker_cpu_us_per_event"] = round(
+            (watch.cpu_seconds() - workers_cpu) * 1e6 / max(1, report.completed)
         )
         return report
     finally:
@@ -190,20 +204,31 @@ def row(system: str, config: str, shape: Shape, report: BenchReport) -> dict[str
         "load": shape.label(),
         **s,
         "producer_cpu_us_per_event": report.settings.get("producer_cpu_us_per_event"),
+        "worker_cpu_us_per_event": report.settings.get("worker_cpu_us_per_event"),
     }
 
 
 def write_docs(rows: list[dict[str, Any]], seconds: float) -> None:
     """Put the table between the markers of docs/benchmarks.md; the raw data beside it."""
     machine = f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
+    text = DOCS.read_text() if DOCS.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    earlier = re.search(r"Run (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", text.partition(BEGIN)[2])
+    runs: dict[str, list[str]] = {}
+    for r in rows:  # rows kept from an earlier session say when they ran
+        r.setdefault("run_at", earlier.group(1) if earlier else "earlier")
+        names = runs.setdefault(str(r["run_at"]), [])
+        if r["workload"] not in names:
+            names.append(r["workload"])
+    when = "; ".join(f"{at} UTC ({', '.join(names)})" for at, names in sorted(runs.items()))
     lines = [
         BEGIN,
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}; {seconds:g} s per row after "
+        f"Run {when} on {machine}; {seconds:g} s per row after "
         "1 s of warm-up; producer, Redis, mock LLM (50 ms) and workers on the same machine.",
         "",
         "| workload | system | config | load | events/s | p50 ms | p95 ms | p99 ms | errors "
-        "| worker RSS MB | producer CPU µs/event | vs plain Celery default |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| worker RSS MB | worker CPU µs/event | producer CPU µs/event "
+        "| vs plain Celery default |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base: dict[tuple[str, str], float] = {}
     for r in rows:
@@ -214,14 +239,15 @@ def write_docs(rows: list[dict[str, Any]], seconds: float) -> None:
         b = base.get((r["workload"], r["load"]))
         ratio = f"{r['requests_per_second'] / b:.2f}x" if b else "-"
         cpu = r.get("producer_cpu_us_per_event")
+        worker_cpu = r.get("worker_cpu_us_per_event")
         lines.append(
             f"| {r['workload']} | {r['system']} | {r['config']} | {r['load']} | "
             f"{r['requests_per_second']:.0f} | {lat['p50']:.0f} | {lat['p95']:.0f} | "
             f"{lat['p99']:.0f} | {r['errors']} | {r['worker_rss_mb_max']:.0f} | "
-            f"{'-' if cpu is None else cpu} | {ratio} |"
+            f"{'-' if worker_cpu is None else worker_cpu} | {'-' if cpu is None else cpu} | "
+            f"{ratio} |"
         )
     lines.append(END)
-    text = DOCS.read_text() if DOCS.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     DOCS.write_text(head + "\n".join(lines) + tail)
@@ -231,12 +257,13 @@ def write_docs(rows: list[dict[str, Any]], seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per row")
-    parser.add_argument("--workloads", default="W0,W1,W2,W3")
+    parser.add_argument("--workloads", default="W0,W1,W2,W2http,W2httpx,W3")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--workers", type=int, default=2, help="AgentFlow worker processes")
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
     args = parser.parse_args()
+    session = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
     url, stop_redis = _redis_url(args.redis_url)
     mock = start_mock_llm_process(port=0, latency="50ms")
     rows: list[dict[str, Any]] = []
@@ -249,10 +276,11 @@ def main() -> None:
                     *([("AgentFlow", af + ", via Client (a thread per user)", ["client"]),
                        ("AgentFlow", af + ", via AsyncClient (a coroutine per user)",
                         ["async"])]
-                      if shape.rate is None else []),
-                    ("plain Celery", "default (prefork, 1 process per core)", []),
-                    ("plain Celery", "tuned for I/O (-P threads -c 200)",
-                     ["-P", "threads", "-c", "200"]),
+                      if shape.rate is None and workload not in LEAN_ONLY else []),
+                    *([("plain Celery", "default (prefork, 1 process per core)", []),
+                       ("plain Celery", "tuned for I/O (-P threads -c 200)",
+                        ["-P", "threads", "-c", "200"])]
+                      if workload in PLAIN_TASK else []),
                 ]  # fmt: skip
                 for system, config, pool_args in runs:
                     if pool_args is None or pool_args in (["client"], ["async"]):
@@ -264,6 +292,7 @@ def main() -> None:
                                            args.duration)  # fmt: skip
                     r = row(system, config, shape, report)
                     r["workload"] = workload
+                    r["run_at"] = session
                     rows.append(r)
                     print(f"{workload} {system} [{config}] {shape.label()}: "
                           f"{report.one_line()}", flush=True)  # fmt: skip

@@ -2,7 +2,8 @@
 
 What an engineer would write without AgentFlow, doing the same work per event: a no-op task
 (W0), a task making one chat call to the same mock LLM over a shared sync httpx client (W1),
-and a chord of three sleeping tasks whose body makes the chat call (W2). Redis broker and result backend, JSON, otherwise Celery's defaults. It imports nothing
+a chord of three sleeping tasks whose body makes the chat call (W2), and the same chord with
+three tasks that each GET the mock server's ``/tool`` (W2http). Redis broker and result backend, JSON, otherwise Celery's defaults. It imports nothing
 of AgentFlow, so none of AgentFlow's signal handlers or settings touch it.
 
 Run by scripts/benchmark_submitter.py as
@@ -54,6 +55,17 @@ def sleep(seconds: float) -> float:
     """W2's tool: wait `seconds`."""
     time.sleep(seconds)
     return seconds
+
+
+TOOL_URL = httpx.URL(LLM_URL).copy_with(path="/tool", query=None)
+
+
+@app.task(name="plain.http_tool")
+def http_tool(seconds: float) -> bool:
+    """W2http's tool: a GET to the mock server's ``/tool``, which answers after `seconds`."""
+    response = _http().get(TOOL_URL, params={"latency": f"{seconds}s"})
+    response.raise_for_status()
+    return bool(response.json()["ok"])
 
 
 @app.task(name="plain.after_tools")

@@ -23,6 +23,8 @@ class Keys:
         self.clock_offset = f"{prefix}:test:clock_offset"
         """Test-only clock hook: seconds the scheduler adds to its clock (read only by workers
         started with ``AGENTFLOW_TEST_CLOCK=1``)."""
+        self.backlog_turn = f"{prefix}:backlog:turn"
+        """Which worker counts the queues' backlog this heartbeat interval (a lock)."""
 
     def done(self, dedup_key: str) -> str:
         """An event's stored result (first finish wins)."""

@@ -11,7 +11,10 @@ Every ``interval`` seconds (``[monitoring] metrics_interval``, at most 5 s):
   time should it die) and lists the events among them as survivors
   (``<prefix>:survivors:<epoch>``): producers fail every other event they still wait for
   with :class:`~agentflow.errors.ResultLost`.
-- **Gauges**: queue depth per agent, events in flight.
+- **Gauges**: queue depth per agent, events in flight, dead letters; and, from one worker
+  per interval (a Redis lock picks it), each queue's backlog: queued plus taken and not yet
+  acked (prefetched or running), what an autoscaler must count
+  (:mod:`agentflow._redis.backlog`).
 - **Unserved queues**: a queue ``agentflow.agent.<name>`` whose agent no live worker has
   announced for ``[runner] unserved_timeout`` is consumed by one worker (a Redis lock picks
   it), which dead-letters its events ("no worker serves agent ..."), then stops consuming it.
@@ -33,7 +36,7 @@ from redis.exceptions import WatchError
 
 from agentflow._redis.doorbell import QUEUES_KEY
 from agentflow._redis.keys import Keys
-from agentflow._redis.queues import AGENT_QUEUE_PREFIX, agent_queue
+from agentflow._redis.queues import AGENT_QUEUE_PREFIX, TOOLS_QUEUE, agent_queue
 
 log = logging.getLogger("agentflow.worker")
 
@@ -152,10 +155,12 @@ class Heartbeat:
 
     # -- gauges ----------------------------------------------------------------------------
     def gauges(self, client: Any) -> None:
-        """Queue depth per agent and events in flight, to statsd."""
+        """Queue depth per agent, events in flight and dead letters, to statsd; the backlog
+        of every agent queue and of the tools queue when it is this worker's turn."""
         if not self.settings.monitoring.enable_metrics:
             return
         from agentflow.agents.registry import agent_names
+        from agentflow.dlq import DeadLetterQueue
         from agentflow.metrics import get_metrics
 
         names = agent_names()
@@ -163,11 +168,27 @@ class Heartbeat:
         for name in names:
             pipe.llen(agent_queue(name))
         pipe.zcard(self.keys.inflight)
-        *depths, inflight = pipe.execute()
+        pipe.llen(DeadLetterQueue(client, self.keys.prefix).list_key)
+        *depths, inflight, dead = pipe.execute()
         metrics = get_metrics()
         for name, depth in zip(names, depths, strict=True):
-            metrics.gauge(f"queue.depth.{name.replace('.', '_')}", int(depth))
+            metrics.gauge(f"queue.depth.{_stat(name)}", int(depth))
         metrics.gauge("events.in_flight", int(inflight))
+        metrics.gauge("dlq.size", int(dead))
+        if client.set(self.keys.backlog_turn, os.getpid(), nx=True,
+                      ex=max(1, int(self.interval))):  # fmt: skip
+            self.backlog(client, names, metrics)
+
+    def backlog(self, client: Any, names: list[str], metrics: Any) -> None:
+        """Send ``queue.backlog.<agent>`` and ``tools.backlog``: queued plus held."""
+        from agentflow._redis.backlog import backlog
+
+        agents = {agent_queue(name): name for name in names}
+        for queue, work in backlog(client, [*agents, TOOLS_QUEUE]).items():
+            if queue in agents:
+                metrics.gauge(f"queue.backlog.{_stat(agents[queue])}", work.total)
+            else:
+                metrics.gauge("tools.backlog", work.total)
 
     # -- unserved queues -------------------------------------------------------------------
     def serve_unserved(self, client: Any) -> None:
@@ -245,6 +266,11 @@ class Heartbeat:
         else:
             self.adopted.discard(queue)
             consumer.call_soon(consumer.cancel_task_queue, queue)
+
+
+def _stat(name: str) -> str:
+    """An agent's name as one statsd path segment (dots would split it)."""
+    return name.replace(".", "_")
 
 
 _heartbeat: Heartbeat | None = None

@@ -183,6 +183,13 @@ def close_process(**_: Any) -> None:
         _aio.run(aclose_all(), timeout=10)
     except Exception as exc:
         log.warning("closing LLM clients failed: %s", exc)
+    if "agentflow.http" in sys.modules:  # only where a tool used the HTTP client
+        from agentflow.http import aclose_all as close_http
+
+        try:
+            _aio.run(close_http(), timeout=10)
+        except Exception as exc:
+            log.warning("closing HTTP clients failed: %s", exc)
     if "agentflow.mcp.pool" in sys.modules:  # only where MCP sessions were opened
         from agentflow.mcp.pool import aclose_all as close_mcp
 

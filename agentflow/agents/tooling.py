@@ -5,8 +5,9 @@
   chord, and the results go back to the model as ``role: tool`` messages, until it answers
   or `max_steps` rounds were taken. Each round is its own task: a crash loses one round.
 - ``tools``: runs `data.calls` (``[{"name", "args"}]``) in parallel and returns their results.
-- ``bench_fanout``: workload W2 — `data.tools` (3) ``sleep`` calls of `data.tool_seconds`
-  (20 ms) in parallel, then one LLM call (cache off).
+- ``bench_fanout``: workload W2 — `data.tools` (3) calls of `data.tool` (``sleep``) with
+  ``seconds = data.tool_seconds`` (20 ms) in parallel, then one LLM call (cache off); a
+  failed call fails the event.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from agentflow.agents.base import Agent
 from agentflow.agents.registry import agent
+from agentflow.errors import AgentError
 from agentflow.models import AgentResult, Event, Usage
 from agentflow.state import State
 from agentflow.tools import CallTools, ToolCall, ToolResult, tool_names, tool_schemas
@@ -115,16 +117,21 @@ class BenchFanoutAgent(Agent):
     blocking = False
 
     def run(self, event: Event, state: State) -> Any:
-        """Fan out `data.tools` sleeps of `data.tool_seconds`."""
+        """Fan out `data.tools` calls of `data.tool` (``sleep``) for `data.tool_seconds`."""
         seconds = float(event.data.get("tool_seconds", 0.02))
         n = int(event.data.get("tools", 3))
-        return CallTools([ToolCall(name="sleep", args={"seconds": seconds}) for _ in range(n)])
+        name = str(event.data.get("tool", "sleep"))
+        return CallTools([ToolCall(name=name, args={"seconds": seconds}) for _ in range(n)])
 
     async def resume(
         self, event: Event, state: State, context: dict[str, Any], results: list[ToolResult]
     ) -> Any:
-        """One LLM call with the tools' results."""
+        """One LLM call with the tools' results (a failed call fails the event)."""
         from agentflow.llm import get_llm
+
+        failed = [r.error for r in results if not r.ok]
+        if failed:
+            raise AgentError(f"{len(failed)} of {len(results)} tool calls failed: {failed[0]}")
 
         summary = ", ".join(str(r.output) for r in results)
         prompt = f"{event.data.get('prompt', '')} [tools: {summary}]"

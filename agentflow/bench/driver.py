@@ -48,7 +48,8 @@ class Progress:
 
 
 class WorkerWatch:
-    """Total RSS of the worker processes (and their pool children), read with psutil."""
+    """Total RSS and CPU time of the worker processes (and their pool children), read with
+    psutil."""
 
     def __init__(self, pids: list[int] | None = None) -> None:
         self._explicit = pids
@@ -68,6 +69,27 @@ class WorkerWatch:
                     continue
             return out
         return find_local_workers()
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the worker processes and their children have used so
+        far; a process that exited since the last call no longer counts."""
+        total = 0.0
+        seen: set[int] = set()
+        for root in self._roots():
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for p in procs:
+                if p.pid in seen:
+                    continue
+                seen.add(p.pid)
+                try:
+                    times = p.cpu_times()
+                except psutil.Error:
+                    continue
+                total += times.user + times.system
+        return total
 
     def rss_mb(self) -> float:
         """Sum of RSS over the worker processes and their children, in MB."""

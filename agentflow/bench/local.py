@@ -56,6 +56,8 @@ def local_cluster(opts: LocalOptions) -> Iterator[tuple[LocalCluster, Client]]:
         # One pooled connection per event a worker may run at once: LLM calls never queue
         # for a connection (the default pool, 30, is sized for a production provider's quota).
         "AGENTFLOW_LLM__OPENAI__MAX_CONNECTIONS": str(max(opts.concurrency, 1)),
+        # The same for tools' HTTP calls (agentflow.http, workload W2http).
+        "AGENTFLOW_HTTP__MAX_CONNECTIONS": str(max(opts.concurrency, 1)),
         **opts.env,
     }
     spec = ClusterSpec(

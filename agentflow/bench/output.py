@@ -41,6 +41,9 @@ def print_report(report: BenchReport, console: Console | None = None) -> None:
     if producer_cpu is not None:
         table.add_row(f"producer CPU per event ({report.settings.get('driver', '?')} driver)",
                       f"{producer_cpu} µs")  # fmt: skip
+    worker_cpu = report.settings.get("worker_cpu_us_per_event")
+    if worker_cpu is not None:
+        table.add_row("worker CPU per event (all worker processes)", f"{worker_cpu} µs")
     console.print(table)
     for example in report.error_examples[:5]:
         console.print(f"[red]error:[/red] {example}")

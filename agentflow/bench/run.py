@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ def _cluster(opts: RunOptions) -> Iterator[tuple[Client, WorkerWatch]]:
         return
     local = opts.local
     local.max_in_flight = max(local.max_in_flight, opts.max_users * 2)
+    if opts.workload.modules:  # the workload's agent or tools live outside the built-ins
+        key = "AGENTFLOW_AGENTS__MODULES"
+        modules = list(json.loads(local.env.get(key, "[]")))  # --with-hooks sets some too
+        modules += [m for m in opts.workload.modules if m not in modules]
+        local.env[key] = json.dumps(modules)
     with local_cluster(local) as (cluster, client):
         yield client, WorkerWatch(cluster.worker_pids())
 
@@ -89,6 +95,7 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
             collector.start()
         started = time.time()
         cpu_started = time.process_time()
+        workers_cpu_started = workers.cpu_seconds()
         if opts.driver != "lean":
             assert opts.duration is not None
             users = run_client_users if opts.driver == "client" else run_async_users
@@ -101,9 +108,11 @@ def run(opts: RunOptions, on_progress: Callable[[Progress], None] | None = None)
                 on_progress=on_progress, rate=opts.rate,
             ).run()  # fmt: skip
         producer_cpu = time.process_time() - cpu_started
+        workers_cpu = workers.cpu_seconds() - workers_cpu_started
         report.settings.update(
             {"workload": opts.workload.name, "agent": opts.workload.agent, "started": started,
              "producer_cpu_us_per_event": round(producer_cpu * 1e6 / max(1, report.sent)),
+             "worker_cpu_us_per_event": round(workers_cpu * 1e6 / max(1, report.completed)),
              "rate": opts.rate, "driver": opts.driver,
              "warmup_s": opts.warmup, "local": opts.local is not None, **opts.extra}
         )  # fmt: skip

@@ -5,6 +5,10 @@
 - ``W2``: an agent that fans out 3 tools of 20 ms in parallel (a chord), then one 50 ms LLM
   call. It needs the tools layer (``agentflow.tools``); :func:`available` says whether it is
   there.
+- ``W2http``: W2 whose 3 tools each make a real HTTP call (GET to the mock server's
+  ``/tool``, which answers after 20 ms) through :mod:`agentflow.http`.
+- ``W2httpx``: the same calls through one ``httpx.AsyncClient()`` per worker process, as a
+  user writes them without AgentFlow's client.
 - ``W3``: W1 with session state: each event belongs to one of 1,000 sessions, so the worker
   reads the session's state before the call and writes the updated history after it.
 """
@@ -33,6 +37,8 @@ class Workload:
     needs_module: str | None = None
     sessions: int = 0
     """Events spread over this many sessions (0: no session state)."""
+    modules: tuple[str, ...] = ()
+    """Modules the workers must import (``[agents] modules``) for its agent or tools."""
 
     def available(self) -> str | None:
         """None when it can run here, else why not."""
@@ -71,6 +77,34 @@ WORKLOADS: dict[str, Workload] = {
         lambda i: {"prompt": f"benchmark request {i}", "tool_seconds": 0.02, "tools": 3},
         needs_llm=True,
         needs_module="agentflow.tools",
+    ),
+    "W2http": Workload(
+        "W2http",
+        "bench_fanout",
+        "3 parallel HTTP tools (GET, 20 ms on the mock) via agentflow.http, then one LLM call",
+        lambda i: {
+            "prompt": f"benchmark request {i}",
+            "tool_seconds": 0.02,
+            "tools": 3,
+            "tool": "bench_http",
+        },
+        needs_llm=True,
+        needs_module="agentflow.http",
+        modules=("agentflow.bench.http_tools",),
+    ),
+    "W2httpx": Workload(
+        "W2httpx",
+        "bench_fanout",
+        "W2http's calls via one httpx.AsyncClient() per worker process (a user's own code)",
+        lambda i: {
+            "prompt": f"benchmark request {i}",
+            "tool_seconds": 0.02,
+            "tools": 3,
+            "tool": "bench_httpx",
+        },
+        needs_llm=True,
+        needs_module="agentflow.http",
+        modules=("agentflow.bench.http_tools",),
     ),
     "W3": dataclasses.replace(
         _W1,

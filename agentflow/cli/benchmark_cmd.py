@@ -12,6 +12,9 @@ import click
 from agentflow.cli._util import friendly_errors, parse_json_object
 from agentflow.durations import parse_duration
 
+WORKLOAD_NAMES = ("W0", "W1", "W2", "W2http", "W2httpx", "W3")
+"""The standard workloads' names (agentflow.bench.workloads, not imported at CLI start)."""
+
 
 def local_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by `benchmark` and `loadtest`: cluster, outputs, profiling."""
@@ -95,7 +98,7 @@ def check_profile(profile: str | None, output: Path | None) -> Path | None:
 @click.option("--concurrent-users", "users", default=10, show_default=True,
               help="Virtual users; each keeps one event in flight.")  # fmt: skip
 @click.option("--agent", help="Agent to drive (default: noop, or the --workload's agent).")
-@click.option("--workload", type=click.Choice(["W0", "W1", "W2", "W3"]),
+@click.option("--workload", type=click.Choice(WORKLOAD_NAMES),
               help="A standard workload (see docs/benchmarks.md).")  # fmt: skip
 @click.option("--requests", type=int, help="Stop after this many events instead of a duration.")
 @click.option("--rate", type=float,

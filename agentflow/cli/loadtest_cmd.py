@@ -8,6 +8,7 @@ import click
 
 from agentflow.cli._util import friendly_errors, parse_json_object
 from agentflow.cli.benchmark_cmd import (
+    WORKLOAD_NAMES,
     build_local,
     check_profile,
     features,
@@ -22,9 +23,7 @@ from agentflow.durations import parse_duration
               help='DURATION:USERS,... e.g. "30s:10,1m:100,30s:10", or a preset: '
                    "stress, spike, soak.")  # fmt: skip
 @click.option("--agent", help="Agent to drive (default: noop, or the --workload's agent).")
-@click.option(
-    "--workload", type=click.Choice(["W0", "W1", "W2", "W3"]), help="A standard workload."
-)
+@click.option("--workload", type=click.Choice(WORKLOAD_NAMES), help="A standard workload.")
 @click.option("--data", help="JSON object sent as each event's data (with --agent).")
 @local_options
 @friendly_errors

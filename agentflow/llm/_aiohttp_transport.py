@@ -127,8 +127,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ``httpx.WriteTimeout`` (every other wait has run into its own timeout before that).
     """
 
-    def __init__(self, limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> None:
+    def __init__(
+        self,
+        limits: httpx.Limits,
+        verify: ssl.SSLContext | bool = True,
+        *,
+        limit_per_host: int = 0,
+        name: str = "LLM",
+    ) -> None:
         self._limits = limits
+        self._limit_per_host = limit_per_host
+        self._name = name
         self._ssl: ssl.SSLContext = (
             verify
             if isinstance(verify, ssl.SSLContext)
@@ -148,16 +157,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if session is not None and self._loop is loop:
             return session
         if self._closed:
-            raise RuntimeError("the LLM transport has been closed")
+            raise RuntimeError(f"the {self._name} transport has been closed")
         if session is not None and self._loop is not None and not self._loop.is_closed():
-            raise RuntimeError("the LLM transport is in use on another event loop (not closed)")
+            raise RuntimeError(
+                f"the {self._name} transport is in use on another event loop (not closed)"
+            )
         if session is not None:  # its loop is gone: its sockets go with the objects
             _forget(session)
         limits = self._limits
         expiry = limits.keepalive_expiry
         connector = aiohttp.TCPConnector(
             limit=limits.max_connections or 0,
-            limit_per_host=0,
+            limit_per_host=self._limit_per_host,
             force_close=expiry == 0,
             keepalive_timeout=None if expiry == 0 else expiry,  # None: kept until closed
             happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
@@ -227,8 +238,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> tuple[int, bytes, Mapping[str, str]]:
         """POST `content` and read the whole reply: status, body (decoded from any
         content-encoding) and headers. Raises httpx's exceptions."""
-        data: Any = content if len(content) <= _LARGE_BODY else io.BytesIO(content)
-        response = await self._send("POST", self._url(url), timeouts, data=data, headers=headers)
+        return await self.fetch("POST", url, content, headers, timeouts)
+
+    async def fetch(
+        self,
+        method: str,
+        url: str,
+        content: bytes | None,
+        headers: Mapping[str, str],
+        timeouts: Timeouts,
+        params: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """Send one request and read the whole reply: status, body (decoded from any
+        content-encoding) and headers; `params` are added to the URL's query. No httpx
+        request or response objects on the way. Raises httpx's exceptions."""
+        data: Any = content if content is None or len(content) <= _LARGE_BODY else (
+            io.BytesIO(content))  # fmt: skip
+        try:
+            target = self._url(url)
+            if params:
+                target = target.update_query(params)
+        except (TypeError, ValueError) as exc:
+            raise httpx.InvalidURL(f"{url!r}: {exc}") from exc
+        response = await self._send(method, target, timeouts, data=data, headers=headers)
         try:
             return response.status, await response.read(), response.headers
         except _ERRORS as exc:
@@ -271,6 +303,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
             extensions=extensions,
         )
+
+    def discard(self) -> None:
+        """Drop the pool of a loop that is closed (nothing can be awaited there): its
+        sockets are freed with the objects. The transport takes no more requests."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            _forget(session)
 
     async def aclose(self) -> None:
         """Close every pooled connection; the transport takes no more requests."""

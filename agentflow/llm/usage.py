@@ -103,6 +103,8 @@ class UsageRecorder:
             metrics.incr(f"llm.tokens.completion.{name}", usage.completion_tokens)
             if agent:
                 metrics.incr(f"llm.tokens.agent.{agent}", usage.total_tokens)
+            if usage.cost_usd:  # statsd counts integers: millionths of a dollar
+                metrics.incr(f"llm.cost_microusd.{name}", round(usage.cost_usd * 1_000_000))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush_later())
 

@@ -40,11 +40,17 @@ class MockOptions:
     fail_next: int = 0
     """The next N model requests fail with `fail_status` (then behaviour returns to normal)."""
     fail_status: int = 500
+    tool_fail_next: int = 0
+    """The next N ``/tool`` requests fail with `fail_status` (a flaky API, for retries)."""
     counts: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     """Model requests being answered right now (inside their latency)."""
     max_in_flight: int = 0
     """The most model requests in flight at once since the last reset."""
+    tool_in_flight: int = 0
+    """``/tool`` requests being answered right now."""
+    tool_max_in_flight: int = 0
+    """The most ``/tool`` requests in flight at once since the last reset."""
 
 
 def _tokens(text: str) -> int:
@@ -263,6 +269,32 @@ def create_app(options: MockOptions | None = None) -> Starlette:
         return JSONResponse({"model": body.get("model") or "mock-embedding",
                              "embeddings": [_embedding(str(t)) for t in texts]})  # fmt: skip
 
+    async def tool(request: Request) -> Response:
+        """``/tool``: a stand-in for the HTTP API a tool calls. Waits ``?latency=`` (or the
+        ``x-mock-latency`` header; default none) and answers with what it was sent;
+        ``?status=`` answers with that status instead."""
+        opts.counts["tool"] += 1
+        query = request.query_params
+        latency = query.get("latency") or request.headers.get("x-mock-latency")
+        opts.tool_in_flight += 1
+        opts.tool_max_in_flight = max(opts.tool_max_in_flight, opts.tool_in_flight)
+        try:
+            if latency:
+                await asyncio.sleep(parse_duration(latency))
+        finally:
+            opts.tool_in_flight -= 1
+        status = int(query.get("status", "0") or 0)
+        if not status and opts.tool_fail_next > 0:
+            opts.tool_fail_next -= 1
+            status = opts.fail_status
+        if status:
+            opts.counts[f"tool_status_{status}"] += 1
+            return JSONResponse({"error": f"mock error {status}"}, status_code=status)
+        body = await request.body()
+        return JSONResponse({"ok": True, "method": request.method, "query": dict(query),
+                             "body": body.decode(errors="replace"),
+                             "user_agent": request.headers.get("user-agent")})  # fmt: skip
+
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
@@ -270,9 +302,11 @@ def create_app(options: MockOptions | None = None) -> Starlette:
         if request.method == "POST":
             opts.counts.clear()
             opts.max_in_flight = opts.in_flight
+            opts.tool_max_in_flight = opts.tool_in_flight
             return JSONResponse({"reset": True})
         return JSONResponse({"total": 0, **opts.counts, "in_flight": opts.in_flight,
-                             "max_in_flight": opts.max_in_flight})  # fmt: skip
+                             "max_in_flight": opts.max_in_flight,
+                             "tool_max_in_flight": opts.tool_max_in_flight})  # fmt: skip
 
     async def configure(request: Request) -> Response:
         """POST /config {"latency": "10ms", "error_rate": 0.1, ...}: change behaviour live."""
@@ -285,6 +319,8 @@ def create_app(options: MockOptions | None = None) -> Starlette:
         for key in ("fail_next", "fail_status"):
             if key in body:
                 setattr(opts, key, int(body[key]))
+        if "tool_fail_next" in body:
+            opts.tool_fail_next = int(body["tool_fail_next"])
         if "rate_limit_every" in body:
             opts.rate_limit_every = int(body["rate_limit_every"])
         return JSONResponse({"ok": True})
@@ -296,6 +332,7 @@ def create_app(options: MockOptions | None = None) -> Starlette:
         Route("/openai/deployments/{deployment}/embeddings", embeddings, methods=["POST"]),
         Route("/api/chat", ollama_chat, methods=["POST"]),
         Route("/api/embed", ollama_embed, methods=["POST"]),
+        Route("/tool", tool, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/health", health),
         Route("/stats", stats, methods=["GET"]),
         Route("/stats/reset", stats, methods=["POST"]),

@@ -53,6 +53,19 @@ def test_benchmark_runs_the_llm_workload_against_the_mock(redis_client) -> None:
     assert report["latency_ms"]["p50"] >= 50  # every event made its 50 ms mock LLM call
 
 
+@pytest.mark.parametrize("workload", ["W2http", "W2httpx"])
+def test_benchmark_runs_the_fan_out_with_http_tools(workload: str, redis_client) -> None:
+    """Each event's three tools GET the mock server's /tool (a failed call fails the event:
+    no errors means every call was answered), then the LLM call; worker CPU is reported."""
+    proc = agentflow("benchmark", "--workload", workload, "--requests", "60",
+                     "--concurrent-users", "20", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["completed"] == 60 and report["errors"] == 0
+    assert report["settings"]["workload"] == workload
+    assert report["settings"]["worker_cpu_us_per_event"] > 0
+
+
 @pytest.mark.parametrize("driver", ["client", "async"])
 def test_benchmark_drives_through_the_clients_and_reports_producer_cpu(driver: str,
                                                                       redis_client):  # fmt: skip

@@ -1286,3 +1286,13 @@ def test_hub_runs_on_tick_callbacks_every_turn_and_the_consumer_has_its_hub() ->
     assert "c.task_consumer = c.app.amqp.TaskConsumer(" in source(Tasks.start)
     assert "self.queues = " in source(KombuConsumer.__init__), "kombu Consumer.queues changed"
     assert isinstance(Connection.connected, property), "kombu Connection.connected changed"
+
+
+def test_kombu_names_the_backlog_counts() -> None:
+    """agentflow._redis.backlog counts kombu's unacked hash and its priority lists by name."""
+    from agentflow._redis import backlog
+
+    channel = kombu_redis.Channel
+    assert channel.unacked_key == backlog.UNACKED_KEY, "kombu renamed its unacked hash"
+    assert channel.sep == backlog.PRIORITY_SEP, "kombu changed its priority key separator"
+    assert tuple(channel.priority_steps) == backlog.PRIORITY_STEPS, "kombu's priority steps"

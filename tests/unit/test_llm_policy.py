@@ -95,3 +95,33 @@ def test_a_full_batch_goes_at_once_and_errors_reach_every_caller() -> None:
         assert all(isinstance(r, RuntimeError) for r in results)
 
     asyncio.run(go())
+
+
+def test_usage_sends_tokens_and_cost_to_statsd(monkeypatch) -> None:
+    """Every priced call counts its tokens and its estimated cost (millionths of a USD)."""
+    import asyncio
+
+    from agentflow.llm import usage as usage_mod
+    from agentflow.models import Usage
+
+    sent: list[tuple[str, int]] = []
+
+    class Recorder:
+        def incr(self, stat: str, count: int = 1, rate: float = 1) -> None:
+            sent.append((stat, count))
+
+    monkeypatch.setattr(usage_mod, "get_metrics", Recorder)
+
+    async def record() -> None:
+        recorder = usage_mod.UsageRecorder(client=None, prefix="af", interval=60)  # type: ignore[arg-type]
+        cost = PriceTable().cost("gpt-4o-mini", 1000, 500)
+        recorder.add("chat", "gpt-4o-mini", Usage(prompt_tokens=1000, completion_tokens=500,
+                                                   total_tokens=1500, llm_calls=1, cost_usd=cost))  # fmt: skip
+        recorder.add("chat", "free-model", Usage(prompt_tokens=1, completion_tokens=1,
+                                                  total_tokens=2, llm_calls=1))  # fmt: skip
+        recorder._task.cancel()  # type: ignore[union-attr]
+
+    asyncio.run(record())
+    assert ("llm.tokens.prompt.gpt-4o-mini", 1000) in sent
+    assert ("llm.cost_microusd.gpt-4o-mini", 450) in sent  # 1000 x 0.15 + 500 x 0.60
+    assert not [s for s, _ in sent if s == "llm.cost_microusd.free-model"]  # no price, no cost
