@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agentflow.agents import Agent, FunctionAgent, agent, agent_names, get_agent
+from agentflow.agents import Agent, FunctionAgent, agent, agent_names, get_agent, on_signal
 from agentflow.client import AsyncClient, AsyncEventHandle, Client, EventHandle
 from agentflow.config import Settings, get_settings, load_settings
 from agentflow.context import Cancelled, RunContext, current_run
@@ -38,7 +38,7 @@ from agentflow.errors import (
     ToolError,
     UnknownAgent,
 )
-from agentflow.models import AgentResult, Event, StateUpdate, Usage
+from agentflow.models import AgentResult, Event, Signal, StateUpdate, Usage, WaitFor
 from agentflow.state import MutableState, State
 from agentflow.streams import AsyncStreamWriter, StreamWriter, iter_stream
 from agentflow.tools import CallTools, Tool, ToolCall, ToolResult, get_tool, tool
@@ -111,6 +111,7 @@ __all__ = [
     "ResultLost",
     "RunContext",
     "Settings",
+    "Signal",
     "State",
     "StateUpdate",
     "StreamFailed",
@@ -121,6 +122,7 @@ __all__ = [
     "ToolResult",
     "UnknownAgent",
     "Usage",
+    "WaitFor",
     "__version__",
     "agent",
     "agent_names",
@@ -130,5 +132,6 @@ __all__ = [
     "get_tool",
     "iter_stream",
     "load_settings",
+    "on_signal",
     "tool",
 ]

@@ -108,6 +108,12 @@ class RunnerConfig(_Section):
         description="A queue of an agent no live worker has announced for this long is "
         "drained into the dead-letter queue.",
     )
+    scheduler_interval: Duration = Field(
+        default=1.0,
+        gt=0,
+        description="How often each worker moves due delayed events and wait timeouts to "
+        "their queues (every worker does; each entry moves once).",
+    )
     max_event_bytes: int = Field(default=1_048_576, ge=256)
     max_redeliveries: int = Field(default=5, ge=1)
     max_hops: int = Field(

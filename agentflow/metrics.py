@@ -5,8 +5,8 @@ turns all of it into no-ops. Names are dotted (``events.succeeded.<agent>``) so 
 Graphite and the Prometheus statsd exporter all read them:
 
 - ``events.received.<agent>``, ``events.succeeded.<agent>``, ``events.failed.<agent>``,
-  ``events.retried.<agent>``, ``events.fanned_out.<agent>``, ``events.cancelled.<agent>``
-  — counters, sent by the event runner on every path (asyncio pool, prefork, threads)
+  ``events.retried.<agent>``, ``events.fanned_out.<agent>``, ``events.cancelled.<agent>``,
+  ``events.suspended.<agent>`` (``WaitFor``) — counters, sent by the event runner on every path (asyncio pool, prefork, threads)
 - ``event.latency.<agent>`` — enqueue (producer stamp) to done, ms
 - ``event.queue_wait.<agent>`` — enqueue to start, ms
 - ``event.run_time.<agent>`` — start to done in the worker, ms

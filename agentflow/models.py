@@ -136,3 +136,51 @@ class AgentResult(BaseModel):
     def ok(self) -> bool:
         """True when the agent finished without an error."""
         return self.error is None
+
+
+class WaitFor(BaseModel):
+    """Returned by an agent: suspend the event until the signal `signal` arrives
+    (``Client.signal(event_id, signal, payload)``) or `timeout` seconds pass, without holding
+    a worker slot meanwhile. The agent's ``on_signal(event, state, signal)`` then runs on any
+    worker, and its result is the event's. `context` (JSON) comes back in ``signal.context``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    signal: str = Field(min_length=1, max_length=128)
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds to wait (a number, or a duration such as ``"1h"``); None waits without end."""
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    def __init__(self, signal: str, /, **data: Any) -> None:
+        super().__init__(signal=signal, **data)
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        from agentflow.durations import parse_duration
+
+        seconds = parse_duration(value)
+        if not math.isfinite(seconds):
+            raise ValueError("timeout must be finite")
+        return seconds
+
+    @field_validator("context")
+    @classmethod
+    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not _all_finite(value):
+            raise ValueError("NaN and Infinity are not JSON: every number must be finite")
+        return value
+
+
+class Signal(BaseModel):
+    """What resumes a waiting event, as the agent's ``on_signal`` gets it: the signal's
+    `name` and `payload`, or ``timed_out=True`` (payload None) when its WaitFor's timeout
+    passed first; `context` is what the WaitFor carried."""
+
+    name: str
+    payload: Any = None
+    timed_out: bool = False
+    context: dict[str, Any] = Field(default_factory=dict)

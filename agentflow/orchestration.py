@@ -57,7 +57,14 @@ def _step_event(template: Mapping[str, Any], agent: str, previous: Any) -> dict[
 def _run_step(task: Task, event: dict[str, Any]) -> dict[str, Any]:
     """Run one step's event in this task; an error becomes ``{"error": ..., "agent": ...}``."""
     from agentflow import _aio
-    from agentflow._worker.runner import FannedOut, Job, RetryLater, Revoked, get_runner
+    from agentflow._worker.runner import (
+        FannedOut,
+        Job,
+        RetryLater,
+        Revoked,
+        Suspended,
+        get_runner,
+    )
 
     request = task.request
     job = Job(event["id"], "agentflow.run_event", [event], {}, {}, dict(request.__dict__),
@@ -72,6 +79,9 @@ def _run_step(task: Task, event: dict[str, Any]) -> dict[str, Any]:
         raise task.replace(outcome.signature)
     if isinstance(outcome, Revoked):
         return {"error": "cancelled", "agent": event.get("agent"), "event_id": event["id"]}
+    if isinstance(outcome, Suspended):  # WaitFor: a flow step cannot wait (its chain goes on)
+        return {"error": "a flow step cannot wait for a signal (WaitFor)",
+                "agent": event.get("agent"), "event_id": event["id"]}  # fmt: skip
     return cast(dict[str, Any], outcome.result)
 
 

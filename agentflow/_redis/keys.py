@@ -16,6 +16,13 @@ class Keys:
         """This Redis's identity: changes when it comes back empty."""
         self.workers_ready = f"{prefix}:workers:ready"
         """Set of main-process pids of workers that are ready (local tooling waits on it)."""
+        self.scheduled = f"{prefix}:scheduled"
+        """Sorted set of scheduled entries (delayed events, wait timeouts): member → due time."""
+        self.scheduled_items = f"{prefix}:scheduled:items"
+        """Hash: scheduled member → its entry (queue and fully built queue item, as JSON)."""
+        self.clock_offset = f"{prefix}:test:clock_offset"
+        """Test-only clock hook: seconds the scheduler adds to its clock (read only by workers
+        started with ``AGENTFLOW_TEST_CLOCK=1``)."""
         self.backlog_turn = f"{prefix}:backlog:turn"
         """Which worker counts the queues' backlog this heartbeat interval (a lock)."""
 
@@ -46,6 +53,10 @@ class Keys:
     def tool_result(self, task_id: str) -> str:
         """A tool call's first result (a redelivered call reuses it)."""
         return f"{self.prefix}:toolres:{task_id}"
+
+    def wait(self, event_id: str) -> str:
+        """A suspended event's record (``WaitFor``): what it waits for and what resumes it."""
+        return f"{self.prefix}:wait:{event_id}"
 
     def survivors(self, epoch: str) -> str:
         """Events workers still held when Redis came back empty as `epoch`."""

@@ -10,6 +10,8 @@ AGENT_QUEUE_PREFIX = "agentflow.agent."
 TOOLS_QUEUE = "agentflow.tools"
 DEFAULT_QUEUE = "agentflow.default"
 RUN_EVENT_TASK = "agentflow.run_event"
+SIGNAL_TASK = "agentflow.signal_event"
+"""Resumes a suspended event (``WaitFor``) with its signal or timeout, on the agent's queue."""
 
 
 def agent_queue(agent: str) -> str:

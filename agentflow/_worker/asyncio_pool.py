@@ -2,8 +2,8 @@
 
 A Celery worker hands every request to its pool (``pool.apply_async(trace, ..., callbacks)``,
 see ``celery.worker.request``). This pool is Celery's threads pool for any other task; for
-AgentFlow's three tasks — `agentflow.run_event`, `agentflow.resume_event` and
-`agentflow.run_tool` — it runs the work on the process's asyncio loop instead of a thread,
+AgentFlow's tasks — `agentflow.run_event`, `agentflow.resume_event`,
+`agentflow.signal_event` and `agentflow.run_tool` — it runs the work on the process's asyncio loop instead of a thread,
 so hundreds of events and their LLM calls are in flight without hundreds of threads.
 
 Everything before and after the run is Celery's own: the default strategy builds the
@@ -35,7 +35,7 @@ from typing import Any
 from celery.concurrency.thread import TaskPool as ThreadsPool
 
 from agentflow import _aio
-from agentflow._redis.queues import RUN_EVENT_TASK
+from agentflow._redis.queues import RUN_EVENT_TASK, SIGNAL_TASK
 from agentflow._worker import trace
 
 log = logging.getLogger("agentflow.pool")
@@ -44,7 +44,8 @@ _BUSY_HUB = 0.002
 """A hub that turned this recently is busy: it runs queued callbacks at its next turn
 without being woken (a wake-up is a write to its pipe, and a thread switch)."""
 
-AGENTFLOW_TASKS = frozenset({RUN_EVENT_TASK, "agentflow.resume_event", "agentflow.run_tool"})
+AGENTFLOW_TASKS = frozenset({RUN_EVENT_TASK, "agentflow.resume_event", "agentflow.run_tool",
+                             SIGNAL_TASK})  # fmt: skip
 
 
 class AsyncJob:

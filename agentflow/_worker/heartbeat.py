@@ -40,7 +40,7 @@ from agentflow._redis.queues import AGENT_QUEUE_PREFIX, TOOLS_QUEUE, agent_queue
 
 log = logging.getLogger("agentflow.worker")
 
-_RUN_TASKS = ("agentflow.run_event", "agentflow.resume_event")
+_RUN_TASKS = ("agentflow.run_event", "agentflow.resume_event", "agentflow.signal_event")
 _SCAN_STEP = 1000
 """Keys one beat's SCAN step looks at (Redis spends about 1 ms on it)."""
 

@@ -34,7 +34,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -44,7 +44,7 @@ from agentflow._redis.connection import get_async_redis
 from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, WAKE_PREFIX, ring, wake_key
 from agentflow._redis.keys import Keys
 from agentflow._redis.messages import ENQUEUED_AT_HEADER
-from agentflow._redis.queues import AGENT_QUEUE_PREFIX, agent_queue
+from agentflow._redis.queues import AGENT_QUEUE_PREFIX, SIGNAL_TASK, agent_queue
 from agentflow._redis.routes import resolve_agent
 from agentflow._redis.script_batch import ScriptBatch
 from agentflow._redis.scripts import Script
@@ -63,7 +63,7 @@ from agentflow.errors import (
     UnknownAgent,
 )
 from agentflow.metrics import get_metrics
-from agentflow.models import AgentResult, Event
+from agentflow.models import AgentResult, Event, Signal, WaitFor
 from agentflow.state import State, StateStore
 from agentflow.timeline import Steps
 from agentflow.tools.calls import CallTools, ToolResult
@@ -160,7 +160,16 @@ class Revoked:
     reason: str = "cancelled"
 
 
-Outcome = Done | FannedOut | Revoked
+@dataclass
+class Suspended:
+    """The agent returned ``WaitFor``: the event waits for its signal in Redis and this
+    request ends (acked, its slot free); or a resume message that no longer applies."""
+
+    settled: bool = False
+    stale: bool = False
+
+
+Outcome = Done | FannedOut | Revoked | Suspended
 
 
 @dataclass
@@ -180,6 +189,8 @@ class Begun:
     loaded: float = 0.0
     steps: Steps | None = None
     """This run's trace, when tracing is on."""
+    waits: int = 0
+    """How many times this event has suspended (``WaitFor``) before this run."""
 
 
 @dataclass
@@ -517,7 +528,7 @@ class EventRunner:
             raise
         finally:
             run_context.leave(token)
-        if isinstance(value, CallTools):
+        if isinstance(value, CallTools | WaitFor):
             return value
         return to_result(value, begun.event, agent.name)
 
@@ -697,6 +708,8 @@ class EventRunner:
             return await self.run_tool(job)
         if job.name == "agentflow.resume_event":
             return await self.resume(job)
+        if job.name == SIGNAL_TASK:
+            return await self.resume_signal(job)
         return await self.run_event(job)
 
     async def run_event(self, job: Job) -> Outcome:
@@ -764,6 +777,119 @@ class EventRunner:
             raise
         await self._tenant_release(raw, outcome, job.queue)
         return _count(outcome, name, started, enqueued)
+
+    async def resume_signal(self, job: Job) -> Outcome:
+        """A suspended event resumed by its signal or timeout (`agentflow.signal_event`):
+        the agent's ``on_signal`` runs, and its result is the event's."""
+        event_id, token, raw_signal = [*job.args, None, None, None][:3]
+        record: dict[bytes, bytes] = await cast(
+            Any, get_async_redis().hgetall(self.keys.wait(str(event_id)))
+        )
+        status = record.get(b"status")
+        if not isinstance(token, str) or record.get(b"token") != token.encode() or \
+                status not in (b"resumed", b"done"):  # fmt: skip
+            # A wait that ended otherwise (cancelled, expired) or a later wait of the event.
+            log.info("event %s: resume message for a wait that is over; dropped", event_id)
+            return Suspended(stale=True)
+        raw = json.loads(record[b"event"])
+        name = _metric_name(raw, job.queue)
+        started = time.time()
+        enqueued = job.headers.get(ENQUEUED_AT_HEADER)
+        waits = int(record.get(b"waits") or 1)
+        try:
+            begun = await self._begin(raw, job, step=-waits)
+            if not isinstance(begun, Begun):
+                return _count(begun, name, started, enqueued)
+            begun.waits = waits
+            fields = raw_signal if isinstance(raw_signal, dict) else {}
+            signal = Signal(name=str(fields.get("name") or record.get(b"signal", b"").decode()),
+                            payload=fields.get("payload"),
+                            timed_out=bool(fields.get("timed_out")),
+                            context=json.loads(record.get(b"context") or b"{}"))  # fmt: skip
+            agent = begun.agent
+            outcome = await self._run_step(begun, agent.on_signal, agent.signal_is_async, signal,
+                                           step=1)  # fmt: skip
+        except RetryLater:
+            get_metrics().incr(f"events.retried.{name}")
+            raise
+        except BaseException:
+            get_metrics().incr(f"events.failed.{name}")
+            raise
+        if isinstance(outcome, Done | Revoked):
+            await self._wait_over(str(event_id), token)
+        return _count(outcome, name, started, enqueued)
+
+    async def _wait_over(self, event_id: str, token: str) -> None:
+        """Mark a resumed wait done (kept for a redelivered resume message, then expires)."""
+        key = self.keys.wait(event_id)
+        try:
+            client: Any = get_async_redis()
+            if await client.hget(key, "token") == token.encode():
+                await client.hset(key, "status", "done")
+                await client.expire(key, self.result_ttl)
+        except Exception:
+            log.debug("could not mark the wait of %s done", event_id, exc_info=True)
+
+    async def _suspend(self, begun: Begun, wait: WaitFor) -> Done | Revoked | Suspended:
+        """Store the suspended event (what it waits for, its timeout) and free this run."""
+        from agentflow._redis import schedule, waits
+        from agentflow._redis.publish import task_message
+        from agentflow.celery_app import app
+
+        event, agent, job = begun.event, begun.agent, begun.job
+        if not agent.waits:
+            await self._release(begun)
+            raise await self.dead_letter(
+                f"agent {agent.name!r} returned WaitFor but has no on_signal() to resume it",
+                begun.raw, job.task_id, job.queue, "agent")  # fmt: skip
+        queue = job.queue or agent_queue(agent.name)
+        token = _run_id()
+        key = self.keys.wait(event.id)
+        due = time.time() + wait.timeout if wait.timeout is not None else None
+        member = schedule.timeout_member(event.id)
+        entry = ""
+        if due is not None:
+            args = (event.id, token, waits.signal_args(wait.signal, None, timed_out=True))
+            message = task_message(app, SIGNAL_TASK, args, {}, task_id=event.id, queue=queue,
+                                   root_id=job.headers.get("root_id") or event.id)  # fmt: skip
+            entry = schedule.entry(queue, message.item, guard=key, token=token)
+        meta_key = self._meta_key(job)
+        record_ttl = int(wait.timeout + self.result_ttl) if wait.timeout is not None else 0
+        unacked, unacked_index, tag = job.settle if job.settle is not None else ("", "", "")
+        raw = begun.raw if isinstance(begun.raw, dict) else event.model_dump(mode="json")
+        status, *rest = await waits.SUSPEND.run_async(
+            get_async_redis(),
+            [begun.done_key, begun.claim_key, self.keys.inflight, key, self.keys.scheduled,
+             self.keys.scheduled_items, meta_key, unacked, unacked_index,
+             self.keys.cancel(event.id)],
+            [event.id, begun.run_id, token, wait.signal, queue, json.dumps(raw),
+             json.dumps(wait.context), begun.waits + 1, agent.name, record_ttl,
+             repr(due) if due is not None else "", member, entry,
+             waits.waiting_meta(event.id, wait.signal, due), self.result_ttl, tag],
+        )  # fmt: skip
+        if int(status) == 1:
+            return Done(encoded=rest[0], replayed=True)
+        if int(status) == 2:
+            return Revoked()
+        log.info("event %s waits for signal %r (timeout %s)", event.id, wait.signal,
+                 f"{wait.timeout:g}s" if wait.timeout is not None else "none")  # fmt: skip
+        return Suspended(settled=job.settle is not None)
+
+    @staticmethod
+    def _meta_key(job: Job) -> str:
+        """Celery's result key of the job's task, where the broker's Redis holds it ('')."""
+        if job.meta is not None:
+            return job.meta.key
+        from celery.backends.redis import RedisBackend
+
+        from agentflow._redis.connection import get_redis
+        from agentflow._redis.publish import same_redis
+        from agentflow.celery_app import app
+
+        backend = app.backend
+        if isinstance(backend, RedisBackend) and same_redis(backend.client, get_redis()):
+            return bytes(backend.get_key_for_task(job.task_id)).decode()
+        return ""
 
     async def _tenant_release(self, raw: Any, outcome: Outcome | None,
                               queue: str | None = None) -> None:  # fmt: skip
@@ -847,6 +973,11 @@ class EventRunner:
                 if steps is not None:
                     steps.add("fan_out", tools=[c.name for c in result.calls])
                 return fanned
+            if isinstance(result, WaitFor):
+                suspended = outcome = await self._suspend(begun, result)
+                if steps is not None:
+                    steps.add("wait", signal=result.signal, timeout=result.timeout)
+                return suspended
             done = outcome = await self._finish(begun, result)
             if isinstance(done, Done) and not done.replayed:
                 if steps is not None and result.next_events:
@@ -896,6 +1027,8 @@ class EventRunner:
             end = {"outcome": "fanned_out", "calls": outcome.calls}
         elif isinstance(outcome, Revoked):
             end = {"outcome": "cancelled"}
+        elif isinstance(outcome, Suspended):
+            end = {"outcome": "waiting"}
         elif isinstance(outcome, RetryLater):
             end = {"outcome": "retry", "reason": outcome.reason, "countdown": outcome.countdown}
         elif isinstance(outcome, Exception):
@@ -994,6 +1127,9 @@ def _count(outcome: Outcome, name: str, started: float, enqueued: Any) -> Outcom
         return outcome
     if isinstance(outcome, Revoked):
         metrics.incr(f"events.cancelled.{name}")
+        return outcome
+    if isinstance(outcome, Suspended):
+        metrics.incr(f"events.suspended.{name}")
         return outcome
     metrics.timing(f"event.run_time.{name}", (now - started) * 1000)
     metrics.incr(f"events.succeeded.{name}")

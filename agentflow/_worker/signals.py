@@ -81,10 +81,11 @@ def retire_worker(**_: Any) -> None:
     """Take this worker out of the ready set and stop its heartbeat."""
     from agentflow._redis.connection import get_redis
     from agentflow._redis.transport import _limbo, _push_limbo
-    from agentflow._worker import heartbeat, liveness
+    from agentflow._worker import heartbeat, liveness, scheduler
     from agentflow.config import get_settings
 
     heartbeat.stop()
+    scheduler.stop()
     liveness.stop()
     try:
         if _limbo:  # messages held across a lost connection: back on their queues
@@ -98,7 +99,7 @@ def retire_worker(**_: Any) -> None:
 def announce_agents(sender: Any = None, **_: Any) -> None:
     """Start the heartbeat (it announces the agents this worker serves at once); then
     freeze the start-up heap where events run in this process."""
-    from agentflow._worker import heartbeat, liveness
+    from agentflow._worker import heartbeat, liveness, scheduler
     from agentflow._worker.asyncio_pool import AsyncPool
     from agentflow.agents.registry import agent_names
 
@@ -108,6 +109,7 @@ def announce_agents(sender: Any = None, **_: Any) -> None:
     if runs_here:  # events run in this process
         _start_mcp()  # here rather than at worker_init: logging is set up by now
     heartbeat.start(sender)
+    scheduler.start()
     on_loop = isinstance(getattr(sender, "pool", None), AsyncPool)
     liveness.start(sender, _aio.get_loop() if on_loop else None)
     log.info("agentflow worker ready; agents: %s", ", ".join(agent_names()))

@@ -15,7 +15,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject
 
 from agentflow import _aio
-from agentflow._redis.queues import RUN_EVENT_TASK
+from agentflow._redis.queues import RUN_EVENT_TASK, SIGNAL_TASK
 from agentflow.celery_app import app
 from agentflow.errors import AgentError, EventRejected
 from agentflow.tools.execute import RUN_TOOL_TASK
@@ -33,7 +33,15 @@ _TASK_OPTIONS: dict[str, Any] = {
 
 def run_on_pool(task: Task, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """Run one request's work through the runner from a pool's thread or process."""
-    from agentflow._worker.runner import Done, FannedOut, Job, RetryLater, Revoked, get_runner
+    from agentflow._worker.runner import (
+        Done,
+        FannedOut,
+        Job,
+        RetryLater,
+        Revoked,
+        Suspended,
+        get_runner,
+    )
 
     request = task.request
     fields = dict(request.__dict__)
@@ -50,8 +58,8 @@ def run_on_pool(task: Task, name: str, args: list[Any], kwargs: dict[str, Any]) 
         # Not the event's fault (Redis unreachable, say): back to the queue, as for a
         # lost worker; [runner] max_redeliveries caps how often.
         raise Reject(exc, requeue=True) from exc
-    if isinstance(outcome, FannedOut):
-        raise Ignore()  # replaced by the chord, as ``Task.replace`` does
+    if isinstance(outcome, FannedOut | Suspended):
+        raise Ignore()  # replaced by the chord (as ``Task.replace`` does), or waiting
     if isinstance(outcome, Revoked):
         task.backend.mark_as_revoked(request.id, outcome.reason, request=request)
         raise Ignore()
@@ -71,10 +79,16 @@ def resume_event(self: Task, results: Any, event: Any, context: dict[str, Any]) 
     return run_on_pool(self, RESUME_TASK, [results, event, context], {})
 
 
+@app.task(name=SIGNAL_TASK, **_TASK_OPTIONS)
+def signal_event(self: Task, event_id: str, token: str, signal: Any = None) -> Any:
+    """Resume an event that waits for a signal (``WaitFor``) with its signal or timeout."""
+    return run_on_pool(self, SIGNAL_TASK, [event_id, token, signal], {})
+
+
 @app.task(name=RUN_TOOL_TASK, **_TASK_OPTIONS)
 def run_tool(self: Task, call: Any, event_id: str | None = None) -> Any:
     """Run one tool call; the result (never an exception) goes to the chord's body."""
     return run_on_pool(self, RUN_TOOL_TASK, [call, event_id], {})
 
 
-__all__ = ["resume_event", "run_event", "run_tool"]
+__all__ = ["resume_event", "run_event", "run_tool", "signal_event"]

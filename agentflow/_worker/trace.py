@@ -12,7 +12,8 @@ its events. What differs, and why:
   message, which stays unacked until a result is stored (Celery would publish a copy with a
   countdown and ack the original). ``task_retry`` and ``task-retried`` fire as usual.
 - A fan-out replaces the task like ``Task.replace``: its state is IGNORED, the message is
-  acked, and the chord's body later stores the result under the event's id.
+  acked, and the chord's body later stores the result under the event's id. So does a
+  wait (``WaitFor``): the event's result entry reads WAITING until its resume stores it.
 - An error of the infrastructure (Redis unreachable) is not the event's failure: the
   message goes back to its queue as for a lost worker (``WorkerLostError``), and
   ``[runner] max_redeliveries`` caps how often.
@@ -50,6 +51,7 @@ from agentflow._worker.runner import (
     ResultMeta,
     RetryLater,
     Revoked,
+    Suspended,
     get_runner,
 )
 from agentflow.errors import AgentError, EventRejected
@@ -259,7 +261,9 @@ async def _finished(job: AsyncJob, rc: RequestContext, work: Job, outcome: Outco
         pool.on_request_thread(request.revoked)
         await _end_stream(job.task_id)
         return states.REVOKED, None
-    if isinstance(outcome, FannedOut):
+    if isinstance(outcome, FannedOut | Suspended):
+        # A fan-out or a wait (WaitFor: the event waits in Redis for its signal) ends this
+        # request without a result of its own.
         if outcome.settled:
             message.channel.qos.settled(message.delivery_tag)
         # Replaced, as by ``Task.replace``: Celery's request acks on Ignore. (Only the

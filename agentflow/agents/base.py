@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agentflow.models import AgentResult, Event
+from agentflow.models import AgentResult, Event, Signal
 from agentflow.state import State
 from agentflow.tools.calls import ToolResult
 
@@ -47,6 +47,23 @@ class Agent:
         """
         raise NotImplementedError(f"agent {self.name!r} asked for tools but has no resume()")
 
+    def on_signal(
+        self, event: Event, state: State, signal: Signal
+    ) -> RunResult | Awaitable[RunResult]:
+        """Continue after ``WaitFor(...)``: `signal` is what arrived (``signal.timed_out`` when
+        the wait's timeout passed first). Return the final result, or ``WaitFor`` again."""
+        raise NotImplementedError(f"agent {self.name!r} waits for a signal but has no on_signal()")
+
+    @property
+    def waits(self) -> bool:
+        """True when the agent can be resumed by a signal (it has ``on_signal``)."""
+        return type(self).on_signal is not Agent.on_signal
+
+    @property
+    def signal_is_async(self) -> bool:
+        """True when ``on_signal`` is a coroutine function."""
+        return inspect.iscoroutinefunction(self.on_signal)
+
     @property
     def is_async(self) -> bool:
         """True when `run` is a coroutine function."""
@@ -80,10 +97,26 @@ class FunctionAgent(Agent):
         self.description = description or (fn.__doc__ or "").strip()
         self.timeout = timeout
         self.blocking = blocking
+        self.signal_fn: Callable[[Event, State, Signal], Any] | None = None
+        """``fn(event, state, signal)``, registered with ``@on_signal("name")``."""
 
     def run(self, event: Event, state: State) -> Any:
         """Call the wrapped function."""
         return self.fn(event, state)
+
+    def on_signal(self, event: Event, state: State, signal: Signal) -> Any:
+        """Call the function registered with ``@on_signal``."""
+        if self.signal_fn is None:
+            return super().on_signal(event, state, signal)
+        return self.signal_fn(event, state, signal)
+
+    @property
+    def waits(self) -> bool:
+        return self.signal_fn is not None
+
+    @property
+    def signal_is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.signal_fn)
 
     @property
     def is_async(self) -> bool:

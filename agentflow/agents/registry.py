@@ -84,3 +84,19 @@ def unregister(name: str) -> None:
     """Remove an agent (tests)."""
     with _lock:
         _agents.pop(name, None)
+
+
+def on_signal(name: str) -> Callable[[A], A]:
+    """Register ``fn(event, state, signal)`` (sync or async) as what resumes the function
+    agent `name` after it returned ``WaitFor(...)``: ``@on_signal("approver")``, below its
+    ``@agent("approver")`` function. (A class agent implements ``Agent.on_signal``.)"""
+
+    def decorate(fn: A) -> A:
+        target = get_agent(name)
+        if not isinstance(target, FunctionAgent):
+            raise ConfigError(f"@on_signal({name!r}): {target!r} is a class agent; implement "
+                              "its on_signal method instead")  # fmt: skip
+        target.signal_fn = fn
+        return fn
+
+    return decorate

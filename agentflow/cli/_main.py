@@ -11,6 +11,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("agentflow.cli.config_cmd", "config"),
     ("agentflow.cli.emit_cmd", "emit"),
     ("agentflow.cli.cancel_cmd", "cancel"),
+    ("agentflow.cli.signal_cmd", "signal"),
     ("agentflow.cli.trace_cmd", "trace"),
     ("agentflow.cli.dlq_cmd", "dlq"),
     ("agentflow.cli.redis_cmd", "redis"),

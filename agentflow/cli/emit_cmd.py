@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import click
 
@@ -30,6 +31,12 @@ from agentflow.cli._util import FiniteFloat, friendly_errors, json_object_option
     help="Seconds to wait with --wait or --stream (a finite number >= 0).",
 )
 @click.option("--stream", is_flag=True, help="Print streamed items (LLM tokens) as they arrive.")
+@click.option("--delay", help='Run the event after this long ("30s", "10m", "1d", or seconds).')
+@click.option(
+    "--at",
+    "at_text",
+    help="Run the event at this time: ISO 8601 (UTC unless it names its zone) or epoch seconds.",
+)
 @friendly_errors
 def emit(
     agent_name: str | None,
@@ -42,6 +49,8 @@ def emit(
     wait: bool,
     timeout: float,
     stream: bool,
+    delay: str | None,
+    at_text: str | None,
 ) -> None:
     """Publish one event; prints its id, or its result with --wait."""
     from agentflow.client import Client
@@ -55,9 +64,16 @@ def emit(
                        ("idempotency_key", idempotency_key)):  # fmt: skip
         if value:
             event[key] = value
+    from agentflow._redis.schedule import due_time
+
+    at = _parse_at(at_text)
+    try:
+        due_time(delay, at)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     client = Client()
     try:
-        handle = client.emit(event)
+        handle = client.emit(event, delay=delay, at=at)
         if stream:
             for item in handle.stream(timeout=timeout):
                 click.echo(item if isinstance(item, str) else json.dumps(item), nl=False)
@@ -69,3 +85,19 @@ def emit(
         click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
     finally:
         client.close()
+
+
+def _parse_at(text: str | None) -> datetime | float | None:
+    """``--at``: epoch seconds, or an ISO 8601 time (UTC unless it names its zone)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time or epoch seconds",
+                                 param_hint="--at") from None  # fmt: skip
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

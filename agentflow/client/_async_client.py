@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, cast
 
@@ -22,8 +23,10 @@ import redis.asyncio as aredis
 from celery import Celery
 from redis.exceptions import NoScriptError
 
+from agentflow._redis import schedule
 from agentflow._redis._packing import with_hiredis_packing
 from agentflow._redis.queues import agent_queue
+from agentflow._redis.schedule import Delay
 from agentflow.client._async_results import AsyncResultWaiter
 from agentflow.client._build import (
     ADMIT,
@@ -61,6 +64,10 @@ class AsyncEventHandle(HandleBase):
     async def cancel(self) -> bool:
         """Cancel the event (see :meth:`AsyncClient.cancel`)."""
         return await self.client.cancel(self.id)
+
+    async def signal(self, name: str, payload: Any = None) -> bool:
+        """Resume the event waiting for signal `name` (see :meth:`AsyncClient.signal`)."""
+        return await self.client.signal(self.id, name, payload)
 
     async def stream(self, timeout: float | None = 60.0) -> AsyncIterator[Any]:
         """Items the event streams while it runs (LLM tokens, tool results), in order; one
@@ -138,16 +145,23 @@ class AsyncClient(EventBuilder):
         return self._epoch
 
     # -- publishing ------------------------------------------------------------------------
-    async def emit(self, event: Event | Mapping[str, Any], *,
-                   timeout: float | None = None) -> AsyncEventHandle:  # fmt: skip
-        """Validate and publish one event; returns its handle."""
-        return (await self.emit_many([event], timeout=timeout))[0]
+    async def emit(self, event: Event | Mapping[str, Any], *, timeout: float | None = None,
+                   delay: Delay | None = None,
+                   at: datetime | float | None = None) -> AsyncEventHandle:  # fmt: skip
+        """Validate and publish one event; returns its handle. `delay` or `at` schedule it
+        (see :meth:`Client.emit <agentflow.client.Client.emit>`)."""
+        return (await self.emit_many([event], timeout=timeout, delay=delay, at=at))[0]
 
     async def emit_many(self, events: Iterable[Event | Mapping[str, Any]], *,
-                        timeout: float | None = None) -> list[AsyncEventHandle]:  # fmt: skip
+                        timeout: float | None = None, delay: Delay | None = None,
+                        at: datetime | float | None = None) -> list[AsyncEventHandle]:  # fmt: skip
         """Validate all events first, then publish them in one round trip (per admission
         try). At the backpressure bounds it waits (``backpressure = "block"``, up to
-        `timeout` or ``backpressure_timeout``) or raises BackpressureError."""
+        `timeout` or ``backpressure_timeout``) or raises BackpressureError. With `delay` or
+        `at`, schedule them all for that time (one round trip)."""
+        due = schedule.due_time(delay, at)
+        if due is not None and due <= time.time():
+            due = None  # due already: sent now
         handles: list[AsyncEventHandle] = []
         pending: Pending = {}
         traced: dict[str, contextvars.Context] = {}
@@ -156,7 +170,13 @@ class AsyncClient(EventBuilder):
             event, queue = await self._validate(raw)
             handles.append(AsyncEventHandle(self, event, queue, epoch))
             lane = self._lane(queue, event)
-            pending.setdefault(lane, []).append((event.id, self._message(event, queue, traced)))
+            message = self._message(event, queue, traced, enqueued_at=due)
+            pending.setdefault(lane, []).append((event.id, message))
+        if due is not None:
+            if pending:
+                await schedule.SCHEDULE.run_async(self.redis, *self._schedule_call(pending, due))
+            self._published(handles, traced)
+            return handles
         deadline = self._deadline(timeout)
         sent, delay = 0, 0.005
         while pending:
@@ -224,11 +244,29 @@ class AsyncClient(EventBuilder):
         <agentflow.client.Client.cancel>`). False when it had already finished."""
         await self.redis.set(self.keys.cancel(event_id), 1,
                              ex=int(self.settings.broker.result_expires))  # fmt: skip
+        if await schedule.UNSCHEDULE.run_async(self.redis, *self._unschedule_call(event_id)):
+            return True  # a delayed event: due now, and its worker marks it cancelled
+        if await self._resume(event_id, "", None):
+            return True  # a waiting event: resumed, and its worker marks it cancelled
         if await self.state(event_id) in READY_STATES:
             return False
         # Celery's control commands publish through kombu, which blocks: on a thread.
         await asyncio.to_thread(self._broadcast_cancel, event_id)
         return True
+
+    async def signal(self, event_id: str, name: str, payload: Any = None) -> bool:
+        """Resume an event that waits for signal `name` (see :meth:`Client.signal
+        <agentflow.client.Client.signal>`); True when this call resumed it."""
+        return await self._resume(event_id, name, payload)
+
+    async def _resume(self, event_id: str, name: str, payload: Any) -> bool:
+        record = await cast(Any, self.redis.hmget(self.keys.wait(event_id), self._wait_fields()))
+        call = self._signal_call(event_id, name, payload, list(record))
+        if call is None:
+            return False
+        from agentflow._redis.waits import SIGNAL
+
+        return bool(await SIGNAL.run_async(self.redis, *call))
 
     async def close(self) -> None:
         """Stop waiting for results and release the connections."""

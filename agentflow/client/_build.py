@@ -14,10 +14,11 @@ from typing import Any
 from celery import Celery, signals
 from pydantic import ValidationError
 
+from agentflow._redis import schedule
 from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, wake_key
 from agentflow._redis.keys import Keys
 from agentflow._redis.messages import ENQUEUED_AT_HEADER, encode_body, envelope, origin, short_repr
-from agentflow._redis.queues import RUN_EVENT_TASK
+from agentflow._redis.queues import RUN_EVENT_TASK, SIGNAL_TASK
 from agentflow._redis.routes import resolve_agent
 from agentflow._redis.scripts import Script
 from agentflow.config import Settings, get_settings
@@ -101,7 +102,8 @@ class EventBuilder:
         )
 
     def _message(self, event: Event, queue: str,
-                 traced: dict[str, contextvars.Context] | None = None) -> str:  # fmt: skip
+                 traced: dict[str, contextvars.Context] | None = None,
+                 enqueued_at: float | None = None) -> str:  # fmt: skip
         payload = event.model_dump(mode="json")
         try:
             body = encode_body([payload], {}, {"callbacks": None, "errbacks": None,
@@ -119,7 +121,8 @@ class EventBuilder:
             soft_time_limit=None, argsrepr=short_repr(args), kwargsrepr="{}", origin=origin(),
         )  # fmt: skip
         headers = dict(msg.headers)
-        headers[ENQUEUED_AT_HEADER] = time.time()
+        # A delayed event counts as enqueued when it is due (queue-wait metrics, the janitor).
+        headers[ENQUEUED_AT_HEADER] = time.time() if enqueued_at is None else enqueued_at
         properties = dict(msg.properties)
         if signals.before_task_publish.receivers:  # tracing (OpenTelemetry) injects here
             # Each message's publish signals run in a copy of the caller's context (kept in
@@ -180,6 +183,52 @@ class EventBuilder:
             else:
                 del pending[queue]
         return sent
+
+    def _schedule_call(self, pending: Pending, due: float) -> tuple[list[str], list[Any]]:
+        """The schedule script's keys and arguments: every pending message due at `due`, for
+        its lane's queue (a delayed event is not held to its tenant's cap when it is due)."""
+        items = [(event_id, due, schedule.entry(lane.partition("\n")[0], message, event_id))
+                 for lane, messages in pending.items() for event_id, message in messages]  # fmt: skip
+        return [self.keys.scheduled, self.keys.scheduled_items], schedule.schedule_args(items)
+
+    def _unschedule_call(self, event_id: str) -> tuple[list[str], list[Any]]:
+        """The unschedule script's keys and arguments for a cancelled event."""
+        return [self.keys.scheduled, self.keys.scheduled_items], [event_id]
+
+    def _wait_fields(self) -> list[str]:
+        """The fields of a wait record that :meth:`_signal_call` reads (HMGET them)."""
+        return ["status", "signal", "token", "queue"]
+
+    def _signal_call(self, event_id: str, name: str, payload: Any,
+                     record: list[Any]) -> tuple[list[str], list[Any]] | None:  # fmt: skip
+        """The signal script's keys and arguments that resume `event_id` with signal `name`
+        (``""``: any, for a cancel), given its wait record (:meth:`_wait_fields`); None when
+        it does not wait for that signal."""
+        status, awaited, token, queue = (v.decode() if isinstance(v, bytes) else v
+                                         for v in record)  # fmt: skip
+        if status != "waiting" or not token or not queue or (name and awaited != name):
+            return None
+        from agentflow._redis import waits  # on first use: a producer import stays small
+
+        args = (event_id, token, waits.signal_args(name or str(awaited), payload))
+        try:
+            body = encode_body(list(args), {}, {"callbacks": None, "errbacks": None,
+                                                "chain": None, "chord": None})  # fmt: skip
+        except (ValueError, TypeError) as exc:
+            raise InvalidEvent(f"signal payload for event {event_id} is not JSON: {exc}") from None
+        if len(body) > self.settings.runner.max_event_bytes:
+            raise InvalidEvent(f"signal payload for event {event_id} is {len(body)} bytes; "
+                               f"max_event_bytes={self.settings.runner.max_event_bytes}")  # fmt: skip
+        msg = self.app.amqp.as_task_v2(
+            event_id, SIGNAL_TASK, args=args, kwargs={}, time_limit=None, soft_time_limit=None,
+            argsrepr=short_repr(args), kwargsrepr="{}", origin=origin(), root_id=event_id,
+        )  # fmt: skip
+        headers = dict(msg.headers)
+        headers[ENQUEUED_AT_HEADER] = time.time()
+        item = envelope(headers, dict(msg.properties), body, queue)
+        keys = [self.keys.wait(event_id), self.keys.scheduled, self.keys.scheduled_items, queue,
+                wake_key(queue), QUEUES_KEY]  # fmt: skip
+        return keys, [name, token, item, WAKE_LIMIT, schedule.timeout_member(event_id)]
 
     def _deadline(self, timeout: float | None) -> float:
         runner = self.settings.runner

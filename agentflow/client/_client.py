@@ -18,14 +18,17 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, cast
 
 import redis
 from celery import Celery
 from celery.result import AsyncResult
 
+from agentflow._redis import schedule
 from agentflow._redis.keys import Keys
 from agentflow._redis.queues import agent_queue
+from agentflow._redis.schedule import Delay
 from agentflow.client._build import (
     ADMIT,
     ADMIT_KEYS,
@@ -71,6 +74,10 @@ class EventHandle(HandleBase):
     def cancel(self) -> bool:
         """Cancel the event (see :meth:`Client.cancel`)."""
         return self.client.cancel(self.id)
+
+    def signal(self, name: str, payload: Any = None) -> bool:
+        """Resume the event waiting for signal `name` (see :meth:`Client.signal`)."""
+        return self.client.signal(self.id, name, payload)
 
     def stream(self, timeout: float | None = 60.0) -> Iterator[Any]:
         """Items the event streams while it runs (LLM tokens, tool results), in order.
@@ -144,15 +151,26 @@ class Client(EventBuilder):
 
     # -- publishing ------------------------------------------------------------------------
     def emit(
-        self, event: Event | Mapping[str, Any], *, timeout: float | None = None
-    ) -> EventHandle:
-        """Validate and publish one event; returns its handle."""
-        return self.emit_many([event], timeout=timeout)[0]
+        self, event: Event | Mapping[str, Any], *, timeout: float | None = None,
+        delay: Delay | None = None, at: datetime | float | None = None,
+    ) -> EventHandle:  # fmt: skip
+        """Validate and publish one event; returns its handle.
+
+        With `delay` (seconds, a timedelta or a duration such as ``"10m"``) or `at` (an
+        aware datetime or epoch seconds) the event is validated and built now and runs when
+        due (see :mod:`agentflow._redis.schedule`); its handle works as for any event."""
+        return self.emit_many([event], timeout=timeout, delay=delay, at=at)[0]
 
     def emit_many(
-        self, events: Iterable[Event | Mapping[str, Any]], *, timeout: float | None = None
-    ) -> list[EventHandle]:
-        """Validate all events first, then publish them in one round trip (per admission try)."""
+        self, events: Iterable[Event | Mapping[str, Any]], *, timeout: float | None = None,
+        delay: Delay | None = None, at: datetime | float | None = None,
+    ) -> list[EventHandle]:  # fmt: skip
+        """Validate all events first, then publish them in one round trip (per admission try);
+        with `delay` or `at`, schedule them all for that time (one round trip)."""
+        due = schedule.due_time(delay, at)
+        now = time.time()
+        if due is not None and due <= now:
+            due = None  # due already: sent now
         handles: list[EventHandle] = []
         pending: Pending = {}
         traced: dict[str, contextvars.Context] = {}
@@ -161,7 +179,13 @@ class Client(EventBuilder):
             event, queue = self._validate(raw)
             handles.append(EventHandle(self, event, queue, epoch))
             lane = self._lane(queue, event)
-            pending.setdefault(lane, []).append((event.id, self._message(event, queue, traced)))
+            message = self._message(event, queue, traced, enqueued_at=due)
+            pending.setdefault(lane, []).append((event.id, message))
+        if due is not None:
+            if pending:
+                schedule.SCHEDULE(self.redis, *self._schedule_call(pending, due))
+            self._published(handles, traced)
+            return handles
         deadline = self._deadline(timeout)
         sent, delay = 0, 0.005
         while pending:
@@ -202,8 +226,8 @@ class Client(EventBuilder):
         return EventHandle(self, Event(id=event_id, type="unknown"), "")
 
     def state(self, event_id: str) -> str:
-        """The event's Celery state: PENDING (queued or running), SUCCESS, FAILURE,
-        REVOKED (cancelled), or RETRY."""
+        """The event's Celery state: PENDING (queued, scheduled or running), WAITING (for a
+        signal), SUCCESS, FAILURE, REVOKED (cancelled), or RETRY."""
         raw: Any = self.results_redis.get(self._meta_prefix + event_id)
         if raw is None:
             return "PENDING"
@@ -237,10 +261,31 @@ class Client(EventBuilder):
         cancelled marker, and it is neither dead-lettered nor redelivered. False when the
         event had already finished."""
         self.redis.set(self.keys.cancel(event_id), 1, ex=int(self.settings.broker.result_expires))
+        if schedule.UNSCHEDULE(self.redis, *self._unschedule_call(event_id)):
+            return True  # a delayed event: due now, and its worker marks it cancelled
+        if self._resume(event_id, "", None):
+            return True  # a waiting event: resumed, and its worker marks it cancelled
         if self.state(event_id) in READY_STATES:
             return False
         self._broadcast_cancel(event_id)
         return True
+
+    def signal(self, event_id: str, name: str, payload: Any = None) -> bool:
+        """Resume an event that waits for signal `name` (its agent returned
+        ``WaitFor(name)``): its ``on_signal`` runs on any worker with `payload` (JSON), and
+        its result becomes the event's. True when this call resumed it; False when it does
+        not wait for `name` (not yet, no more: resumed by another signal or its timeout, or
+        finished). A wait is resumed once, however many signals race."""
+        return self._resume(event_id, name, payload)
+
+    def _resume(self, event_id: str, name: str, payload: Any) -> bool:
+        record = cast(Any, self.redis.hmget(self.keys.wait(event_id), self._wait_fields()))
+        call = self._signal_call(event_id, name, payload, list(record))
+        if call is None:
+            return False
+        from agentflow._redis.waits import SIGNAL
+
+        return bool(SIGNAL(self.redis, *call))
 
     def close(self) -> None:
         """Release connections and the result thread."""

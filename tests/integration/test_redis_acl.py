@@ -24,6 +24,7 @@ from agentflow._redis.doorbell import QUEUES_KEY
 from agentflow._redis.keys import Keys
 from agentflow._redis.scripts import Script
 from agentflow.mock_llm import MockServer
+from tests.agents_later import LATER_MODULES
 from tests.conftest import ROOT, TEST_ENV, WorkerProcess
 from tests.integration.redis_server import private_redis
 
@@ -226,6 +227,27 @@ try:
     handle.result(timeout=60)
 except EventFailed as exc:
     out["failed"] = str(exc)
+handle = client.emit({"type": "t", "agent": "stamp", "data": {"k": 1}}, delay=0.5)
+out["delayed"] = handle.result(timeout=60).output["data"]
+later = client.emit({"type": "t", "agent": "stamp"}, delay="1d")
+out["cancel_delayed"] = client.cancel(later.id)
+try:
+    later.result(timeout=60)
+except EventCancelled:
+    out["delayed_cancelled"] = True
+for agent, signal in (("approver", "approval"), ("gatekeeper", "open")):
+    waiting = client.emit({"type": "t", "agent": agent, "data": {"timeout": 3600}})
+    while client.state(waiting.id) != "WAITING":
+        time.sleep(0.05)
+    if agent == "approver":
+        out["signalled"] = client.signal(waiting.id, signal, "ok")
+        out["resumed"] = waiting.result(timeout=60).output["payload"]
+    else:
+        out["cancel_waiting"] = client.cancel(waiting.id)
+        try:
+            waiting.result(timeout=60)
+        except EventCancelled:
+            out["waiting_cancelled"] = True
 client.close()
 print(json.dumps(out))
 """
@@ -235,6 +257,7 @@ def test_worker_and_producer_run_events_without_a_denial(
     acl_port: int, admin: redis.Redis, mock_llm: MockServer, tmp_path: Path
 ) -> None:
     common = {**TEST_ENV, "AGENTFLOW_BROKER__KEY_PREFIX": "agentflow",
+              "AGENTFLOW_AGENTS__MODULES": LATER_MODULES,
               "AGENTFLOW_LLM__PROVIDER": "openai", "AGENTFLOW_LLM__OPENAI__API_KEY": "mock",
               "AGENTFLOW_LLM__OPENAI__ENDPOINT": mock_llm.url + "/v1"}  # fmt: skip
     worker = WorkerProcess(
@@ -259,5 +282,9 @@ def test_worker_and_producer_run_events_without_a_denial(
     assert out["streamed"] and out["chat"]["content"]
     assert out["cancel"] is True and out["cancelled"] is True
     assert "boom" in out["failed"]
+    assert out["delayed"] == {"k": 1}
+    assert out["cancel_delayed"] is True and out["delayed_cancelled"] is True
+    assert out["signalled"] is True and out["resumed"] == "ok"
+    assert out["cancel_waiting"] is True and out["waiting_cancelled"] is True
     assert admin.llen("agentflow:dlq") == 1
     assert _denials(admin) == [], worker.log()[-5000:]
