@@ -30,7 +30,7 @@ from agentflow._redis.schedule import Delay
 from agentflow.client._async_results import AsyncResultWaiter
 from agentflow.client._build import (
     ADMIT,
-    ADMIT_KEYS,
+    AdmitCall,
     Deadline,
     EventBuilder,
     HandleBase,
@@ -191,7 +191,7 @@ class AsyncClient(EventBuilder):
         self._published(handles, traced)
         return handles
 
-    async def _admit_all(self, calls: list[list[Any]]) -> list[Any]:
+    async def _admit_all(self, calls: list[AdmitCall]) -> list[Any]:
         """The admission script once per queue, in one pipeline (loaded only when Redis
         does not know it; then nothing ran, and the round is sent again). Not batched with
         other coroutines' emits: a batch per loop turn held every event back until the
@@ -199,7 +199,7 @@ class AsyncClient(EventBuilder):
         for attempt in range(2):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                pipe.execute_command(*ADMIT.command(call[:ADMIT_KEYS], call[ADMIT_KEYS:]))
+                pipe.execute_command(*ADMIT.command(*call))
             try:
                 return list(await pipe.execute())
             except NoScriptError:

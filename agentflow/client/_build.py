@@ -37,8 +37,8 @@ ADMIT = Script("admit")
 Pending = dict[str, list[tuple[str, str]]]
 """Messages still to admit: lane → [(event id, queue item), ...]; a lane is a queue, or
 ``<queue>\n<tenant>`` for the events of a tenant with a cap (:meth:`EventBuilder._lane`)."""
-ADMIT_KEYS = 6
-"""How many keys each admission call starts with."""
+AdmitCall = tuple[list[str], list[Any]]
+"""One admission script call: its keys (four; six for a capped tenant's lane) and args."""
 
 
 class HandleBase:
@@ -146,13 +146,12 @@ class EventBuilder:
             return queue
         return f"{queue}\n{tenant}"
 
-    def _admission(self, pending: Pending) -> tuple[list[str], list[list[Any]]]:
-        """The admission script's calls for `pending`, one per lane: (lanes, calls), each
-        call ``[keys..., args...]`` with its :data:`ADMIT_KEYS` keys first."""
+    def _admission(self, pending: Pending) -> tuple[list[str], list[AdmitCall]]:
+        """The admission script's calls for `pending`, one per lane: (lanes, calls)."""
         runner = self.settings.runner
         now = time.time()
         order = list(pending)
-        calls: list[list[Any]] = []
+        calls: list[AdmitCall] = []
         for lane in order:
             queue, _, tenant = lane.partition("\n")
             items = pending[lane]
@@ -160,14 +159,12 @@ class EventBuilder:
                                runner.event_buffer_size, len(items)]  # fmt: skip
             for event_id, message in items:
                 args += [event_id, message]
-            slots = parked = ""
-            limit = 0
-            if tenant:
-                slots, parked = self.keys.tenant_slots(tenant), self.keys.tenant_parked(tenant)
-                limit = self.settings.tenants.limit(tenant) or 0
-            args += [WAKE_LIMIT, limit]
-            calls.append([self._inflight_key, queue, wake_key(queue), QUEUES_KEY, slots,
-                          parked, *args])  # fmt: skip
+            args.append(WAKE_LIMIT)
+            keys = [self._inflight_key, queue, wake_key(queue), QUEUES_KEY]
+            if tenant:  # the tenant's slots and parked list, and its cap
+                keys += [self.keys.tenant_slots(tenant), self.keys.tenant_parked(tenant)]
+                args.append(self.settings.tenants.limit(tenant) or 0)
+            calls.append((keys, args))
         return order, calls
 
     @staticmethod

@@ -31,7 +31,7 @@ from agentflow._redis.queues import agent_queue
 from agentflow._redis.schedule import Delay
 from agentflow.client._build import (
     ADMIT,
-    ADMIT_KEYS,
+    AdmitCall,
     Deadline,
     EventBuilder,
     HandleBase,
@@ -200,7 +200,7 @@ class Client(EventBuilder):
         self._published(handles, traced)
         return handles
 
-    def _admit_all(self, calls: list[list[Any]]) -> list[Any]:
+    def _admit_all(self, calls: list[AdmitCall]) -> list[Any]:
         """Run the admission script once per queue in one pipeline (EVALSHA only).
 
         redis-py's pipeline asks SCRIPT EXISTS before every execute when a Script object is
@@ -211,7 +211,7 @@ class Client(EventBuilder):
         for attempt in range(2):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                pipe.execute_command(*ADMIT.command(call[:ADMIT_KEYS], call[ADMIT_KEYS:]))
+                pipe.execute_command(*ADMIT.command(*call))
             try:
                 return list(pipe.execute())
             except redis.exceptions.NoScriptError:

@@ -10,7 +10,7 @@ import redis.asyncio as aredis
 from redis.exceptions import NoScriptError
 
 from agentflow.client import AsyncClient
-from agentflow.client._build import ADMIT
+from agentflow.client._build import ADMIT, AdmitCall
 from agentflow.config import Settings
 from agentflow.gateway.auth import KeyRing
 from agentflow.gateway.hub import StreamHub
@@ -25,7 +25,7 @@ class GatewayClient(AsyncClient):
     """An AsyncClient that writes the gateway's record of an event in the same pipeline
     (the same round trip) that admits it."""
 
-    async def _admit_all(self, calls: list[list[Any]]) -> list[Any]:
+    async def _admit_all(self, calls: list[AdmitCall]) -> list[Any]:
         record = _RECORD.get()
         if record is None:
             return await super()._admit_all(calls)
@@ -33,7 +33,7 @@ class GatewayClient(AsyncClient):
             pipe = self.redis.pipeline(transaction=False)
             pipe.execute_command("SET", record[0], record[1], "EX", record[2])
             for call in calls:
-                pipe.execute_command(*ADMIT.command(call[:4], call[4:]))
+                pipe.execute_command(*ADMIT.command(*call))
             try:
                 return list(await pipe.execute())[1:]
             except NoScriptError:

@@ -127,8 +127,9 @@ def test_worker_runs_every_script_with_its_keys(worker: redis.Redis, admin: redi
     finished = Script("finish")(
         worker,
         [KEYS.done("e1"), KEYS.claim("e1"), KEYS.inflight, "agentflow:state:s1", meta,
-         "unacked", "unacked_index", KEYS.cancel("e1")],
+         "unacked", "unacked_index", KEYS.cancel("e1"), QUEUES_KEY, QUEUE, DOORBELL],
         ['{"ok":1}', 60, "e1", 60, '{"status":"SUCCESS","result":', "}", 60, "e1", "run-1",
+         1, time.time() + 60, 16, "e1-next", _envelope("e1-next"),  # one chained event
          1, "k", '"v"', 0, 0],
     )  # fmt: skip
     assert finished == [0]
@@ -137,11 +138,22 @@ def test_worker_runs_every_script_with_its_keys(worker: redis.Redis, admin: redi
                           KEYS.cancel("e2")], ["run-2", 30, 600]) == [0, 1]  # fmt: skip
     assert Script("finish")(
         worker,
-        [KEYS.done("e2"), KEYS.claim("e2"), KEYS.inflight, "", "", "", "", KEYS.cancel("e2")],
-        ["{}", 60, "e2", 60, "", "", 60, "", "run-2", 0, 0, 0],
+        [KEYS.done("e2"), KEYS.claim("e2"), KEYS.inflight, "", "", "", "", KEYS.cancel("e2"),
+         QUEUES_KEY],
+        ["{}", 60, "e2", 60, "", "", 60, "", "run-2", 0, 0, 16, 0, 0, 0],
     ) == [0]  # fmt: skip
     assert Script("release")(worker, [KEYS.claim("e3"), KEYS.inflight], ["e3", "t3"]) == 1
     assert admin.get(meta) == b'{"status":"SUCCESS","result":{"ok":1}}'
+    assert any(b"e1-next" in m for m in admin.lrange(QUEUE, 0, -1))  # chained with the result
+    slots, parked = KEYS.tenant_slots("t1"), KEYS.tenant_parked("t1")
+    admin.rpush(parked, f"e4\n{QUEUE}\n{_envelope('e4')}")
+    assert Script("tenant_release")(worker, [slots, parked, QUEUES_KEY],
+                                    ["e3", time.time(), 1, time.time() + 60,
+                                     "agentflow.wake:", 16]) == 1  # fmt: skip
+    assert Script("agent_gate")(worker, [KEYS.agent_rate("a"), KEYS.agent_slots("a")],
+                                [time.time(), 5, "e5", 2, time.time() + 60]) == b"0"  # fmt: skip
+    assert Script("trace")(worker, ["agentflow:trace:e1", "agentflow:trace:session:s1"],
+                           ["[]", 60, "e1"]) == 1  # fmt: skip
     assert _denials(admin) == []
 
 
@@ -198,6 +210,18 @@ def test_producer_cannot_touch_what_it_does_not_need(
 def test_producer_admits_events(producer: redis.Redis, admin: redis.Redis) -> None:
     assert _admit(producer, "e1") == [1, 0, 0]
     assert admin.llen(QUEUE) == 1 and admin.zcard(KEYS.inflight) == 1
+    assert _denials(admin) == []
+
+
+def test_producer_admits_and_parks_a_capped_tenants_events(producer: redis.Redis,
+                                                           admin: redis.Redis) -> None:  # fmt: skip
+    now = time.time()
+    slots, parked = KEYS.tenant_slots("t1"), KEYS.tenant_parked("t1")
+    reply = Script("admit")(producer, [KEYS.inflight, QUEUE, DOORBELL, QUEUES_KEY, slots, parked],
+                            [now, now + 60, 100, 100, 2, "e1", _envelope("e1"), "e2",
+                             _envelope("e2"), 16, 1])  # fmt: skip
+    assert reply == [2, 0, 0]
+    assert admin.llen(QUEUE) == 1 and admin.llen(parked) == 1 and admin.zcard(slots) == 1
     assert _denials(admin) == []
 
 

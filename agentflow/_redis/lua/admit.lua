@@ -1,8 +1,8 @@
 -- The producer's admission: push events unless the bounds are reached, in one step.
 -- KEYS: inflight, queue, doorbell, the set of queues pushed to, and for a capped tenant
---       its slots (sorted set) and parked list (else "", "").
+--       its slots (sorted set) and parked list.
 -- ARGV: now, expire_at, max_inflight, max_queued, n, id1, msg1, ..., idn, msgn, ring_limit,
---       tenant_limit
+--       and for a capped tenant its cap
 -- Returns {admitted, inflight, queued}. An admitted event of a tenant at its cap is parked
 -- (its id, queue and message on the tenant's list) instead of queued; a worker moves it to
 -- the queue when one of the tenant's events ends (lua/tenant_release.lua).
@@ -12,7 +12,7 @@ local queued = redis.call('LLEN', KEYS[2])
 local n = tonumber(ARGV[5])
 local room = math.min(tonumber(ARGV[3]) - inflight, tonumber(ARGV[4]) - queued, n)
 if room <= 0 then return {0, inflight, queued} end
-local tenant = KEYS[5] ~= ''
+local tenant = #KEYS >= 6
 local cap = tonumber(ARGV[7 + 2 * n])
 local taken = 0
 if tenant then
