@@ -53,8 +53,14 @@ class Steps:
         """(keys, args) of the trace script that stores the steps: one JSON array per run
         (one list item, one script call)."""
         session = session_key(prefix, self.session_id) if self.first and self.session_id else ""
-        encoded = json.dumps(self.entries, separators=(",", ":"), default=str)
+        try:
+            encoded = _compact(self.entries)
+        except (TypeError, ValueError):  # a value JSON cannot hold as it is: its text
+            encoded = json.dumps(self.entries, separators=(",", ":"), default=str)
         return [event_key(prefix, self.event_id), session], [encoded, ttl, self.event_id]
+
+
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def note_llm_call(model: str, usage: Any, cached: bool, seconds: float) -> None:

@@ -2,7 +2,7 @@
 
 ``stint`` waits ``data.seconds`` on the worker's event loop, like an agent waiting for an LLM,
 and records every run it starts under ``<prefix>:netns:runs:<event id>`` as
-``"<host> <pid> <unix time>"``, so a test can count the runs of each event, see which host
+``"<host> <pid> <unix time>"`` (and counts it under ``<prefix>:netns:started:<host>``), so a test can count the runs of each event, see which host
 ran it and when. Each event adds 1 to its session's ``total``: a delta applied twice shows as
 a total of 2.
 """
@@ -26,12 +26,18 @@ def runs_key(prefix: str, event_id: str) -> str:
     return f"{prefix}:netns:runs:{event_id}"
 
 
+def started_key(prefix: str, host: str) -> str:
+    """How many runs ``stint`` started on `host` (the harness waits for a host to be busy)."""
+    return f"{prefix}:netns:started:{host}"
+
+
 @agent("stint", timeout=120.0)
 async def stint(event: Event, state: State) -> AgentResult:
     """Record the run, wait ``data.seconds`` (default 0.2), add 1 to the session total."""
     host = os.environ.get(HOST_ENV, "?")
     prefix = get_settings().broker.key_prefix
-    await get_async_redis().rpush(runs_key(prefix, event.id),
-                                  f"{host} {os.getpid()} {time.time():.3f}")  # fmt: skip
+    r = get_async_redis()
+    await r.rpush(runs_key(prefix, event.id), f"{host} {os.getpid()} {time.time():.3f}")
+    await r.incr(started_key(prefix, host))
     await asyncio.sleep(float(event.data.get("seconds", 0.2)))
     return AgentResult(output={"host": host}, state_updates=StateUpdate(incr={"total": 1}))

@@ -566,6 +566,17 @@ class Recovery:
                 f"again elsewhere, the last {worst} after the kill")  # fmt: skip
 
 
+def _wait_busy(cluster: NetnsCluster, host: str, deadline: float) -> None:
+    """Until `host` has started some events (a loaded machine may start its worker late):
+    the kill must find events running there, not only prefetched."""
+    r = cluster.redis()
+    key = f"{cluster.key_prefix}:netns:started:{host}"  # netns_agents.started_key
+    while time.monotonic() < deadline:
+        if int(r.get(key) or 0) >= 10:
+            return
+        time.sleep(0.05)
+
+
 def kill_under_load(cluster: NetnsCluster, victim: str, events: int, seconds: float,
                     kill_after: float, visibility: float) -> Recovery:  # fmt: skip
     """Drain `events` ``stint`` events on every worker host; turn `victim` off mid-load."""
@@ -576,6 +587,7 @@ def kill_under_load(cluster: NetnsCluster, victim: str, events: int, seconds: fl
     deadline = time.monotonic() + 60
     while not report_path.exists() and time.monotonic() < deadline:  # emitted: load under way
         time.sleep(0.05)
+    _wait_busy(cluster, victim, deadline)
     time.sleep(kill_after)
     killed_at = time.time()
     cluster.kill_host(victim)

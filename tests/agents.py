@@ -285,7 +285,8 @@ def fixer(event: Event, state: State) -> dict[str, object]:
     prefix = get_settings().broker.key_prefix
     get_redis().rpush(f"{prefix}:test:fixed:{failure['event_id']}", json.dumps(failure))
     failed = failure.get("event") if isinstance(failure.get("event"), dict) else {}
-    if (failed.get("data") or {}).get("fixer_fails"):
+    data = failed.get("data") if isinstance(failed.get("data"), dict) else {}
+    if data.get("fixer_fails"):
         raise RuntimeError("the handler failed too")
     return {"handled": failure["category"], "session": event.session_id}
 

@@ -966,7 +966,7 @@ class EventRunner:
             if steps is not None:
                 usage = getattr(result, "usage", None)
                 steps.add("agent", ms=_ms(ran), returned=type(result).__name__,
-                          usage=usage.model_dump() if usage and usage.llm_calls else None)  # fmt: skip
+                          usage=usage.__dict__ if usage and usage.llm_calls else None)  # fmt: skip
             await self._hook(begun, "after_agent_run", event, state, result)
             if isinstance(result, CallTools):
                 fanned = outcome = await self._fan_out(begun, result, step)

@@ -32,6 +32,20 @@ def _fixed(redis_client, event_id: str, count: int = 1) -> list[dict]:
     return [json.loads(x) for x in redis_client.lrange(key, 0, -1)]
 
 
+def _handled(redis_client, failure: dict) -> bool:
+    """Whether a handler event for `failure`'s category finished successfully (waits)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for key in redis_client.scan_iter("celery-task-meta-*"):
+            meta = json.loads(redis_client.get(key) or b"{}")
+            output = (meta.get("result") or {}).get("output") if meta.get("status") == "SUCCESS" \
+                else None  # fmt: skip
+            if isinstance(output, dict) and output.get("handled") == failure["category"]:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 def test_a_failed_event_goes_to_its_categorys_handler_not_the_dlq(
     start_worker, client: Client, redis_client
 ) -> None:
@@ -61,7 +75,8 @@ def test_an_invalid_event_is_routed_as_validation(start_worker, redis_client, re
         plain.close()
     [failure] = _fixed(redis_client, "bad-1")
     assert failure["category"] == "validation" and "data" in failure["reason"]
-    assert len(DeadLetterQueue(redis_client, TEST_PREFIX)) == 0
+    assert _handled(redis_client, failure)  # the handler finished (it did not fail)
+    assert [e.reason for e in DeadLetterQueue(redis_client, TEST_PREFIX).list()] == []
 
 
 def test_unrouted_failures_and_a_handlers_own_failure_are_dead_lettered(
