@@ -32,7 +32,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -315,6 +315,9 @@ class EventRunner:
         self.deliveries_ttl = int(s.broker.result_expires)
         self.result_ttl = int(s.broker.result_expires)
         self._trace_ttl = int(s.monitoring.trace_ttl)
+        self._capped_agents = {n for n, p in s.agents.policies.items() if p.max_concurrency}
+        self._capped_tenants = s.tenants.max_in_flight is not None or bool(s.tenants.limits)
+        self._event_builder: Any = None
         self.hostname = f"{socket.gethostname()}:{os.getpid()}"
         self.threads = stoppable.StoppableThreads(
             "agent", max_abandoned=s.runner.max_stuck_threads, on_too_many=_too_many_stuck
@@ -614,19 +617,17 @@ class EventRunner:
                 await self.dead_letter(f"route of event {parent.id}: {exc}",
                                        event.model_dump(mode="json"), event.id, queue,
                                        "chain")  # fmt: skip
-        events = [event for event in events if any(c[0] == event.id for c in chained)]
-        result.next_events = [event.id for event in events]
+        result.next_events = [event_id for event_id, _queue, _message in chained]
         return chained
 
     def _builder(self) -> Any:
-        """The message builder that producers use (for chained events)."""
-        builder = self.__dict__.get("_event_builder")
-        if builder is None:
+        """The message builder that producers use (chained and error-handler events)."""
+        if self._event_builder is None:
             from agentflow.celery_app import app
             from agentflow.client._build import EventBuilder
 
-            builder = self.__dict__["_event_builder"] = EventBuilder(app, self.settings)
-        return builder
+            self._event_builder = EventBuilder(app, self.settings)
+        return self._event_builder
 
     def _finish_request(self, begun: Begun, result: AgentResult,
                         chained: list[tuple[str, str, str]] | None = None,
@@ -727,7 +728,7 @@ class EventRunner:
         try:
             begun = await self._begin(raw, job, step=0)
             if not isinstance(begun, Begun):
-                await self._tenant_release(raw, begun, job.queue)
+                await self._free_slots(raw, begun, job.queue)
                 return _count(begun, name, started, enqueued)
             agent = begun.agent
             outcome = await self._run_step(begun, agent.run, agent.is_async, step=1,
@@ -737,12 +738,12 @@ class EventRunner:
             raise
         except (EventRejected, AgentError):
             metrics.incr(f"events.failed.{name}")
-            await self._tenant_release(raw, None, job.queue)
+            await self._free_slots(raw, None, job.queue)
             raise
         except BaseException:
             metrics.incr(f"events.failed.{name}")
             raise
-        await self._tenant_release(raw, outcome, job.queue)
+        await self._free_slots(raw, outcome, job.queue)
         return _count(outcome, name, started, enqueued)
 
     async def resume(self, job: Job) -> Outcome:
@@ -758,7 +759,7 @@ class EventRunner:
         try:
             begun = await self._begin(raw, job, step=step)
             if not isinstance(begun, Begun):
-                await self._tenant_release(raw, begun, job.queue)
+                await self._free_slots(raw, begun, job.queue)
                 return _count(begun, name, started, enqueued)
             ordered = fanout.results_in_order(results, context)
             resume = begun.agent.resume
@@ -770,12 +771,12 @@ class EventRunner:
             raise
         except (EventRejected, AgentError):
             get_metrics().incr(f"events.failed.{name}")
-            await self._tenant_release(raw, None, job.queue)
+            await self._free_slots(raw, None, job.queue)
             raise
         except BaseException:
             get_metrics().incr(f"events.failed.{name}")
             raise
-        await self._tenant_release(raw, outcome, job.queue)
+        await self._free_slots(raw, outcome, job.queue)
         return _count(outcome, name, started, enqueued)
 
     async def resume_signal(self, job: Job) -> Outcome:
@@ -891,23 +892,24 @@ class EventRunner:
             return bytes(backend.get_key_for_task(job.task_id)).decode()
         return ""
 
-    async def _tenant_release(self, raw: Any, outcome: Outcome | None,
-                              queue: str | None = None) -> None:  # fmt: skip
+    async def _free_slots(self, raw: Any, outcome: Outcome | None,
+                          queue: str | None = None) -> None:  # fmt: skip
         """An event ended (stored, replayed, cancelled or failed): free its slot of its
         agent's cap, and of its tenant's cap, queueing the tenant's next parked events. A
-        fan-out has not ended."""
-        if not isinstance(raw, dict) or isinstance(outcome, FannedOut):
+        fan-out has not ended. Nothing to do (and no lookup) when nothing is capped."""
+        if not (self._capped_agents or self._capped_tenants) or not isinstance(raw, dict) \
+                or isinstance(outcome, FannedOut):  # fmt: skip
             return
         agent = raw.get("agent") or (queue[len(AGENT_QUEUE_PREFIX):] if queue and
                                      queue.startswith(AGENT_QUEUE_PREFIX) else None)  # fmt: skip
-        if isinstance(agent, str) and self.settings.agents.policy(agent).max_concurrency:
+        if agent in self._capped_agents:
             try:
                 await self.batch().command("ZREM", self.keys.agent_slots(agent),
                                            str(raw.get("id", "")))  # fmt: skip
             except Exception:  # its slot expires with its lease
                 log.warning("could not free agent %r's slot", agent, exc_info=True)
         tenant = raw.get("tenant")
-        if not isinstance(tenant, str):
+        if not (self._capped_tenants and isinstance(tenant, str)):
             return
         cap = self.settings.tenants.limit(tenant)
         if cap is None:
@@ -989,10 +991,14 @@ class EventRunner:
             if steps is not None:
                 await self._write_steps(begun, steps, outcome)
 
-    async def _hook(self, begun: Begun, name: hooks.HookName, *args: Any) -> None:
-        """Run the `name` hooks, if any (timed in the trace)."""
+    def _hook(self, begun: Begun, name: hooks.HookName, *args: Any) -> Awaitable[None]:
+        """Run the `name` hooks (timed in the trace); with none registered, no coroutine is
+        made: the event path pays one dict lookup per hook point."""
         if not hooks.any_registered(name):
-            return
+            return _DONE
+        return self._run_hooks(begun, name, args)
+
+    async def _run_hooks(self, begun: Begun, name: hooks.HookName, args: tuple[Any, ...]) -> None:
         started = time.monotonic()
         try:
             await hooks.run_hooks(name, *args)
@@ -1000,10 +1006,10 @@ class EventRunner:
             if begun.steps is not None:
                 begun.steps.add("hooks", hook=name, ms=_ms(started))
 
-    async def _ended(self, begun: Begun, state: State, result: AgentResult | None,
-                     error: Exception | None) -> None:  # fmt: skip
+    def _ended(self, begun: Begun, state: State, result: AgentResult | None,
+               error: Exception | None) -> Awaitable[None]:  # fmt: skip
         """Run the ``after_event`` hooks of an event that ended (stored or failed)."""
-        await self._hook(begun, "after_event", begun.event, state, result, error)
+        return self._hook(begun, "after_event", begun.event, state, result, error)
 
     def _steps(self, begun: Begun, step: int, first: bool) -> Steps | None:
         """A new trace of this run when tracing is on, with its start step."""
@@ -1036,10 +1042,14 @@ class EventRunner:
         else:
             end = {"outcome": str(outcome)}
         steps.add("end", ms=_ms_since(begun.started), **end)
+        await self._store_steps(steps)
+
+    async def _store_steps(self, steps: Steps) -> None:
+        """Write a run's (or a tool call's) trace steps; never fails the work."""
         try:
             await self.batch().call(_TRACE, *steps.call(self.keys.prefix, self._trace_ttl))
         except Exception:
-            log.warning("could not store the trace of event %s", begun.event.id, exc_info=True)
+            log.warning("could not store the trace of event %s", steps.event_id, exc_info=True)
 
     async def run_tool(self, job: Job) -> Done:
         """A tool call (`agentflow.run_tool`), maybe a chord member. Its first result is
@@ -1081,11 +1091,7 @@ class EventRunner:
         steps = Steps(event_id, None, False)
         steps.add("tool", name=result.name, call_id=result.id, task_id=task_id, ms=ms,
                   error=result.error, cached=result.cached, worker=self.hostname)  # fmt: skip
-        try:
-            await self.batch().call(_TRACE, *steps.call(self.keys.prefix, self._trace_ttl))
-        except Exception:
-            log.warning("could not store the trace of a tool call of %s", event_id,
-                        exc_info=True)  # fmt: skip
+        await self._store_steps(steps)
 
 
 _run_ids = itertools.count()
@@ -1136,6 +1142,16 @@ def _count(outcome: Outcome, name: str, started: float, enqueued: Any) -> Outcom
     if isinstance(enqueued, int | float):
         metrics.timing(f"event.latency.{name}", max(0.0, now - enqueued) * 1000)
     return outcome
+
+
+class _Done:
+    """Awaits to None at once, made once: cheaper than a coroutine per empty hook point."""
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+_DONE: Awaitable[None] = _Done()
 
 
 def _ms(since: float) -> float:
