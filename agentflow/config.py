@@ -65,6 +65,28 @@ class BrokerConfig(_Section):
         ge=1,
         description="Redis connections one Client may hold; more callers wait for one.",
     )
+    sentinel_master: str | None = Field(
+        default=None,
+        description="With a sentinel:// URL: the master's name in Sentinel (as given to "
+        "`sentinel monitor`). The Redis password goes in the URL.",
+    )
+    sentinel_password: str | None = Field(
+        default=None, description="With a sentinel:// URL: the sentinels' own password."
+    )
+    wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas that must have an emitted event before emit returns, and a "
+        "finished event's result before its worker counts it done (Redis WAIT, one per "
+        "pipeline). 0: do not wait. Narrows what a failover can lose; see docs/deploy.md.",
+    )
+    wait_timeout: Duration = Field(
+        default=1.0,
+        gt=0,
+        description="Longest WAIT for those replicas. A write they did not all confirm in "
+        "time is not undone: it is logged and counted (replication.unconfirmed), and "
+        "pipelines skip the WAIT for 5 s before trying again.",
+    )
 
 
 class RunnerConfig(_Section):
@@ -569,6 +591,8 @@ class Settings(BaseSettings):
                 data["llm"][provider]["api_key"] = "********"
         for section, field in (("broker", "url"), ("broker", "result_url")):
             data[section][field] = mask_url(data[section][field])
+        if data["broker"].get("sentinel_password"):
+            data["broker"]["sentinel_password"] = "********"
         return data
 
 

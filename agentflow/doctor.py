@@ -14,6 +14,7 @@ from typing import Any, Literal, cast
 
 import redis
 
+from agentflow._redis.connection import open_redis
 from agentflow.config import Settings, mask_url
 
 Status = Literal["OK", "WARN", "FAIL"]
@@ -238,7 +239,8 @@ def diagnose(settings: Settings) -> tuple[str | None, list[Check]]:
                                                  "nothing answers at the default URL and the "
                                                  "embedded Redis is not running (AgentFlow "
                                                  "starts it on first use)")]  # fmt: skip
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    client = open_redis(url, settings, max_connections=4, socket_connect_timeout=5,
+                        socket_timeout=5)  # fmt: skip
     try:
         checks = Doctor(client, url, settings.broker.key_prefix).run()
     finally:

@@ -8,6 +8,7 @@
 | [runner] prefetch_multiplier     | worker_prefetch_multiplier                            |
 | [runner] visibility_timeout      | broker transport options visibility_timeout           |
 | [broker] url / result_url        | broker_url / result_backend                           |
+| [broker] sentinel_*              | master_name, sentinel_kwargs (broker and backend)     |
 | [broker] result_expires          | result_expires                                        |
 | [monitoring] task_events         | worker_send_task_events, task_send_sent_event         |
 
@@ -26,6 +27,8 @@ from typing import Any
 
 from agentflow._redis.connection import redis_url, result_url
 from agentflow._redis.queues import DEFAULT_QUEUE, all_queues
+from agentflow._redis.sentinel import is_sentinel
+from agentflow._redis.sentinel import transport_options as sentinel_options
 from agentflow.config import Settings, get_settings
 from agentflow.errors import ConfigError
 
@@ -112,12 +115,21 @@ def build_celery_config(settings: Settings | None = None) -> dict[str, Any]:
     tool_limit = _longest(s.tools.timeout, tool_limits, "agentflow.run_tool")
     grace = max(5.0, event_limit * 0.1)
     tool_grace = max(5.0, tool_limit * 0.1)
+    transport = "agentflow._redis.transport:Transport"
+    backend_options: dict[str, Any] = {"visibility_timeout": visibility}
+    if is_sentinel(broker):
+        transport = "agentflow._redis.transport:SentinelTransport"
+        transport_options.update(sentinel_options(s.broker.sentinel_master,
+                                                  s.broker.sentinel_password))  # fmt: skip
+    if is_sentinel(backend):
+        backend_options.update(sentinel_options(s.broker.sentinel_master,
+                                                s.broker.sentinel_password))  # fmt: skip
     return {
         "broker_url": broker,
         "result_backend": backend,
-        "broker_transport": "agentflow._redis.transport:Transport",
+        "broker_transport": transport,
         "broker_transport_options": transport_options,
-        "result_backend_transport_options": {"visibility_timeout": visibility},
+        "result_backend_transport_options": backend_options,
         "visibility_timeout": visibility,
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": max(10, concurrency + 10),

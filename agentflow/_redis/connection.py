@@ -1,7 +1,9 @@
 """Redis connections for AgentFlow's own keys: one blocking pool per process, one async per loop.
 
 The URL is resolved once per process (configured, else the default, else embedded) and is the
-same one Celery's broker and result backend use.
+same one Celery's broker and result backend use. :func:`open_redis` and
+:func:`open_async_redis` open a client for any URL AgentFlow accepts, ``sentinel://``
+included (:mod:`agentflow._redis.sentinel`): every client of AgentFlow's own is made there.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -44,16 +47,75 @@ def result_url(settings: Settings | None = None) -> str:
     return s.broker.result_url or redis_url(s)
 
 
+def _is_sentinel(url: str) -> bool:
+    """Whether `url` is a ``sentinel://`` URL (its module is imported only then)."""
+    return url.lower().startswith("sentinel://")
+
+
+def open_redis(
+    url: str,
+    settings: Settings | None = None,
+    *,
+    max_connections: int = 512,
+    timeout: float = 30.0,
+    **connection: Any,
+) -> redis.Redis:
+    """A blocking client on `url` whose pool waits (up to `timeout` s) for a free connection.
+
+    A ``sentinel://`` URL gives a client on the master its sentinels name, under
+    ``[broker] sentinel_master`` and ``sentinel_password`` of `settings`.
+    """
+    connection.setdefault("socket_keepalive", True)
+    if _is_sentinel(url):
+        from agentflow._redis import sentinel
+
+        broker = (settings or get_settings()).broker
+        return sentinel.master_client(url, broker.sentinel_master, broker.sentinel_password,
+                                      max_connections=max_connections, timeout=timeout,
+                                      **connection)  # fmt: skip
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout, **connection
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def open_async_redis(
+    url: str,
+    settings: Settings | None = None,
+    *,
+    max_connections: int = 512,
+    timeout: float = 30.0,
+    **connection: Any,
+) -> aioredis.Redis:
+    """:func:`open_redis` for ``redis.asyncio``; commands are packed by hiredis."""
+    connection.setdefault("socket_keepalive", True)
+    client: aioredis.Redis
+    if _is_sentinel(url):
+        from agentflow._redis import sentinel
+
+        broker = (settings or get_settings()).broker
+        client = sentinel.async_master_client(url, broker.sentinel_master,
+                                              broker.sentinel_password,
+                                              max_connections=max_connections, timeout=timeout,
+                                              **connection)  # fmt: skip
+    else:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout, **connection
+        )
+        client = aioredis.Redis(connection_pool=pool)
+    opened = client.connection_pool
+    opened.connection_class = with_hiredis_packing(opened.connection_class,
+                                                   opened.connection_kwargs)  # fmt: skip
+    return client
+
+
 def get_redis() -> redis.Redis:
     """A process-wide blocking Redis client (bytes in, bytes out); safe across threads."""
     global _client, _client_pid
     if _client is None or _client_pid != os.getpid():
         with _lock:
             if _client is None or _client_pid != os.getpid():
-                pool = redis.BlockingConnectionPool.from_url(
-                    redis_url(), max_connections=512, timeout=30, socket_keepalive=True
-                )
-                _client = redis.Redis(connection_pool=pool)
+                _client = open_redis(redis_url())
                 _client_pid = os.getpid()
     return _client
 
@@ -65,11 +127,7 @@ def get_async_redis() -> aioredis.Redis:
     loop_id = id(asyncio.get_running_loop())
     client = _async_clients.get(loop_id)
     if client is None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url(), max_connections=512, timeout=30, socket_keepalive=True
-        )
-        pool.connection_class = with_hiredis_packing(pool.connection_class, pool.connection_kwargs)
-        client = aioredis.Redis(connection_pool=pool)
+        client = open_async_redis(redis_url())
         _async_clients[loop_id] = client
     return client
 

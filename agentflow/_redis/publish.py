@@ -127,5 +127,7 @@ def same_redis(a: Any, b: Any) -> bool:
 
 
 def _where(client: Any) -> tuple[Any, ...]:
-    kw = client.connection_pool.connection_kwargs
-    return kw.get("host"), kw.get("port"), kw.get("path"), kw.get("db", 0)
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
+    service = getattr(pool, "service_name", None)  # a Sentinel-managed pool
+    return kw.get("host"), kw.get("port"), kw.get("path"), kw.get("db", 0), service

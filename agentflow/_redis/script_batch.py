@@ -7,6 +7,9 @@ as one pipeline of EVALSHAs: one round trip and one pass through redis-py for th
 instead of one each. Each caller gets its own reply or its own error; a script Redis has
 forgotten (``SCRIPT FLUSH``, a restarted Redis) is loaded again and run on its own.
 
+With ``[broker] wait_replicas``, each batch ends with one ``WAIT``
+(:mod:`agentflow._redis.replication`): its callers go on once replicas have their writes.
+
 The pipeline runs on the loop's asyncio Redis client: the loop goes on with other events
 while it is on its way. (A blocking call would stop every event on the loop for the round
 trip, and for as long again as the loop thread then waits to get the GIL back.)
@@ -18,6 +21,8 @@ import asyncio
 from typing import Any, Protocol
 
 from redis.exceptions import NoScriptError
+
+from agentflow._redis.replication import ReplicaWait
 
 
 class Script(Protocol):
@@ -34,8 +39,10 @@ class ScriptBatch:
     """Collects script calls (and plain commands) on one event loop and runs each turn's
     calls together on `client`, a ``redis.asyncio`` client of that loop."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, wait: ReplicaWait | None = None) -> None:
         self.client = client
+        self.wait = wait
+        """A WAIT that ends every batch (``[broker] wait_replicas``), or None."""
         self.loop = asyncio.get_running_loop()
         self._pending: list[tuple[Script | None, list[Any], list[Any], asyncio.Future[Any]]] = []
         self._flushing: set[asyncio.Task[None]] = set()
@@ -81,8 +88,11 @@ class ScriptBatch:
                     pipe.execute_command(*args)
                 else:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
+            waited = self.wait is not None and self.wait.add(pipe)
             async with asyncio.timeout(REPLY_TIMEOUT):  # a half-open connection fails, not hangs
                 replies = await pipe.execute(raise_on_error=False)
+            if waited and self.wait is not None:
+                self.wait.check(replies.pop(), "worker batch")
         except Exception as exc:  # the connection: every call in the batch failed
             for *_, future in pending:
                 if not future.done():

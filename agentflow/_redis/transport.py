@@ -23,7 +23,8 @@ consumer as a stand-in message whose content type no worker accepts and whose he
 why; Celery's consumer then hands it to AgentFlow's dead-letter queue
 (:mod:`agentflow._worker.consumer`), and the item is acked only once it is there.
 
-Selected with Celery's ``broker_transport`` setting; URLs stay ``redis://``.
+Selected with Celery's ``broker_transport`` setting; URLs stay ``redis://`` (or
+``sentinel://``, with :class:`SentinelTransport`).
 """
 
 from __future__ import annotations
@@ -157,7 +158,20 @@ class QoS(kombu_redis.QoS):
         """The message's Redis records are gone already (any thread)."""
         self._settled.add(delivery_tag)
 
+    def _after_close(self, delivery_tag: Any, what: str) -> bool:
+        """True when the channel has closed: every message it held was put back (or kept
+        for the next connection) as it closed, so a late ack or reject has nothing to do
+        (and no connection to do it on)."""
+        if not self.channel.closed:
+            return False
+        log.debug("%s of %s after its channel closed: it was put back then", what, delivery_tag)
+        self._delivered.pop(delivery_tag, None)
+        self._settled.discard(delivery_tag)
+        return True
+
     def ack(self, delivery_tag: Any) -> None:
+        if self._after_close(delivery_tag, "ack"):
+            return
         if delivery_tag in self._settled:
             self._settled.discard(delivery_tag)
         elif is_malformed_tag(delivery_tag):
@@ -167,6 +181,8 @@ class QoS(kombu_redis.QoS):
         kombu_virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if self._after_close(delivery_tag, "reject"):
+            return
         if is_malformed_tag(delivery_tag):
             if requeue:
                 self.restore_by_tag(delivery_tag, leftmost=True)
@@ -510,3 +526,20 @@ class Transport(kombu_redis.Transport):
                 log.debug("renewing held messages failed; the next round tries again")
             except Exception:
                 log.exception("renewing held messages failed")
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """:class:`Channel` on the master that Redis Sentinel names (kombu's Sentinel pool)."""
+
+    from_transport_options = tuple(  # type: ignore[assignment]
+        dict.fromkeys(
+            (*Channel.from_transport_options, *kombu_redis.SentinelChannel.from_transport_options)
+        )
+    )
+
+
+class SentinelTransport(Transport):
+    """:class:`Transport` for ``sentinel://`` URLs (``master_name`` in the transport options)."""
+
+    default_port = 26379  # type: ignore[assignment]
+    Channel = SentinelChannel

@@ -45,6 +45,7 @@ from agentflow._redis.doorbell import QUEUES_KEY, WAKE_LIMIT, WAKE_PREFIX, ring,
 from agentflow._redis.keys import Keys
 from agentflow._redis.messages import ENQUEUED_AT_HEADER
 from agentflow._redis.queues import AGENT_QUEUE_PREFIX, SIGNAL_TASK, agent_queue
+from agentflow._redis.replication import replica_wait
 from agentflow._redis.routes import resolve_agent
 from agentflow._redis.script_batch import ScriptBatch
 from agentflow._redis.scripts import Script
@@ -331,7 +332,8 @@ class EventRunner:
         loop = asyncio.get_running_loop()
         batch = self._batches.get(id(loop))
         if batch is None or batch.loop is not loop:
-            batch = self._batches[id(loop)] = ScriptBatch(get_async_redis())
+            batch = self._batches[id(loop)] = ScriptBatch(get_async_redis(),
+                                                          replica_wait(self.settings))  # fmt: skip
         return batch
 
     def renewer(self) -> ClaimRenewer:

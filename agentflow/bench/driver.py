@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import psutil
-import redis
 
+from agentflow._redis.connection import open_redis
 from agentflow.bench.stats import BenchReport, Sample
 from agentflow.client import Client
 from agentflow.errors import BackpressureError
@@ -165,7 +165,8 @@ class LoadDriver:
         backend = client.app.backend
         prefix = backend.task_keyprefix
         self._key_prefix = prefix.decode() if isinstance(prefix, bytes) else str(prefix)
-        self._results = redis.Redis.from_url(client.app.conf.result_backend)
+        self._results = open_redis(str(client.app.conf.result_backend), client.settings,
+                                   max_connections=8)  # fmt: skip
         self._cond = threading.Condition()
         self._pending: dict[str, float] = {}
         self._latencies: list[float] = []

@@ -57,10 +57,15 @@ def _broker_problem() -> str | None:
     """Why the broker does not answer, or None."""
     import redis
 
-    from agentflow._redis.connection import redis_url
+    from agentflow._redis.connection import open_redis, redis_url
 
     try:
-        redis.Redis.from_url(redis_url(), socket_connect_timeout=2, socket_timeout=2).ping()
+        client = open_redis(redis_url(), max_connections=1, timeout=2, socket_connect_timeout=2,
+                            socket_timeout=2)  # fmt: skip
+        try:
+            client.ping()
+        finally:
+            client.close()
     except redis.RedisError as exc:
         return f"the broker does not answer: {exc}"
     return None

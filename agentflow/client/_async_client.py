@@ -24,7 +24,6 @@ from celery import Celery
 from redis.exceptions import NoScriptError
 
 from agentflow._redis import schedule
-from agentflow._redis._packing import with_hiredis_packing
 from agentflow._redis.queues import agent_queue
 from agentflow._redis.schedule import Delay
 from agentflow.client._async_results import AsyncResultWaiter
@@ -95,18 +94,16 @@ class AsyncClient(EventBuilder):
     ) -> None:
         super().__init__(app, settings)
         if redis_client is None:
-            pool = aredis.BlockingConnectionPool.from_url(
-                self.app.conf.broker_url,
-                max_connections=self.settings.broker.producer_connections,
-                timeout=30, socket_keepalive=True,
-            )  # fmt: skip
+            from agentflow._redis.connection import open_async_redis
+
             # Commands packed by hiredis, as on the workers' asyncio clients: an event's
             # message is a kilobyte or more, and redis-py packs it in Python otherwise.
-            pool.connection_class = with_hiredis_packing(pool.connection_class,
-                                                         pool.connection_kwargs)  # fmt: skip
-            redis_client = aredis.Redis(connection_pool=pool)
+            redis_client = open_async_redis(
+                self.app.conf.broker_url, self.settings,
+                max_connections=self.settings.broker.producer_connections,
+            )  # fmt: skip
         self.redis = redis_client
-        self.results_redis = _results_client(self.app, redis_client)
+        self.results_redis = _results_client(self.app, redis_client, self.settings)
         prefix, keys = self._meta_prefix, self.keys
         self.results = AsyncResultWaiter(self.results_redis, lambda task_id: prefix + task_id,
                                          keys.epoch, keys.survivors,
@@ -200,8 +197,9 @@ class AsyncClient(EventBuilder):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
                 pipe.execute_command(*ADMIT.command(*call))
+            waited = self._replica_wait is not None and self._replica_wait.add(pipe)
             try:
-                return list(await pipe.execute())
+                return self._confirmed(waited, list(await pipe.execute()))
             except NoScriptError:
                 if attempt:
                     raise
@@ -276,14 +274,15 @@ class AsyncClient(EventBuilder):
         await self.redis.aclose()
 
 
-def _results_client(app: Celery, broker: aredis.Redis) -> aredis.Redis:
+def _results_client(app: Celery, broker: aredis.Redis, settings: Settings) -> aredis.Redis:
     """An asyncio client on the result backend's Redis: `broker` when it is the same
     database."""
     from celery.backends.redis import RedisBackend
 
+    from agentflow._redis.connection import open_async_redis
     from agentflow._redis.publish import same_redis
 
     backend = app.backend
     if not isinstance(backend, RedisBackend) or same_redis(backend.client, broker):
         return broker
-    return aredis.from_url(str(app.conf.result_backend), socket_keepalive=True)
+    return open_async_redis(str(app.conf.result_backend), settings, max_connections=16)

@@ -76,6 +76,9 @@ class EventBuilder:
         runner = self.settings.runner
         self._inflight_ttl = runner.hard_time_limit + 2 * runner.visibility_timeout
         self._meta_prefix = bytes(app.backend.task_keyprefix).decode()
+        from agentflow._redis.replication import replica_wait
+
+        self._replica_wait = replica_wait(self.settings)
 
     def _resolve(self, event: Event | Mapping[str, Any]) -> tuple[Event, str]:
         """The event, validated, and the name of its agent (not yet checked to be served)."""
@@ -166,6 +169,13 @@ class EventBuilder:
                 args.append(self.settings.tenants.limit(tenant) or 0)
             calls.append((keys, args))
         return order, calls
+
+    def _confirmed(self, waited: bool, replies: list[Any]) -> list[Any]:
+        """The admission replies of a pipeline, its closing WAIT (when `waited`) taken off
+        and checked."""
+        if waited and self._replica_wait is not None:
+            self._replica_wait.check(replies.pop(), "emit")
+        return replies
 
     @staticmethod
     def _admitted(pending: Pending, order: list[str], replies: list[Any]) -> int:

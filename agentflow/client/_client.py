@@ -105,19 +105,18 @@ class Client(EventBuilder):
         super().__init__(app, settings)
         app = self.app
         if redis_client is None:
+            from agentflow._redis.connection import open_redis
+
             # Waits for a free connection (up to 30 s) instead of raising when every one is
             # in use: a client shared by hundreds of threads queues, it does not fail.
-            pool = redis.BlockingConnectionPool.from_url(
-                app.conf.broker_url, max_connections=self.settings.broker.producer_connections,
-                timeout=30, socket_keepalive=True,
-            )  # fmt: skip
-            redis_client = redis.Redis(connection_pool=pool)
+            redis_client = open_redis(app.conf.broker_url, self.settings,
+                                      max_connections=self.settings.broker.producer_connections)  # fmt: skip
         self.redis = redis_client
         keys = self.keys
         self._epoch: str | None = None
         prefix = self._meta_prefix
         # Results live in the result backend (the broker's Redis unless [broker] result_url).
-        self.results_redis = _results_client(app, self.redis)
+        self.results_redis = _results_client(app, self.redis, self.settings)
         self.results = ResultWaiter(self.results_redis, lambda task_id: prefix + task_id,
                                     keys.epoch, keys.survivors,
                                     epochs=self.redis)  # fmt: skip
@@ -212,8 +211,9 @@ class Client(EventBuilder):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
                 pipe.execute_command(*ADMIT.command(*call))
+            waited = self._replica_wait is not None and self._replica_wait.add(pipe)
             try:
-                return list(pipe.execute())
+                return self._confirmed(waited, list(pipe.execute()))
             except redis.exceptions.NoScriptError:
                 if attempt:
                     raise
@@ -293,20 +293,14 @@ class Client(EventBuilder):
         self.redis.close()
 
 
-def _results_client(app: Celery, broker: redis.Redis) -> redis.Redis:
+def _results_client(app: Celery, broker: redis.Redis, settings: Settings) -> redis.Redis:
     """A client on the result backend's Redis: `broker` when they are the same database."""
     from celery.backends.redis import RedisBackend
 
+    from agentflow._redis.connection import open_redis
     from agentflow._redis.publish import same_redis
 
     backend = app.backend
     if not isinstance(backend, RedisBackend) or same_redis(backend.client, broker):
         return broker
-    return redis.Redis(
-        connection_pool=redis.BlockingConnectionPool(
-            connection_class=backend.client.connection_pool.connection_class,
-            max_connections=16,
-            timeout=30,
-            **backend.client.connection_pool.connection_kwargs,
-        )
-    )
+    return open_redis(str(app.conf.result_backend), settings, max_connections=16)

@@ -9,6 +9,7 @@ from typing import Any
 import redis.asyncio as aredis
 from redis.exceptions import NoScriptError
 
+from agentflow._redis.connection import open_async_redis
 from agentflow.client import AsyncClient
 from agentflow.client._build import ADMIT, AdmitCall
 from agentflow.config import Settings
@@ -34,8 +35,9 @@ class GatewayClient(AsyncClient):
             pipe.execute_command("SET", record[0], record[1], "EX", record[2])
             for call in calls:
                 pipe.execute_command(*ADMIT.command(*call))
+            waited = self._replica_wait is not None and self._replica_wait.add(pipe)
             try:
-                return list(await pipe.execute())[1:]
+                return self._confirmed(waited, list(await pipe.execute())[1:])
             except NoScriptError:
                 if attempt:
                     raise
@@ -76,8 +78,8 @@ class Gateway:
         load_modules(self.settings.agents.modules)
         self._client = GatewayClient(settings=self.settings)
         # The hub blocks in XREAD: a connection of its own, not one of the client's pool.
-        self._hub_redis = aredis.Redis.from_url(self._client.app.conf.broker_url,
-                                                socket_keepalive=True)  # fmt: skip
+        self._hub_redis = open_async_redis(self._client.app.conf.broker_url, self.settings,
+                                           max_connections=4)  # fmt: skip
         self._hub = StreamHub(self._hub_redis)
         self._hub.start()
 

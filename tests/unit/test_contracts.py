@@ -171,6 +171,29 @@ def test_kombu_redis_channel_has_the_hooks_the_transport_overrides() -> None:
     assert isinstance(ch.priority_steps, list | tuple) and 0 in ch.priority_steps
 
 
+def test_kombu_sentinel_channel_builds_its_pool_where_agentflows_channel_asks() -> None:
+    """Guards transport.SentinelChannel (AgentFlow's Channel over kombu's SentinelChannel):
+    kombu's Sentinel class must supply the pool (``_get_pool``, ``_sentinel_managed_pool``)
+    and the Sentinel-managed connection class, and nothing AgentFlow's Channel overrides;
+    QoS.ack/reject read ``Channel.closed`` (a late ack after a failover's reconnect)."""
+    from agentflow._redis.transport import Channel, SentinelChannel, SentinelTransport
+
+    sentinel = kombu_redis.SentinelChannel
+    assert sentinel.__bases__ == (kombu_redis.Channel,), "kombu's SentinelChannel's bases"
+    for name in ("_get_pool", "_sentinel_managed_pool", "connection_class"):
+        assert name in vars(sentinel), f"kombu's SentinelChannel no longer defines {name}"
+        assert getattr(SentinelChannel, name) is getattr(sentinel, name), name
+    overridden = {n for n in vars(Channel) if not n.startswith("__")}
+    clash = overridden & {n for n in vars(sentinel) if not n.startswith("__")}
+    assert clash <= {"from_transport_options", "__init__"}, f"both override {sorted(clash)}"
+    for option in ("master_name", "sentinel_kwargs", "fetch_idle_wait", "max_pop"):
+        assert option in SentinelChannel.from_transport_options, option
+    assert SentinelTransport.default_port == kombu_redis.SentinelTransport.default_port
+    for method, line in (("__init__", "self.closed = False"), ("close", "self.closed = True")):
+        source = inspect.getsource(getattr(kombu_virtual.Channel, method))
+        assert line in source, f"kombu's virtual Channel.{method} no longer sets closed"
+
+
 def test_kombu_channel_wires_brpop_read_as_the_brpop_handler() -> None:
     """Guards transport.Channel._brpop_read: kombu's poller calls ``handlers['BRPOP']`` (a
     bound ``_brpop_read`` made in ``__init__``), and our override must mirror kombu's own:
