@@ -11,7 +11,10 @@ queues (and cleared their doorbells) the channel waits with BRPOP on the queues'
 keys — never on the queues themselves, which would take a message — for at most
 ``fetch_idle_wait`` seconds. AgentFlow's producers ring the doorbell of the queue they push
 to in the same step as the push, so an idle worker wakes at once; a message from any other
-producer waits at most that long.
+producer waits at most that long. Each wait that runs out with nothing to fetch doubles the
+next one, up to ``fetch_idle_max`` (a ring or a message resets it): an idle worker polls
+Redis every two seconds instead of five times a second. kombu's restore of a dead worker's
+messages rings the doorbell too.
 
 While a worker holds a message (running, waiting for a slot or for its ETA) the channel
 renews the message's score in kombu's unacked index every ``visibility_timeout / 4``: a live
@@ -330,11 +333,15 @@ class Channel(kombu_redis.Channel):
     max_pop = 16
     """Messages taken per fetch at most (fewer when the prefetch limit leaves less room)."""
     fetch_idle_wait = 0.2
-    """Longest wait, in seconds, between fetches while the queues are empty."""
+    """Wait, in seconds, between fetches once the queues are empty."""
+    fetch_idle_max = 2.0
+    """Longest wait between fetches while nothing arrives (the wait doubles up to it)."""
+    _backoff = 0.0
 
     from_transport_options = (  # type: ignore[assignment]
         *kombu_redis.Channel.from_transport_options,
         "fetch_idle_wait",
+        "fetch_idle_max",
         "max_pop",
     )
 
@@ -430,9 +437,13 @@ class Channel(kombu_redis.Channel):
                 raise kombu_redis.Empty() from None
             if waited:  # rung, or the wait ran out (a producer that rings no bell): fetch
                 self._idle_wait = 0.0
+                self._backoff = (self.fetch_idle_wait if reply is not None
+                                 else min(self.fetch_idle_max, 2 * self._backoff))  # fmt: skip
                 raise kombu_redis.Empty()
+            if len(reply) > 1 or self._backoff <= 0:  # something came: wait briefly again
+                self._backoff = self.fetch_idle_wait
             # Queues drained (their doorbells cleared): wait for a ring; else fetch again.
-            self._idle_wait = self.fetch_idle_wait if int(reply[0]) else 0.0
+            self._idle_wait = self._backoff if int(reply[0]) else 0.0
             if len(reply) == 1:
                 raise kombu_redis.Empty()
             self._deliver_fetched(reply, self._fetch_keys)
@@ -487,6 +498,17 @@ class Channel(kombu_redis.Channel):
             raise kombu_redis.Empty()
         kind, _, raw_tag, item = reply[1:5]
         return self._payload(int(kind), item, queue, bytes_to_str(raw_tag))
+
+    def _do_restore_message(self, payload: Any, exchange: Any, routing_key: Any, pipe: Any,
+                            leftmost: bool = False) -> None:  # fmt: skip
+        """kombu's restore (a dead worker's message back on its queue), plus a ring of the
+        queue's doorbell in the same transaction: an idle worker takes it at once."""
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        try:
+            queues = self._lookup(exchange, routing_key)
+        except Exception:  # kombu logged it: no queue to ring
+            return
+        ring(pipe, queues)
 
     # -- publishing ------------------------------------------------------------------------
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:

@@ -160,6 +160,7 @@ def test_kombu_redis_channel_has_the_hooks_the_transport_overrides() -> None:
         "conn_or_acquire": ["client"],
         "_flush_brpop_reauth": [],
         "_do_restore_message": ["payload", "exchange", "routing_key", "pipe", "leftmost"],
+        "_lookup": ["exchange", "routing_key", "default"],
     }
     for name, names in expected.items():
         fn = getattr(ch, name, None)
@@ -254,7 +255,7 @@ def test_kombu_transport_option_names_agentflow_sets() -> None:
     """Guards agentflow/_redis/celery_settings.py (``visibility_timeout``,
     ``unacked_mutex_expire``, ``unacked_restore_interval``, ``unacked_restore_throttle``,
     ``health_check_interval``, ``socket_keepalive``) and transport.Channel.from_transport_options,
-    which extends kombu's tuple with ``fetch_idle_wait`` and ``max_pop``."""
+    which extends kombu's tuple with ``fetch_idle_wait``, ``fetch_idle_max`` and ``max_pop``."""
     from agentflow._redis import transport
 
     kombu_names = set(kombu_redis.Channel.from_transport_options)
@@ -263,7 +264,7 @@ def test_kombu_transport_option_names_agentflow_sets() -> None:
               "global_keyprefix", "unacked_key", "unacked_index_key"}  # fmt: skip
     assert wanted <= kombu_names, f"kombu no longer reads {sorted(wanted - kombu_names)}"
     ours = set(transport.Channel.from_transport_options)
-    assert kombu_names | {"fetch_idle_wait", "max_pop"} == ours
+    assert kombu_names | {"fetch_idle_wait", "fetch_idle_max", "max_pop"} == ours
     register = source(kombu_redis.Transport.register_with_event_loop)
     assert "'unacked_restore_interval'" in register, "the sweep interval is read elsewhere"
     assert "unacked_restore_throttle" in source(
