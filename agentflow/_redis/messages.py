@@ -10,10 +10,8 @@ name: AgentFlow's queues are direct, priority 0, without a global key prefix.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import os
-import uuid
 from typing import Any
 
 from celery.utils.nodenames import anon_nodename
@@ -42,7 +40,7 @@ def envelope(headers: dict[str, Any], properties: dict[str, Any], body: bytes, q
             "properties": {
                 **properties,
                 "delivery_info": {"exchange": "", "routing_key": queue},
-                "delivery_tag": uuid.uuid4().hex,
+                "delivery_tag": os.urandom(16).hex(),  # unique; uuid4() costs 3x more
                 "body_encoding": "base64",
                 "delivery_mode": 2,
                 "priority": 0,
@@ -103,9 +101,16 @@ def short_repr(value: Any, limit: int = 1024) -> str:
 
 def origin() -> str:
     """The ``origin`` header: this process's anonymous node name, computed once per process."""
-    return _origin(os.getpid())
+    global _origin
+    if _origin is None:
+        _origin = str(anon_nodename())
+    return _origin
 
 
-@functools.cache
-def _origin(pid: int) -> str:
-    return str(anon_nodename())
+def _forget_origin() -> None:
+    global _origin
+    _origin = None
+
+
+_origin: str | None = None
+os.register_at_fork(after_in_child=_forget_origin)  # the name holds the pid

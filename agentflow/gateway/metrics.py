@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
@@ -24,11 +26,18 @@ class GatewayMetrics:
                              registry=self.registry)  # fmt: skip
         self.emitted = Counter("agentflow_gateway_events", "Events emitted", ["agent"],
                                registry=self.registry)  # fmt: skip
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        children = self._children.get((route, method, status))
+        if children is None:  # prometheus_client's labels() builds a key each call: once
+            children = self._children[(route, method, status)] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def stream_opened(self, delta: int) -> None:
         """An SSE stream opened (+1) or closed (-1)."""

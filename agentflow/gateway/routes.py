@@ -70,10 +70,22 @@ def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Re
     return wrapped
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """One request header by its lower-case name; the headers are read into a dict once per
+    request (Starlette's ``request.headers`` scans the raw list on every lookup, four
+    lookups per POST)."""
+    scope = request.scope
+    found: dict[bytes, bytes] | None = scope.get("agentflow.headers")
+    if found is None:
+        found = scope["agentflow.headers"] = dict(scope["headers"])
+    value = found.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
 def authenticate(request: Request, gateway: Gateway) -> ApiKey:
     """The request's key (401 when missing or unknown), with one token spent (429)."""
-    headers = request.headers
-    key = gateway.keys.find(presented_key(headers.get("authorization"), headers.get("x-api-key")))
+    key = gateway.keys.find(presented_key(header(request, b"authorization"),
+                                          header(request, b"x-api-key")))  # fmt: skip
     if key is None:
         raise problems.unauthorized("send an API key as 'Authorization: Bearer <key>'")
     wait = key.take()
@@ -86,10 +98,10 @@ def authenticate(request: Request, gateway: Gateway) -> ApiKey:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The request body as JSON: 413 past `limit` bytes, 415 unless JSON, 400 if malformed."""
-    length = request.headers.get("content-length")
+    length = header(request, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise _too_large(limit)
-    ctype = request.headers.get("content-type", "")
+    ctype = header(request, b"content-type") or ""
     if ctype.split(";")[0].strip().lower() not in ("application/json", ""):
         raise HTTPProblem(415, "unsupported-media-type", "Send JSON",
                           f"Content-Type {ctype!r}; use application/json")  # fmt: skip
@@ -159,6 +171,8 @@ async def post_event(request: Request, gateway: Gateway, key: ApiKey) -> Respons
 
 
 def _wait(request: Request, gateway: Gateway) -> float | None:
+    if not request.scope.get("query_string"):  # most POSTs: no query to parse
+        return None
     raw = request.query_params.get("wait")
     if raw is None:
         return None

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from contextvars import ContextVar
 from typing import Any
 
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError
 
 from agentflow._redis.connection import open_async_redis
+from agentflow._redis.script_batch import ScriptBatch
 from agentflow.client import AsyncClient
 from agentflow.client._build import ADMIT, AdmitCall
 from agentflow.config import Settings
@@ -23,26 +24,25 @@ _RECORD: ContextVar[tuple[str, str, int] | None] = ContextVar("agentflow_gateway
 
 
 class GatewayClient(AsyncClient):
-    """An AsyncClient that writes the gateway's record of an event in the same pipeline
-    (the same round trip) that admits it."""
+    """An AsyncClient whose admissions ride one pipeline per turn of the event loop, with the
+    gateway's record of each event in the same round trip.
+
+    Requests that arrive together (one turn of the loop reads many connections) send their
+    admission scripts and records as one pipeline (:class:`ScriptBatch`) instead of one
+    each: the per-pipeline cost of redis-py's asyncio client was a fifth of a POST's CPU.
+    """
+
+    _batch: ScriptBatch | None = None
 
     async def _admit_all(self, calls: list[AdmitCall]) -> list[Any]:
+        batch = self._batch
+        if batch is None or batch.loop is not asyncio.get_running_loop():
+            batch = self._batch = ScriptBatch(self.redis, self._replica_wait)
         record = _RECORD.get()
-        if record is None:
-            return await super()._admit_all(calls)
-        for attempt in range(2):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.execute_command("SET", record[0], record[1], "EX", record[2])
-            for call in calls:
-                pipe.execute_command(*ADMIT.command(*call))
-            waited = self._replica_wait is not None and self._replica_wait.add(pipe)
-            try:
-                return self._confirmed(waited, list(await pipe.execute())[1:])
-            except NoScriptError:
-                if attempt:
-                    raise
-                await self.redis.script_load(ADMIT.text)
-        raise AssertionError("unreachable")
+        futures = [batch.command("SET", record[0], record[1], "EX", record[2])] if record else []
+        futures += [batch.call(ADMIT, keys, args) for keys, args in calls]
+        replies = await asyncio.gather(*futures)
+        return list(replies[1:] if record else replies)
 
 
 class Gateway:
