@@ -25,9 +25,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agentflow._redis.connection import redis_url, result_url
+from agentflow._redis.connection import is_sentinel, redis_url, result_url
 from agentflow._redis.queues import DEFAULT_QUEUE, all_queues
-from agentflow._redis.sentinel import is_sentinel
 from agentflow._redis.sentinel import transport_options as sentinel_options
 from agentflow.config import Settings, get_settings
 from agentflow.errors import ConfigError

@@ -47,9 +47,10 @@ def result_url(settings: Settings | None = None) -> str:
     return s.broker.result_url or redis_url(s)
 
 
-def _is_sentinel(url: str) -> bool:
-    """Whether `url` is a ``sentinel://`` URL (its module is imported only then)."""
-    return url.lower().startswith("sentinel://")
+def is_sentinel(url: str | None) -> bool:
+    """Whether `url` names Redis through Sentinel (``sentinel://``); the Sentinel module is
+    imported only then."""
+    return bool(url) and str(url).lower().startswith("sentinel://")
 
 
 def open_redis(
@@ -66,7 +67,7 @@ def open_redis(
     ``[broker] sentinel_master`` and ``sentinel_password`` of `settings`.
     """
     connection.setdefault("socket_keepalive", True)
-    if _is_sentinel(url):
+    if is_sentinel(url):
         from agentflow._redis import sentinel
 
         broker = (settings or get_settings()).broker
@@ -90,7 +91,7 @@ def open_async_redis(
     """:func:`open_redis` for ``redis.asyncio``; commands are packed by hiredis."""
     connection.setdefault("socket_keepalive", True)
     client: aioredis.Redis
-    if _is_sentinel(url):
+    if is_sentinel(url):
         from agentflow._redis import sentinel
 
         broker = (settings or get_settings()).broker

@@ -29,11 +29,6 @@ from agentflow.errors import ConfigError
 DEFAULT_PORT = 26379
 
 
-def is_sentinel(url: str | None) -> bool:
-    """Whether `url` names Redis through Sentinel (``sentinel://``)."""
-    return bool(url) and str(url).lower().startswith("sentinel://")
-
-
 def parse(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     """The sentinels' (host, port) pairs, and the master's connection settings (db,
     username, password) from the first URL, as kombu and Celery read them."""

@@ -297,10 +297,16 @@ def _results_client(app: Celery, broker: redis.Redis, settings: Settings) -> red
     """A client on the result backend's Redis: `broker` when they are the same database."""
     from celery.backends.redis import RedisBackend
 
-    from agentflow._redis.connection import open_redis
+    from agentflow._redis.connection import is_sentinel, open_redis
     from agentflow._redis.publish import same_redis
 
     backend = app.backend
     if not isinstance(backend, RedisBackend) or same_redis(backend.client, broker):
         return broker
-    return open_redis(str(app.conf.result_backend), settings, max_connections=16)
+    url = str(app.conf.result_backend)
+    if is_sentinel(url):  # its pool asks the sentinels: a pool of its own, not a copy
+        return open_redis(url, settings, max_connections=16)
+    pool = backend.client.connection_pool  # Celery's settings (TLS options) carried over
+    return redis.Redis(connection_pool=redis.BlockingConnectionPool(
+        connection_class=pool.connection_class, max_connections=16, timeout=30,
+        **pool.connection_kwargs))  # fmt: skip

@@ -7,8 +7,8 @@ import pytest
 
 from agentflow import load_settings
 from agentflow._redis.celery_settings import build_celery_config
-from agentflow._redis.connection import open_redis
-from agentflow._redis.sentinel import is_sentinel, parse
+from agentflow._redis.connection import is_sentinel, open_redis
+from agentflow._redis.sentinel import parse
 from agentflow.errors import ConfigError
 
 URL = "sentinel://:s%40cret@10.0.0.1:26379/3;sentinel://10.0.0.2:26380;sentinel://10.0.0.3"
