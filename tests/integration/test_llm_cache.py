@@ -24,9 +24,13 @@ def settings_for(mock: MockServer, llm: dict[str, Any] | None = None, **openai: 
 
 
 def test_followers_of_a_failed_leader_fail_with_it(mock_llm: MockServer, redis_client) -> None:
-    """10 identical requests while the provider is down: one retry sequence, not ten."""
+    """10 identical requests while the provider is down: one retry sequence, not ten.
+
+    Each attempt takes 500 ms, so every follower looks before the leader gives up even on a
+    loaded machine (a request that first looks after the failure is a new one, and calls).
+    """
     httpx.post(mock_llm.url + "/config", timeout=5,
-               json={"latency": "100ms", "fail_next": 100, "fail_status": 503,
+               json={"latency": "500ms", "fail_next": 100, "fail_status": 503,
                      "retry_after": "50ms"})  # fmt: skip
     settings = settings_for(mock_llm, retry_max_attempts=2, breaker_max_failures=100)
 
