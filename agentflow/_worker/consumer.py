@@ -12,6 +12,7 @@ dead-lettered the same way. It is installed with the ``worker_consumer`` setting
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -120,6 +121,17 @@ def _shape(value: Any) -> str:
 
 class Consumer(CeleryConsumer):
     """Celery's consumer, with a dead-letter queue for every message it would drop."""
+
+    reconnect_intervals = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 5.0}
+    """How the consumer retries a lost broker: after 0.5 s, then 1, 1.5, ... up to 5 s
+    (kombu's defaults, which Celery passes on: 2 s, then 4, 6, ... up to 30). A Sentinel
+    failover or a Redis restart is over in seconds; the old schedule added 4–6 s to it."""
+
+    def ensure_connected(self, conn: Any) -> Any:
+        """Celery's (re)connection loop, on :attr:`reconnect_intervals`."""
+        conn.ensure_connection = functools.partial(conn.ensure_connection,
+                                                   **self.reconnect_intervals)  # fmt: skip
+        return super().ensure_connected(conn)
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         """A body that cannot be decoded (bad JSON, a content type we do not accept)."""

@@ -64,9 +64,9 @@ def test_primary_killed_under_load_loses_nothing(cluster: SentinelCluster) -> No
     assert (result.sent, result.completed, result.lost, result.duplicated) == (1500, 1500, 0, 0)
     assert result.promoted_after < 15, result.line()
     assert result.rejoined_after is not None, "the restarted old primary did not rejoin"
-    # Workers retry their broker connection 2 s, then 4 s after losing it: the promoted
-    # replica serves events within about that of its promotion.
-    assert result.recovered_after < result.promoted_after + 15, result.line()
+    # Workers retry their broker connection after 0.5 s, then 1, 1.5, ... s: the promoted
+    # replica serves events within a few seconds of its promotion.
+    assert result.recovered_after < result.promoted_after + 10, result.line()
 
     after = subprocess.run([sys.executable, "-c", _AFTER], env=cluster.agentflow_env("after"),
                            capture_output=True, text=True, timeout=120)  # fmt: skip

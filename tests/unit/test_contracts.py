@@ -805,7 +805,8 @@ def test_worker_state_names() -> None:
 
 
 def test_consumer_hooks_the_dead_lettering_consumer_overrides() -> None:
-    """Guards agentflow/_worker/consumer.py Consumer and agentflow/_worker/heartbeat.py
+    """Guards agentflow/_worker/consumer.py Consumer (its dead-lettering hooks and its
+    reconnect intervals) and agentflow/_worker/heartbeat.py
     (``consumer.call_soon(consumer.add_task_queue / cancel_task_queue, queue)``,
     ``consumer.task_consumer.channel``) and signals.announce_agents (worker_ready's sender
     is the consumer)."""
@@ -819,6 +820,11 @@ def test_consumer_hooks_the_dead_lettering_consumer_overrides() -> None:
     for name, names in expected.items():
         assert params(getattr(Consumer, name)) == names, f"Consumer.{name} changed"
     assert params(Consumer.add_task_queue)[0] == "queue"
+    # Consumer.ensure_connected wraps conn.ensure_connection with its retry intervals.
+    assert params(Consumer.ensure_connected) == ["conn"], "Consumer.ensure_connected changed"
+    assert "conn.ensure_connection(" in source(Consumer.ensure_connected)
+    retry = params(Connection._ensure_connection)
+    assert {"interval_start", "interval_step", "interval_max"} <= set(retry), retry
     assert "signals.worker_ready.send(sender=consumer)" in source(Worker.on_consumer_ready)
 
 
