@@ -13,17 +13,14 @@ import asyncio
 import os
 import time
 
+from stint_records import runs_key
+
 from agentflow import AgentResult, Event, State, StateUpdate, agent
 from agentflow._redis.connection import get_async_redis
 from agentflow.config import get_settings
 
 HOST_ENV = "AGENTFLOW_NETNS_HOST"
 """The harness names each worker's host in this variable."""
-
-
-def runs_key(prefix: str, event_id: str) -> str:
-    """The list of runs ``stint`` recorded for one event."""
-    return f"{prefix}:netns:runs:{event_id}"
 
 
 def started_key(prefix: str, host: str) -> str:

@@ -39,12 +39,14 @@ from typing import Any
 
 import redis
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # as workers load it
+from stint_records import read_runs, read_totals
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent
 MASTER = "afmaster"
 PASSWORD = "af-redis-secret"
 SENTINEL_PASSWORD = "af-sentinel-secret"
-RUNS_PREFIX = "netns:runs:"
 
 
 def _free_port() -> int:
@@ -249,22 +251,11 @@ class SentinelCluster:
     # -- counting -----------------------------------------------------------------------------
     def runs(self, event_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
         """Each event's recorded runs on the current master: (worker, unix time)."""
-        r = self.master()
-        pipe = r.pipeline(transaction=False)
-        for event_id in event_ids:
-            pipe.lrange(f"{self.key_prefix}:{RUNS_PREFIX}{event_id}", 0, -1)
-        out = {}
-        for event_id, items in zip(event_ids, pipe.execute(), strict=True):
-            runs = [item.decode().split() for item in items]
-            out[event_id] = [(host, float(t)) for host, _pid, t in runs]
-        return out
+        return read_runs(self.master(), self.key_prefix, event_ids)
 
     def totals(self, sessions: list[str]) -> dict[str, int]:
-        """Each session's ``total`` on the current master (deltas applied)."""
-        from agentflow.state import StateStore
-
-        store = StateStore(self.master(), prefix=self.key_prefix)
-        return {s: int(store.load(s).get("total", 0)) for s in sessions}
+        """Each session's ``total`` (how many times its events' deltas were applied)."""
+        return read_totals(self.master(), self.key_prefix, sessions)
 
 
 # -- the producer ------------------------------------------------------------------------------

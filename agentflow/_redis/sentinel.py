@@ -85,13 +85,8 @@ def master_client(
 ) -> redis.Redis:
     """A blocking client on the master that `url`'s sentinels name (``max_connections``,
     ``timeout`` and connection settings go to its pool)."""
-    sentinel_kwargs = _options(master_name, sentinel_password)
-    hosts, master = parse(url)
-    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs)
-    client: redis.Redis = sentinel.master_for(
-        str(master_name), redis_class=redis.Redis,
-        connection_pool_class=BlockingSentinelPool, **master, **pool_kwargs,
-    )  # fmt: skip
+    client: redis.Redis = _master_for(Sentinel, redis.Redis, BlockingSentinelPool, url,
+                                      master_name, sentinel_password, pool_kwargs)  # fmt: skip
     return client
 
 
@@ -102,14 +97,24 @@ def async_master_client(
     **pool_kwargs: Any,
 ) -> aioredis.Redis:
     """:func:`master_client` for ``redis.asyncio``."""
+    client: aioredis.Redis = _master_for(AsyncSentinel, aioredis.Redis, AsyncBlockingSentinelPool,
+                                         url, master_name, sentinel_password, pool_kwargs)  # fmt: skip
+    return client
+
+
+def _master_for(sentinel_class: Any, redis_class: Any, pool_class: Any, url: str,
+                master_name: str | None, sentinel_password: str | None,
+                pool_kwargs: dict[str, Any]) -> Any:  # fmt: skip
     sentinel_kwargs = _options(master_name, sentinel_password)
     hosts, master = parse(url)
-    sentinel = AsyncSentinel(hosts, sentinel_kwargs=sentinel_kwargs)
-    client: aioredis.Redis = sentinel.master_for(
-        str(master_name), redis_class=aioredis.Redis,
-        connection_pool_class=AsyncBlockingSentinelPool, **master, **pool_kwargs,
-    )  # fmt: skip
-    return client
+    sentinel = sentinel_class(hosts, sentinel_kwargs=sentinel_kwargs)
+    return sentinel.master_for(
+        str(master_name),
+        redis_class=redis_class,
+        connection_pool_class=pool_class,
+        **master,
+        **pool_kwargs,
+    )
 
 
 def transport_options(master_name: str | None, sentinel_password: str | None) -> dict[str, Any]:
