@@ -23,15 +23,19 @@ ENQUEUED_AT_HEADER = "agentflow_enqueued_at"
 """Header the producer stamps with the enqueue time (epoch seconds): queue-wait metrics."""
 
 
+_BODY_JSON = JSONEncoder(separators=(",", ":"), allow_nan=False)
+"""kombu's JSON encoder, made once (``json.dumps`` with options makes one per call)."""
+_ENVELOPE_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def encode_body(args: Any, kwargs: Any, embed: dict[str, Any]) -> bytes:
     """A protocol-2 body, ``[args, kwargs, embed]``, with kombu's JSON encoder (as Celery)."""
-    return json.dumps([args, kwargs, embed], cls=JSONEncoder, separators=(",", ":"),
-                      allow_nan=False).encode()  # fmt: skip
+    return _BODY_JSON.encode([args, kwargs, embed]).encode()
 
 
 def envelope(headers: dict[str, Any], properties: dict[str, Any], body: bytes, queue: str) -> str:
     """The JSON item kombu's Redis transport keeps on `queue` for one task message."""
-    return json.dumps(
+    return _ENVELOPE_JSON.encode(
         {
             "body": base64.b64encode(body).decode(),
             "content-encoding": "utf-8",
@@ -45,9 +49,7 @@ def envelope(headers: dict[str, Any], properties: dict[str, Any], body: bytes, q
                 "delivery_mode": 2,
                 "priority": 0,
             },
-        },
-        separators=(",", ":"),
-        default=str,
+        }
     )
 
 

@@ -40,11 +40,19 @@ class ReplicaWait:
     def add(self, pipe: Any) -> bool:
         """End `pipe` with the WAIT (True), or count it unconfirmed while replicas were
         missing a moment ago (False)."""
+        command = self.command()
+        if command is None:
+            return False
+        pipe.execute_command(*command)
+        return True
+
+    def command(self) -> list[Any] | None:
+        """The WAIT command to end a batch of writes with, or None (counted unconfirmed)
+        while replicas were missing a moment ago."""
         if time.monotonic() < self._skip_until:
             _count()
-            return False
-        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
-        return True
+            return None
+        return ["WAIT", self.replicas, self.timeout_ms]
 
     def check(self, reply: Any, what: str) -> None:
         """Count (and now and then log) a WAIT that fewer replicas confirmed in time."""

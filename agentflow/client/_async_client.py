@@ -21,7 +21,9 @@ from typing import Any, cast
 
 import redis.asyncio as aredis
 from celery import Celery
-from redis.exceptions import NoScriptError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import NoScriptError, ResponseError
 
 from agentflow._redis import schedule
 from agentflow._redis.queues import agent_queue
@@ -103,6 +105,12 @@ class AsyncClient(EventBuilder):
                 max_connections=self.settings.broker.producer_connections,
             )  # fmt: skip
         self.redis = redis_client
+        # Imported here: importing agentflow for the sync Client stays small.
+        from agentflow._redis.shared_connection import SharedConnection
+
+        self.shared = SharedConnection(redis_client)
+        """The connection every coroutine's admissions share."""
+        self._retry = redis_client.get_retry() or Retry(ExponentialWithJitterBackoff(1, 10), 3)
         self.results_redis = _results_client(self.app, redis_client, self.settings)
         prefix, keys = self._meta_prefix, self.keys
         self.results = AsyncResultWaiter(self.results_redis, lambda task_id: prefix + task_id,
@@ -188,23 +196,36 @@ class AsyncClient(EventBuilder):
         self._published(handles, traced)
         return handles
 
-    async def _admit_all(self, calls: list[AdmitCall]) -> list[Any]:
-        """The admission script once per queue, in one pipeline (loaded only when Redis
-        does not know it; then nothing ran, and the round is sent again). Not batched with
-        other coroutines' emits: a batch per loop turn held every event back until the
-        turn's last message was built, and cost a third of the throughput (W0, 50 users)."""
-        for attempt in range(2):
-            pipe = self.redis.pipeline(transaction=False)
-            for call in calls:
-                pipe.execute_command(*ADMIT.command(*call))
-            waited = self._replica_wait is not None and self._replica_wait.add(pipe)
-            try:
-                return self._confirmed(waited, list(await pipe.execute()))
-            except NoScriptError:
-                if attempt:
-                    raise
-                await self.redis.script_load(ADMIT.text)
-        raise AssertionError("unreachable")
+    async def _admit_all(self, calls: list[AdmitCall],
+                         before: list[list[Any]] | None = None) -> list[Any]:  # fmt: skip
+        """The admission script once per lane, sent on the client's shared connection
+        (:mod:`agentflow._redis.shared_connection`): the calls of every coroutine in one
+        loop turn go out in one write, and none waits for another's replies. `before`:
+        commands written just ahead of them (the gateway's record of the event). A call
+        Redis did not run because it does not know the script is sent again once it is
+        loaded; a lost connection is retried on redis-py's schedule (a resent admission can
+        queue an event twice; its worker runs it once)."""
+        lead = len(before or ())
+        commands = [*(before or ()), *(ADMIT.command(*call) for call in calls)]
+        wait = self._replica_wait.command() if self._replica_wait is not None else None
+        if wait is not None:
+            commands.append(wait)
+        replies = await self._retry.call_with_retry(
+            lambda: self.shared.execute(commands), _retry_after
+        )
+        missing = [i for i in range(lead, lead + len(calls))
+                   if isinstance(replies[i], NoScriptError)]  # fmt: skip
+        if missing:
+            await self.redis.script_load(ADMIT.text)
+            again = await self._retry.call_with_retry(
+                lambda: self.shared.execute([commands[i] for i in missing]), _retry_after
+            )
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return self._confirmed(wait is not None, replies[lead:])
 
     # -- results ---------------------------------------------------------------------------
     def handle(self, event_id: str) -> AsyncEventHandle:
@@ -269,9 +290,14 @@ class AsyncClient(EventBuilder):
     async def close(self) -> None:
         """Stop waiting for results and release the connections."""
         await self.results.close()
+        await self.shared.aclose()
         if self.results_redis is not self.redis:
             await self.results_redis.aclose()
         await self.redis.aclose()
+
+
+async def _retry_after(error: Exception) -> None:
+    """Nothing to undo before a retry: the shared connection reopens on the next call."""
 
 
 def _results_client(app: Celery, broker: aredis.Redis, settings: Settings) -> aredis.Redis:

@@ -5,10 +5,12 @@ The same protocol as :class:`~agentflow.client._results.ResultWaiter`, on redis-
 asyncio client: the results callers start waiting for in one turn of the loop are
 subscribed to with one SUBSCRIBE, then their keys read with one MGET (a result stored
 before the subscription took effect is found there); one reader task resolves the callers'
-futures as publications arrive, and unsubscribes what it resolved in one command. Nothing is missed: the reader reads every pending
-key once a second, and redis-py renews the subscriptions after a reconnect. Once the Redis
-epoch changed (Redis came back empty), a pending event that no worker lists as a survivor
-fails with :class:`~agentflow.errors.ResultLost`.
+futures as publications arrive (:class:`~agentflow._redis.subscription.Subscription`), and
+the results resolved in one turn are unsubscribed with one command. Nothing is missed: a
+sweep reads every pending key once a second, and after a lost connection the reader
+subscribes again to everything pending and reads it. Once the Redis epoch changed (Redis
+came back empty), a pending event that no worker lists as a survivor fails with
+:class:`~agentflow.errors.ResultLost`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -27,6 +28,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agentflow.client._results import Wipes, ready_entry
 
 log = logging.getLogger("agentflow.client._async_results")
+
+_CHUNK = 500
+"""Keys per SUBSCRIBE or MGET when many are pending at once."""
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 class AsyncResultWaiter:
@@ -44,15 +53,16 @@ class AsyncResultWaiter:
         self._prefix_len = len(key_for(""))
         self._waiting: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._epochs: dict[str, str | None] = {}
-        self._pubsub: Any = None
-        self._reader: asyncio.Task[None] | None = None
+        from agentflow._redis.subscription import Subscription  # on first use (see above)
+
+        self._sub = Subscription(client, self._on_message)
         self._subscribed = asyncio.Event()
+        """Set while the subscription has a connection (the reader waits for one)."""
         self._subscriber: asyncio.Task[None] | None = None
         self._to_subscribe: list[str] = []
         self._to_unsubscribe: list[str] = []
-        self._resubscribe = False
-        self._commands = asyncio.Lock()
-        """One SUBSCRIBE or UNSUBSCRIBE at a time (the first one opens the connection)."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._wipes = Wipes()
 
@@ -61,21 +71,37 @@ class AsyncResultWaiter:
         """`task_id`'s result entry once it is ready; TimeoutError after `timeout`."""
         if self._closed:
             raise RuntimeError("the client is closed")
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         known = self._waiting.get(task_id)
         if known is None:
             self._waiting[task_id] = [fut]
             self._epochs[task_id] = epoch
             self._to_subscribe.append(task_id)
             if self._subscriber is None:
-                self._subscriber = asyncio.get_running_loop().create_task(self._subscribe())
+                self._subscriber = self._start(self._subscribe())
+            if self._reader is None:
+                self._reader = self._start(self._run())
+                self._start(self._sweep())
         else:
             known.append(fut)
+        # The future is this caller's own: a timer fails it at the deadline (cheaper than
+        # wait_for's task and shield), and cancelling the caller cancels only it.
+        timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return await fut
         except (TimeoutError, asyncio.CancelledError):
             self._forget(task_id, fut)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _start(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _subscribe(self) -> None:
         """Subscribe to what this turn's callers wait for, then read what is stored."""
@@ -86,35 +112,39 @@ class AsyncResultWaiter:
                 task_ids = [t for t in batch if t in self._waiting]
                 if not task_ids:
                     continue
-                if self._pubsub is None:
-                    self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                async with self._commands:
-                    await self._pubsub.subscribe(*(self.key_for(t) for t in task_ids))
+                if await self._sub.subscribe([self.key_for(t) for t in task_ids]):
+                    # A new connection: the rest of what is pending too (it was lost).
+                    taken = set(task_ids)
+                    rest = [t for t in self._waiting if t not in taken]
+                    await self._subscribe_all(rest)
+                    task_ids += rest
                 self._subscribed.set()
-                if self._reader is None or self._reader.done():
-                    self._reader = asyncio.get_running_loop().create_task(self._run())
                 await self._read(task_ids)
-                await self._unsubscribe_resolved()
         except Exception as exc:
-            # The reader's sweep reads every pending key, and subscribes again, from now on.
+            # The reader subscribes again to all that is pending; the sweep reads it.
             log.warning("subscribing to results failed (%s); the reader retries", exc)
-            self._resubscribe = True
-            self._subscribed.set()
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.get_running_loop().create_task(self._run())
+            self._subscribed.set()  # wake the reader: it sees no connection and retries
         finally:
             self._subscriber = None
 
+    async def _subscribe_all(self, task_ids: list[str]) -> None:
+        for i in range(0, len(task_ids), _CHUNK):
+            await self._sub.subscribe([self.key_for(t) for t in task_ids[i : i + _CHUNK]])
+
+    def _unsubscribe_later(self, key: str) -> None:
+        """Unsubscribe from `key` with the others of this turn, in one command."""
+        if not self._to_unsubscribe and not self._closed:
+            asyncio.get_running_loop().call_soon(self._start, self._unsubscribe_resolved())
+        self._to_unsubscribe.append(key)
+
     async def _unsubscribe_resolved(self) -> None:
         """One UNSUBSCRIBE for the results resolved since the last."""
-        if not self._to_unsubscribe or self._pubsub is None:
-            return
         keys, self._to_unsubscribe = self._to_unsubscribe, []
         # Not one that a caller waits for again (it timed out, then was awaited anew).
         keys = [k for k in keys if k[self._prefix_len :] not in self._waiting]
-        if keys:
-            async with self._commands:
-                await self._pubsub.unsubscribe(*keys)
+        if keys and not self._closed:
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                await self._sub.unsubscribe(keys)  # a lost connection unsubscribed them all
 
     def _forget(self, task_id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
         futures = self._waiting.get(task_id)
@@ -123,7 +153,7 @@ class AsyncResultWaiter:
             if not futures:
                 del self._waiting[task_id]
                 self._epochs.pop(task_id, None)
-                self._to_unsubscribe.append(self.key_for(task_id))
+                self._unsubscribe_later(self.key_for(task_id))
 
     async def close(self) -> None:
         """Stop the reader and close the subscription; pending callers get an error."""
@@ -133,83 +163,75 @@ class AsyncResultWaiter:
             for fut in futures:
                 if not fut.done():
                     fut.set_exception(RuntimeError("the client was closed"))
-        for task in (self._subscriber, self._reader):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._sub.aclose()
 
-    # -- the reader ------------------------------------------------------------------------
+    # -- the reader and the sweep ----------------------------------------------------------
     async def _run(self) -> None:
-        last_sweep = time.monotonic()
+        """Pass on publications while subscribed; after a lost connection, subscribe again
+        to everything pending and read it."""
         while not self._closed:
             try:
-                if not self._waiting:
+                if not self._sub.connected:
                     self._subscribed.clear()
-                    await self._subscribed.wait()
-                    continue
-                timeout = max(0.0, self.sweep_interval - (time.monotonic() - last_sweep))
-                if self._pubsub is not None and self._pubsub.subscribed:
-                    message = await self._pubsub.get_message(timeout=timeout)
-                    while message is not None:
-                        self._on_message(message)
-                        message = await self._pubsub.get_message(timeout=0)
-                    await self._unsubscribe_resolved()
-                else:
-                    await asyncio.sleep(timeout)
-                if time.monotonic() - last_sweep >= self.sweep_interval:
-                    last_sweep = time.monotonic()
-                    await self._check_epoch()
-                    await self._read(list(self._waiting))
-                    await self._unsubscribe_resolved()
-                    if self._resubscribe and self._subscriber is None:
-                        self._resubscribe = False
-                        self._to_subscribe.extend(self._waiting)
-                        self._subscriber = asyncio.get_running_loop().create_task(self._subscribe())
+                    if not self._waiting or self._subscriber is not None:
+                        await self._subscribed.wait()
+                        continue
+                    pending = list(self._waiting)
+                    await self._subscribe_all(pending)
+                    self._subscribed.set()
+                    await self._read(pending)
+                await self._sub.read()
             except asyncio.CancelledError:
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("result subscription lost (%s); reconnecting", exc)
                 await asyncio.sleep(0.5)
-                await self._read(list(self._waiting), quiet=True)
             except Exception:
                 log.exception("result reader failed; going on")
                 await asyncio.sleep(0.1)
 
-    async def _read(self, task_ids: list[str], quiet: bool = False) -> None:
-        """Resolve the given ids whose results are stored already."""
-        try:
-            for i in range(0, len(task_ids), 500):
-                chunk = task_ids[i : i + 500]
-                raws = await self.redis.mget([self.key_for(t) for t in chunk])
-                for task_id, raw in zip(chunk, raws, strict=True):
-                    if raw is not None:
-                        self._resolve(task_id, raw)
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            if not quiet:
-                raise
+    async def _sweep(self) -> None:
+        """Once per interval: read every pending key, and fail what a Redis wipe lost."""
+        while not self._closed:
+            await asyncio.sleep(self.sweep_interval)
+            if not self._waiting:
+                continue
+            try:
+                await self._check_epoch()
+                await self._read(list(self._waiting))
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.debug("result sweep failed (%s); next time", exc)
+            except Exception:
+                log.exception("result sweep failed; going on")
 
-    def _on_message(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "message":
-            return
-        channel = message["channel"]
-        channel = channel.decode() if isinstance(channel, bytes) else str(channel)
-        self._resolve(channel[self._prefix_len :], message["data"])
+    async def _read(self, task_ids: list[str]) -> None:
+        """Resolve the given ids whose results are stored already."""
+        for i in range(0, len(task_ids), _CHUNK):
+            chunk = task_ids[i : i + _CHUNK]
+            raws = await self.redis.mget([self.key_for(t) for t in chunk])
+            for task_id, raw in zip(chunk, raws, strict=True):
+                if raw is not None:
+                    self._resolve(task_id, raw)
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        self._resolve(channel[self._prefix_len :].decode(), data)
 
     def _resolve(self, task_id: str, raw: Any) -> None:
         meta = ready_entry(raw)
         if meta is None:
             return
-        futures = self._waiting.pop(task_id, [])
+        futures = self._waiting.pop(task_id, None)
+        if futures is None:
+            return
         self._epochs.pop(task_id, None)
         for fut in futures:
             if not fut.done():
                 fut.set_result(meta)
-        if futures:
-            self._to_unsubscribe.append(self.key_for(task_id))
+        self._unsubscribe_later(self.key_for(task_id))
 
     async def _check_epoch(self) -> None:
         """Fail the events a Redis that came back empty lost (see the module doc)."""

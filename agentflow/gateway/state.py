@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from contextvars import ContextVar
 from typing import Any
@@ -10,9 +9,8 @@ from typing import Any
 import redis.asyncio as aredis
 
 from agentflow._redis.connection import open_async_redis
-from agentflow._redis.script_batch import ScriptBatch
 from agentflow.client import AsyncClient
-from agentflow.client._build import ADMIT, AdmitCall
+from agentflow.client._build import AdmitCall
 from agentflow.config import Settings
 from agentflow.gateway.auth import KeyRing
 from agentflow.gateway.hub import StreamHub
@@ -24,25 +22,16 @@ _RECORD: ContextVar[tuple[str, str, int] | None] = ContextVar("agentflow_gateway
 
 
 class GatewayClient(AsyncClient):
-    """An AsyncClient whose admissions ride one pipeline per turn of the event loop, with the
-    gateway's record of each event in the same round trip.
+    """An AsyncClient that writes the gateway's record of each event in the same round
+    trip as its admission (on the client's shared connection, where the requests that
+    arrive in one turn of the loop go out in one write)."""
 
-    Requests that arrive together (one turn of the loop reads many connections) send their
-    admission scripts and records as one pipeline (:class:`ScriptBatch`) instead of one
-    each: the per-pipeline cost of redis-py's asyncio client was a fifth of a POST's CPU.
-    """
-
-    _batch: ScriptBatch | None = None
-
-    async def _admit_all(self, calls: list[AdmitCall]) -> list[Any]:
-        batch = self._batch
-        if batch is None or batch.loop is not asyncio.get_running_loop():
-            batch = self._batch = ScriptBatch(self.redis, self._replica_wait)
+    async def _admit_all(self, calls: list[AdmitCall],
+                         before: list[list[Any]] | None = None) -> list[Any]:  # fmt: skip
         record = _RECORD.get()
-        futures = [batch.command("SET", record[0], record[1], "EX", record[2])] if record else []
-        futures += [batch.call(ADMIT, keys, args) for keys, args in calls]
-        replies = await asyncio.gather(*futures)
-        return list(replies[1:] if record else replies)
+        if record is not None:
+            before = [*(before or ()), ["SET", record[0], record[1], "EX", record[2]]]
+        return await super()._admit_all(calls, before)
 
 
 class Gateway:

@@ -4,12 +4,16 @@
   notice (an error in their log), announce their agents again, keep the messages they hold;
   the producer gets :class:`ResultLost` for exactly the events that were only queued, and
   new events run. **With persistence** (appendonly) the same restart loses nothing.
+- An ``AsyncClient`` rides out a restart of a persistent Redis: its waiting handles get
+  their results through the subscription it opens again, and its shared connection
+  reopens for the next emits.
 - 200 producer threads share one ``Client`` for W1 (a 50 ms LLM call per event): no
   connection-pool error, and every event's result arrives.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -22,7 +26,7 @@ import pytest
 import redis
 from celery import Celery
 
-from agentflow import Client, ResultLost, load_settings
+from agentflow import AsyncClient, Client, ResultLost, load_settings
 from agentflow._redis.embedded import ping, redis_server_binary
 from agentflow.mock_llm import start_mock_llm_process
 from tests.conftest import TEST_PREFIX
@@ -113,6 +117,36 @@ def test_redis_restart(persistent: bool, tmp_path: Path, start_worker: Any) -> N
             fresh.close()
     finally:
         client.close()
+        worker.stop()
+        server.stop()
+
+
+def test_async_client_rides_out_a_redis_restart(tmp_path: Path, start_worker: Any) -> None:
+    server = RestartableRedis(tmp_path, persistent=True)
+    server.start()
+    worker = start_worker(concurrency=20, env={"AGENTFLOW_BROKER__URL": server.url})
+    app = Celery("producer", broker=server.url, backend=server.url, set_as_current=False)
+    app.conf.broker_transport = "agentflow._redis.transport:Transport"
+    settings = load_settings(broker={"url": server.url, "key_prefix": TEST_PREFIX},
+                             runner={"max_concurrent_events": 10_000})  # fmt: skip
+
+    async def run() -> tuple[int, int]:
+        async with AsyncClient(app=app, settings=settings) as client:
+            slow = [await client.emit({"type": "t", "agent": "slow_async",
+                                       "data": {"seconds": 2}}) for _ in range(10)]  # fmt: skip
+            waits = [asyncio.create_task(h.result(timeout=90)) for h in slow]
+            await asyncio.sleep(0.5)  # all ten waiting on the subscription
+            await asyncio.to_thread(server.restart)
+            done = sum(r.output["slept"] == 2 for r in await asyncio.gather(*waits))
+            after = []
+            for i in range(40):  # the first ones may meet the old, broken connection
+                handle = await client.emit({"type": "t", "agent": "echo", "data": {"i": i}})
+                after.append((await handle.result(timeout=30)).output["echo"]["i"] == i)
+            return done, sum(after)
+
+    try:
+        assert asyncio.run(run()) == (10, 40)
+    finally:
         worker.stop()
         server.stop()
 

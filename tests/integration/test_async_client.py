@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from agentflow import (
     AsyncClient,
@@ -134,3 +137,50 @@ def test_stream_yields_every_item_in_order_then_the_result(start_worker, redis_c
     items, result = asyncio.run(main())
     assert [item["i"] for item in items] == list(range(2000))
     assert result.output["results"][0]["output"] == {"streamed": 2000}
+
+
+def test_emits_fail_instead_of_hanging_while_redis_does_not_answer(tmp_path):
+    """A stopped Redis (as a half-open connection looks): emits from many coroutines fail
+    with a ConnectionError after the URL's socket_timeout and its retries, not hang; once
+    Redis answers again, the client emits on a new connection."""
+    from celery import Celery
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from agentflow import load_settings
+    from agentflow._redis.keys import Keys
+    from tests.integration.redis_server import private_redis
+
+    with private_redis(tmp_path / "redis") as port:
+        url = f"redis://127.0.0.1:{port}/0?socket_timeout=0.5"
+        probe = redis.Redis(port=port)
+        pid = int(probe.info()["process_id"])
+        probe.hset(Keys(TEST_PREFIX).agents, "echo", "1")  # as a worker announces it
+        app = Celery("producer", broker=url, backend=url, set_as_current=False)
+        app.conf.broker_transport = "agentflow._redis.transport:Transport"
+        settings = load_settings(broker={"url": url, "key_prefix": TEST_PREFIX})
+
+        async def main() -> tuple[list[type], float, int]:
+            async with AsyncClient(app=app, settings=settings) as client:
+                await client.emit({"type": "t", "agent": "echo"})  # the connection is open
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    outcomes = await asyncio.gather(
+                        *(client.emit({"type": "t", "agent": "echo"}) for _ in range(20)),
+                        return_exceptions=True,
+                    )
+                    took = time.monotonic() - started
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                await client.emit_many([{"type": "t", "agent": "echo"} for _ in range(5)])
+                queued = await client.redis.llen("agentflow.agent.echo")
+            return [type(o) for o in outcomes], took, int(queued)
+
+        kinds, took, queued = asyncio.run(main())
+    # redis-py's errors for a lost connection: ConnectionError, or TimeoutError when the
+    # last try could not open a new one.
+    assert all(issubclass(k, RedisConnectionError | RedisTimeoutError) for k in kinds), kinds
+    print(f"the emits failed after {took:.1f}s")
+    assert took < 25, f"the emits took {took:.1f}s to fail"
+    assert queued >= 6  # the first and the five after (a timed-out admission may have landed)

