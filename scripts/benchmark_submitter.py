@@ -45,6 +45,7 @@ from agentflow.bench.local import LocalOptions
 from agentflow.bench.run import RunOptions, run
 from agentflow.bench.stats import BenchReport
 from agentflow.bench.workloads import WORKLOADS
+from agentflow.config import load_settings
 from agentflow.mock_llm import start_mock_llm_process
 from agentflow.models import Event
 
@@ -90,6 +91,7 @@ class PlainClient:
     def __init__(self, url: str, task: str, tool: str | None = None) -> None:
         self.app = Celery("plain-producer", broker=url, backend=url)
         self.app.conf.update(task_serializer="json", result_serializer="json")
+        self.settings = load_settings(broker={"url": url})  # what LoadDriver reads its Redis with
         self.task = task
         self.tool = tool
 

@@ -43,7 +43,7 @@ def test_results_arrive_for_many_waiting_handles_on_one_subscription(start_worke
                                                                      redis_client):  # fmt: skip
     start_worker(concurrency=50)
 
-    async def main() -> tuple[Any, list[Any], int]:
+    async def main() -> tuple[Any, list[Any], int, list[Any]]:
         async with AsyncClient() as client:
             one = await client.emit({"type": "t", "agent": "echo", "data": {"n": -1}})
             handles = await client.emit_many(
@@ -52,12 +52,18 @@ def test_results_arrive_for_many_waiting_handles_on_one_subscription(start_worke
             waits = [asyncio.ensure_future(h.result(timeout=60)) for h in handles]
             await asyncio.sleep(0.3)  # every handle is waiting now; the events still run
             subscribers = len(_result_subscribers(redis_client))
-            return await one.result(timeout=30), await asyncio.gather(*waits), subscribers
+            first, results = await one.result(timeout=30), await asyncio.gather(*waits)
+            # Each result's channel is dropped once it came: nothing stays subscribed.
+            deadline = time.monotonic() + 10
+            while _result_subscribers(redis_client) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            return first, results, subscribers, _result_subscribers(redis_client)
 
-    first, results, subscribers = asyncio.run(main())
+    first, results, subscribers, left = asyncio.run(main())
     assert first.output == {"echo": {"n": -1}, "type": "t"}
     assert len(results) == 40 and all(r.output["slept"] == 1 for r in results)
     assert subscribers == 1
+    assert left == [], left
     assert _result_subscribers(redis_client) == []  # closed: the subscription is gone
 
 
