@@ -6,7 +6,9 @@ set, the producer's admission pipeline and each worker batch of begin/finish scr
 with ``WAIT <replicas> <timeout>``, so ``emit`` returns, and a worker counts an event done,
 only once that many replicas confirmed the writes (or the timeout passed: the write stays,
 a warning is logged, ``replication.unconfirmed`` counted, and pipelines skip the WAIT for a
-few seconds before trying again). One WAIT covers a whole pipeline. It narrows the window
+few seconds before trying again). One WAIT covers a whole pipeline; on a shared connection
+(:mod:`agentflow._redis.shared_connection`: ``AsyncClient``, the gateway, the worker's
+batches) it covers everything its loop wrote in that turn. It narrows the window
 to writes in flight at the failover; it does not close it (Redis is not a consensus store;
 docs/deploy.md).
 """

@@ -14,6 +14,10 @@ a half-open socket, a stopped Redis), every call in flight fails with a ``Connec
 and the next call opens a new connection (giving up on opening after as long). The connection
 comes from the client's own pool (TLS, AUTH, the database and Sentinel's current master
 included), and goes back to it on :meth:`SharedConnection.aclose`.
+
+With ``[broker] wait_replicas`` each write ends with one ``WAIT`` and its calls' replies are
+held until it answers: a group commit, so the writes of a turn wait for one replica round
+trip together instead of each queueing its own WAIT behind the others on the connection.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agentflow._redis.replication import ReplicaWait
 
 REPLY_TIMEOUT = 30.0
 """Seconds the oldest call in flight waits for its replies before the connection is dropped,
@@ -40,17 +48,22 @@ class SharedConnection:
     `client`'s pool; each call gets its own replies (an error reply in place, as a
     ``ResponseError`` instance, like ``pipeline.execute(raise_on_error=False)``)."""
 
-    def __init__(self, client: aredis.Redis) -> None:
+    def __init__(self, client: aredis.Redis, wait: ReplicaWait | None = None,
+                 what: str = "write") -> None:  # fmt: skip
         self.client = client
+        self.wait = wait
+        """``[broker] wait_replicas``: each write ends with one WAIT, and its calls' replies
+        are handed out once the WAIT answered (its replicas have them, or it timed out)."""
+        self.what = what
+        """What the writes are, for the unconfirmed-replication warning."""
         kwargs = client.connection_pool.connection_kwargs
         self.reply_timeout = float(kwargs.get("socket_timeout") or REPLY_TIMEOUT)
         """Seconds a reply may be late before the connection counts as lost."""
+        self._retry = client.get_retry() or Retry(ExponentialWithJitterBackoff(1, 10), 3)
         self._conn: Any = None
         self._opening: asyncio.Task[Any] | None = None
         self._outbox: list[tuple[bytes, int, asyncio.Future[list[Any]]]] = []
-        self._in_flight: collections.deque[tuple[int, asyncio.Future[list[Any]], float]] = (
-            collections.deque()
-        )
+        self._in_flight: collections.deque[_Sent] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
         """The reader, the watchdog and writes under way (the loop holds tasks weakly)."""
         self._watcher: asyncio.Task[None] | None = None
@@ -58,7 +71,13 @@ class SharedConnection:
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send `commands` (each a command and its arguments); their replies, in order.
-        Raises ``ConnectionError`` when the connection failed before they all came back."""
+        A lost connection is retried on the client's redis-py ``Retry`` (by default three
+        more tries, with backoff), on a new connection; then the ``ConnectionError`` (or
+        ``TimeoutError``) is raised. A retried call may have run once already, as with
+        redis-py's own retries."""
+        return await self._retry.call_with_retry(lambda: self._execute(commands), _no_undo)
+
+    async def _execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         if self._closed:
             raise RedisConnectionError("the shared connection is closed")
         conn = self._conn
@@ -113,10 +132,18 @@ class SharedConnection:
             _fail([f for *_, f in outbox], RedisConnectionError("Redis connection lost"))
             return
         now = time.monotonic()
+        wait = self.wait.command() if self.wait is not None else None
+        held: list[tuple[asyncio.Future[list[Any]], list[Any]]] | None = (
+            None if wait is None else []
+        )
+        data = [packed for packed, _, _ in outbox]
         for _, count, future in outbox:
-            self._in_flight.append((count, future, now))
+            self._in_flight.append(_Sent(count, future, now, held))
+        if wait is not None:  # one WAIT covers every write before it on this connection
+            data.append(conn.pack_command(*wait)[0])
+            self._in_flight.append(_Sent(1, None, now, held))
         # Writes go out in the order of the turns (tasks start in the order they are made).
-        self._start(self._write(conn, b"".join(data for data, _, _ in outbox)))
+        self._start(self._write(conn, b"".join(data)))
 
     async def _write(self, conn: Any, data: bytes) -> None:
         if conn is not self._conn or not conn.is_connected:  # a reconnect would lose order
@@ -141,22 +168,34 @@ class SharedConnection:
                 if not self._in_flight:
                     raise RedisConnectionError("Redis sent a reply nobody asked for")
                 replies.append(reply)
-                count, future, _ = self._in_flight[0]
-                if len(replies) == count:
+                sent = self._in_flight[0]
+                if len(replies) == sent.count:
                     self._in_flight.popleft()
-                    if not future.done():
-                        future.set_result(replies)
+                    self._answered(sent, replies)
                     replies = []
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._broken(conn, exc)
 
+    def _answered(self, sent: _Sent, replies: list[Any]) -> None:
+        """A call's replies are all in: hand them over, or hold them for the write's WAIT."""
+        if sent.future is None:  # the WAIT: its write's calls are answered now
+            if self.wait is not None:
+                self.wait.check(replies[0], self.what)
+            for future, held in sent.held or ():
+                if not future.done():
+                    future.set_result(held)
+        elif sent.held is not None:
+            sent.held.append((sent.future, replies))
+        elif not sent.future.done():
+            sent.future.set_result(replies)
+
     async def _watch(self, conn: Any) -> None:
         """Drop the connection when its oldest call waited more than `reply_timeout`."""
         while conn is self._conn:
             await asyncio.sleep(self.reply_timeout / 4)
-            late = self._in_flight and time.monotonic() - self._in_flight[0][2]
+            late = self._in_flight and time.monotonic() - self._in_flight[0].sent_at
             if late and late > self.reply_timeout:
                 self._broken(conn, TimeoutError(f"no reply from Redis in {self.reply_timeout:g}s"))
 
@@ -169,7 +208,11 @@ class SharedConnection:
             self._watcher.cancel()
         in_flight, self._in_flight = self._in_flight, collections.deque()
         error = exc if isinstance(exc, RedisConnectionError) else RedisConnectionError(str(exc))
-        _fail([f for _, f, _ in in_flight], error)
+        futures = [sent.future for sent in in_flight if sent.future is not None]
+        for sent in in_flight:  # calls answered already but held for their WAIT
+            if sent.future is None and sent.held:
+                futures += [future for future, _ in sent.held]
+        _fail(futures, error)
         self._start(self._release(conn))
 
     async def _release(self, conn: Any) -> None:
@@ -185,6 +228,24 @@ class SharedConnection:
         if conn is not None:
             self._broken(conn, RedisConnectionError("the shared connection is closed"))
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Sent:
+    """A call written and not yet answered (``future`` None: the write's closing WAIT)."""
+
+    __slots__ = ("count", "future", "held", "sent_at")
+
+    def __init__(self, count: int, future: asyncio.Future[list[Any]] | None, sent_at: float,
+                 held: list[tuple[asyncio.Future[list[Any]], list[Any]]] | None) -> None:  # fmt: skip
+        self.count = count
+        self.future = future
+        self.sent_at = sent_at
+        self.held = held
+        """The write's answered calls waiting for its WAIT (None without WAIT)."""
+
+
+async def _no_undo(error: Exception) -> None:
+    """Nothing to undo before a retry: the next try opens a new connection."""
 
 
 def _fail(futures: list[asyncio.Future[list[Any]]], error: BaseException) -> None:

@@ -21,8 +21,6 @@ from typing import Any, cast
 
 import redis.asyncio as aredis
 from celery import Celery
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, ResponseError
 
 from agentflow._redis import schedule
@@ -108,9 +106,8 @@ class AsyncClient(EventBuilder):
         # Imported here: importing agentflow for the sync Client stays small.
         from agentflow._redis.shared_connection import SharedConnection
 
-        self.shared = SharedConnection(redis_client)
+        self.shared = SharedConnection(redis_client, self._replica_wait, "emit")
         """The connection every coroutine's admissions share."""
-        self._retry = redis_client.get_retry() or Retry(ExponentialWithJitterBackoff(1, 10), 3)
         self.results_redis = _results_client(self.app, redis_client, self.settings)
         prefix, keys = self._meta_prefix, self.keys
         self.results = AsyncResultWaiter(self.results_redis, lambda task_id: prefix + task_id,
@@ -207,25 +204,18 @@ class AsyncClient(EventBuilder):
         queue an event twice; its worker runs it once)."""
         lead = len(before or ())
         commands = [*(before or ()), *(ADMIT.command(*call) for call in calls)]
-        wait = self._replica_wait.command() if self._replica_wait is not None else None
-        if wait is not None:
-            commands.append(wait)
-        replies = await self._retry.call_with_retry(
-            lambda: self.shared.execute(commands), _retry_after
-        )
+        replies = await self.shared.execute(commands)
         missing = [i for i in range(lead, lead + len(calls))
                    if isinstance(replies[i], NoScriptError)]  # fmt: skip
         if missing:
             await self.redis.script_load(ADMIT.text)
-            again = await self._retry.call_with_retry(
-                lambda: self.shared.execute([commands[i] for i in missing]), _retry_after
-            )
+            again = await self.shared.execute([commands[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
-        return self._confirmed(wait is not None, replies[lead:])
+        return replies[lead:]
 
     # -- results ---------------------------------------------------------------------------
     def handle(self, event_id: str) -> AsyncEventHandle:
@@ -294,10 +284,6 @@ class AsyncClient(EventBuilder):
         if self.results_redis is not self.redis:
             await self.results_redis.aclose()
         await self.redis.aclose()
-
-
-async def _retry_after(error: Exception) -> None:
-    """Nothing to undo before a retry: the shared connection reopens on the next call."""
 
 
 def _results_client(app: Celery, broker: aredis.Redis, settings: Settings) -> aredis.Redis:

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,13 +82,14 @@ def test_primary_killed_under_load_loses_nothing(cluster: SentinelCluster) -> No
     assert out["narrator"]
 
 
-def test_a_missing_replica_costs_one_wait_then_emits_go_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("producer", ["Client", "AsyncClient"])
+def test_a_missing_replica_costs_one_wait_then_emits_go_on(tmp_path: Path, producer: str) -> None:
     """wait_replicas = 1 on a Redis with no replica: the first emit waits wait_timeout and is
     counted unconfirmed; the next ones skip the WAIT for a while instead of each waiting."""
     import redis
     from celery import Celery
 
-    from agentflow import Client, load_settings
+    from agentflow import AsyncClient, Client, load_settings
     from tests.conftest import TEST_PREFIX
     from tests.integration.redis_server import private_redis
 
@@ -97,15 +100,31 @@ def test_a_missing_replica_costs_one_wait_then_emits_go_on(tmp_path: Path) -> No
         app.conf.broker_transport = "agentflow._redis.transport:Transport"
         settings = load_settings(broker={"url": url, "key_prefix": TEST_PREFIX,
                                          "wait_replicas": 1, "wait_timeout": "0.2s"})  # fmt: skip
-        client = Client(app=app, settings=settings)
         probe = redis.Redis(port=port)
-        try:
-            handles = [client.emit({"type": "t", "agent": "echo", "data": {"n": 0}})]
-            first = probe.info("commandstats")["cmdstat_wait"]["calls"]
-            handles += [client.emit({"type": "t", "agent": "echo", "data": {"n": n}})
-                        for n in range(1, 20)]  # fmt: skip
-        finally:
-            client.close()
+        if producer == "Client":
+            client = Client(app=app, settings=settings)
+            try:
+                handles = [client.emit({"type": "t", "agent": "echo", "data": {"n": 0}})]
+                first = probe.info("commandstats")["cmdstat_wait"]["calls"]
+                handles += [client.emit({"type": "t", "agent": "echo", "data": {"n": n}})
+                            for n in range(1, 20)]  # fmt: skip
+            finally:
+                client.close()
+        else:  # AsyncClient: 10 emits in one write with one WAIT, then 10 one by one
+
+            async def emit_all() -> tuple[list[Any], int]:
+                async with AsyncClient(app=app, settings=settings) as aclient:
+                    sent = list(await asyncio.gather(*(
+                        aclient.emit({"type": "t", "agent": "echo", "data": {"n": n}})
+                        for n in range(10))))  # fmt: skip
+                    waits = probe.info("commandstats")["cmdstat_wait"]["calls"]
+                    for n in range(10, 20):
+                        sent.append(await aclient.emit({"type": "t", "agent": "echo",
+                                                        "data": {"n": n}}))  # fmt: skip
+                    return sent, waits
+
+            handles, first = asyncio.run(emit_all())
+            assert first == 1  # one WAIT for the ten emits written together
         assert first >= 1  # the first emit waited (and found no replica)
         assert probe.info("commandstats")["cmdstat_wait"]["calls"] == first
         assert len({h.id for h in handles}) == 20
