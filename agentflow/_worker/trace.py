@@ -43,6 +43,7 @@ from agentflow._redis.connection import get_async_redis
 from agentflow._redis.messages import short_repr
 from agentflow._redis.scripts import Script
 from agentflow._redis.transport import QoS as TransportQoS
+from agentflow._worker import chord_join
 from agentflow._worker.runner import (
     Done,
     FannedOut,
@@ -275,8 +276,9 @@ async def _finished(job: AsyncJob, rc: RequestContext, work: Job, outcome: Outco
     if work.name == "agentflow.run_tool":
         ctx = rc.ctx
         result = outcome.result
-        waiting = await _store_tool_result(task.backend, ctx, result, work.settle)
-        if waiting and not await _chord_dispatched(task, ctx, result):
+        on_loop = work.settle is not None and chord_join.joins_here(task.backend, ctx)
+        waiting = await _store_tool_result(task.backend, ctx, result, work.settle, on_loop)
+        if waiting and not await _chord_dispatched(task, ctx, result, on_loop):
             _lost(job, RuntimeError("its chord's continuation was not sent yet"), runtime)
             return states.SUCCESS, outcome
         if work.settle is not None:
@@ -315,12 +317,16 @@ _SETTLE_MEMBER = Script("settle_member")
 
 
 async def _store_tool_result(backend: Any, ctx: Context, result: Any,
-                             settle: tuple[str, str, str] | None) -> bool:  # fmt: skip
+                             settle: tuple[str, str, str] | None, on_loop: bool) -> bool:  # fmt: skip
     """Store a tool call's result (a chord member's joins its chord, and the last one sends
     the chord's continuation), then settle its message; True when its chord waits to be
-    sent (nothing was settled)."""
-    await _blocking(backend.mark_as_done, ctx.id, result, request=ctx,
-                    store_result=not ctx.chord)  # fmt: skip
+    sent (nothing was settled). `on_loop`: the chord is joined on the loop's batch
+    (:mod:`agentflow._worker.chord_join`), else by Celery's backend on a helper thread."""
+    if on_loop:
+        await chord_join.join(backend, ctx, result)
+    else:
+        await _blocking(backend.mark_as_done, ctx.id, result, request=ctx,
+                        store_result=not ctx.chord)  # fmt: skip
     return await _settle_member(backend, ctx, settle)
 
 
@@ -347,7 +353,7 @@ CHORD_RETRY_MAX = 2.0
 CHORD_RETRY_FOR = 90.0
 
 
-async def _chord_dispatched(task: Any, ctx: Context, result: Any) -> bool:
+async def _chord_dispatched(task: Any, ctx: Context, result: Any, on_loop: bool) -> bool:
     """Whether the chord this tool call belongs to has sent its continuation (or will
     without this call). Celery's Redis backend lets one worker claim the sending for up to
     ~20 s; a worker killed while it holds the claim never sends, and a member that comes
@@ -355,7 +361,9 @@ async def _chord_dispatched(task: Any, ctx: Context, result: Any) -> bool:
     on to its message and joins again until the claim runs out and it sends the body itself
     (the join counts each member once); it lets the message go only once the body is sent.
     Called when the member's settle script has just found the chord waiting, so it waits
-    before it looks again; it joins again only if the body is still not sent then."""
+    before it looks again; it joins again only if the body is still not sent then.
+    `on_loop`: look and join on the loop's batch, else through Celery's backend."""
+    backend = task.backend
     waited, interval = 0.0, CHORD_RETRY_FIRST
     while True:
         if waited >= CHORD_RETRY_FOR:
@@ -364,11 +372,25 @@ async def _chord_dispatched(task: Any, ctx: Context, result: Any) -> bool:
         await asyncio.sleep(interval)
         waited += interval
         interval = min(interval * 2, CHORD_RETRY_MAX)
-        if not await _blocking(chord_waiting, task.backend, ctx):
+        if not await _waiting(backend, ctx, on_loop):
             return True
-        await _blocking(task.backend.on_chord_part_return, ctx, states.SUCCESS, result)
-        if not await _blocking(chord_waiting, task.backend, ctx):
+        if on_loop:
+            await chord_join.join(backend, ctx, result)
+        else:
+            await _blocking(backend.on_chord_part_return, ctx, states.SUCCESS, result)
+        if not await _waiting(backend, ctx, on_loop):
             return True
+
+
+async def _waiting(backend: Any, ctx: Context, on_loop: bool) -> bool:
+    """:func:`chord_waiting`, on the loop's batch or on a helper thread."""
+    if not on_loop:
+        return bool(await _blocking(chord_waiting, backend, ctx))
+    batch = get_runner().batch()
+    size, diff, ready = await asyncio.gather(*(
+        batch.command(cmd, backend.get_key_for_group(ctx.group, suffix))
+        for cmd, suffix in (("GET", ".s"), ("GET", ".t"), ("ZCARD", ".j"))))  # fmt: skip
+    return size is not None and int(ready) >= int(size) + int(diff or 0)
 
 
 def chord_waiting(backend: Any, ctx: Context) -> bool:

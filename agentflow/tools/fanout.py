@@ -229,14 +229,16 @@ def _stage(pipe: Any, app: Any, signature: Signature, task_id: str, root_id: str
     return messages
 
 
-_RESUME_TYPE = "agentflow_resume"
-_DIRECT_OPTIONS = frozenset({
+RESUME_TYPE = "agentflow_resume"
+"""The continuation's signature type in Celery's canvas registry."""
+DIRECT_OPTIONS = frozenset({
     "task_id", "group_id", "group_index", "root_id", "parent_id", "queue",
     "replaced_task_nesting", "argsrepr", "kwargsrepr", "reply_to",
 })  # fmt: skip
+"""Options the continuation's own publish handles; any other keeps Celery's path."""
 
 
-@Signature.register_type(name=_RESUME_TYPE)
+@Signature.register_type(name=RESUME_TYPE)
 class ResumeSignature(Signature):
     """The continuation's signature (Celery's canvas type registry knows it by name, so the
     chord's copy comes back as this class): when the last tool call completes, Celery's
@@ -247,14 +249,16 @@ class ResumeSignature(Signature):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self["subtask_type"] = _RESUME_TYPE
+        self["subtask_type"] = RESUME_TYPE
 
     @classmethod
     def from_dict(cls, d: Any, app: Any = None) -> ResumeSignature:
         return cls(d, app=app)
 
-    def apply_async(self, args: Any = None, kwargs: Any = None, route_name: Any = None,
-                    **options: Any) -> Any:  # fmt: skip
+    def direct_message(self, args: Any = None, kwargs: Any = None, route_name: Any = None,
+                       **options: Any) -> publish.Outgoing | None:  # fmt: skip
+        """The message :meth:`apply_async` pushes itself, or None when Celery's own path
+        must send it (an option that path handles differently)."""
         app = self.app
         options = {k: v for k, v in options.items() if v is not None}
         merged_args, merged_kwargs, merged = self._merge(args or (), kwargs or {}, options)
@@ -263,13 +267,18 @@ class ResumeSignature(Signature):
             route_name is not None
             or not publish.direct_publish_ok(app)
             or not merged.get("queue")
-            or not set(merged) <= _DIRECT_OPTIONS
+            or not set(merged) <= DIRECT_OPTIONS
         ):
-            return super().apply_async(args, kwargs, route_name, **options)
+            return None
         fields = {k: v for k, v in merged.items() if k not in ("task_id", "queue", "reply_to")}
-        task_id = merged.get("task_id") or uuid()
-        message = publish.task_message(app, self.task, tuple(merged_args), dict(merged_kwargs),
-                                       task_id=task_id, queue=str(merged["queue"]),
-                                       **fields)  # fmt: skip
+        return publish.task_message(app, self.task, tuple(merged_args), dict(merged_kwargs),
+                                    task_id=merged.get("task_id") or uuid(),
+                                    queue=str(merged["queue"]), **fields)  # fmt: skip
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, route_name: Any = None,
+                    **options: Any) -> Any:  # fmt: skip
+        message = self.direct_message(args, kwargs, route_name, **options)
+        if message is None:
+            return super().apply_async(args, kwargs, route_name, **options)
         publish.push(get_redis().pipeline(transaction=False), [message])
-        return app.AsyncResult(task_id)
+        return self.app.AsyncResult(message.headers["id"])

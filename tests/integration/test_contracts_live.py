@@ -7,6 +7,8 @@ rely on. No worker process: kombu's connection and Celery's backend are driven d
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import time
 import uuid
@@ -176,6 +178,86 @@ def test_a_member_sends_the_body_once_a_dead_claimers_claim_has_expired(
 
     backend.on_chord_part_return(ctx, states.SUCCESS, {"id": "call"})
     assert _sent_bodies(chord_app, body_queue) == [], "a late retry sent the body again"
+
+
+def _loop_chord(app: Celery, n: int) -> tuple[str, str, list[Context]]:
+    """A fan-out chord as the fan-out sends it: its size set, `n` members' requests."""
+    from agentflow.tools.fanout import ResumeSignature
+
+    queue = f"contracts.body.{uuid.uuid4().hex[:6]}"
+    body = ResumeSignature("agentflow.resume_event", args=("event", {"c": 1}), app=app,
+                           queue=queue)  # fmt: skip
+    gid = uuid.uuid4().hex
+    body.freeze("event-id", group_id=gid, root_id="event-id")
+    app.backend.client.set(app.backend.get_key_for_group(gid, ".s"), n)
+    members = [Context({"id": uuid.uuid4().hex, "group": gid, "group_index": i,
+                        "chord": dict(body), "task": "agentflow.run_tool"})
+               for i in range(n)]  # fmt: skip
+    return queue, gid, members
+
+
+def _pushed_bodies(client: redis.Redis, queue: str) -> list[Any]:
+    items = client.lrange(queue, 0, -1)
+    client.delete(queue)
+    return [json.loads(base64.b64decode(json.loads(i)["body"])) for i in items]
+
+
+def test_members_joined_on_the_loop_send_the_body_once_with_results_in_order(
+    chord_app: Celery, redis_client: redis.Redis
+) -> None:
+    """Guards agentflow/_worker/chord_join.py: three members that join at once (Celery's
+    join script on the loop's batch) send the continuation once, with every member's result
+    in header order, and leave no chord keys behind but the done marker."""
+    from agentflow._worker import chord_join
+    from agentflow._worker.runner import reset_runner
+
+    reset_runner()
+    queue, gid, members = _loop_chord(chord_app, 3)
+    backend = chord_app.backend
+    assert all(chord_join.joins_here(backend, m) for m in members)
+
+    async def join_all() -> list[bool]:
+        return list(await asyncio.gather(*(
+            chord_join.join(backend, m, {"id": f"call-{m.group_index}"})
+            for m in reversed(members))))  # fmt: skip
+
+    sent = asyncio.run(join_all())
+    assert sent.count(True) == 1, f"the body was sent {sent.count(True)} times"
+    bodies = _pushed_bodies(redis_client, queue)
+    assert len(bodies) == 1
+    args = bodies[0][0]
+    assert args[0] == [{"id": "call-0"}, {"id": "call-1"}, {"id": "call-2"}], args[0]
+    assert args[1:] == ["event", {"c": 1}]
+    assert redis_client.llen(f"agentflow.wake:{queue}") == 1, "the body's doorbell"
+    left = [s for s in (".j", ".t", ".s", ".d") if redis_client.exists(
+        backend.get_key_for_group(gid, s))]  # fmt: skip
+    assert left == [], f"chord keys left: {left}"
+    assert redis_client.get(backend.get_key_for_group(gid, ".c")) == b"done"
+    assert not asyncio.run(chord_join.join(backend, members[0], {"id": "late"}))
+    assert _pushed_bodies(redis_client, queue) == [], "a late copy sent the body again"
+
+
+def test_a_member_joined_on_the_loop_waits_out_a_dead_claimers_claim(
+    chord_app: Celery, redis_client: redis.Redis
+) -> None:
+    """Guards agentflow/_worker/chord_join.py with trace._chord_dispatched: while another
+    worker's claim holds, the join counts the member and sends nothing (the chord reads as
+    waiting); once the claim has expired, the member's next join sends the body once."""
+    from agentflow._worker import chord_join
+    from agentflow._worker.runner import reset_runner
+
+    reset_runner()
+    queue, gid, (member,) = _loop_chord(chord_app, 1)
+    backend = chord_app.backend
+    redis_client.set(backend.get_key_for_group(gid, ".c"), "a dead worker", ex=2)
+    assert not asyncio.run(chord_join.join(backend, member, {"id": "call"}))
+    assert _pushed_bodies(redis_client, queue) == [], "the body was sent under another claim"
+    assert chord_waiting(backend, member), "the chord should read complete and unsent"
+    time.sleep(2.2)
+    assert asyncio.run(chord_join.join(backend, member, {"id": "call"}))
+    bodies = _pushed_bodies(redis_client, queue)
+    assert len(bodies) == 1 and bodies[0][0][0] == [{"id": "call"}], bodies
+    assert not chord_waiting(backend, member)
 
 
 def test_the_result_waiter_reads_what_celerys_backend_publishes(

@@ -30,7 +30,12 @@ import redis
 from billiard.einfo import ExceptionInfo
 from celery import Celery, chord, group, signals, states
 from celery.app.task import Context
-from celery.backends.redis import CHORD_PART_RETURN_LUA, RedisBackend
+from celery.backends.redis import (
+    CHORD_CLAIM_EXTEND_LUA,
+    CHORD_CLEANUP_LUA,
+    CHORD_PART_RETURN_LUA,
+    RedisBackend,
+)
 from celery.exceptions import Ignore, WorkerLostError, WorkerShutdown
 from celery.worker import state as worker_state
 from celery.worker.request import Request, create_request_cls
@@ -990,6 +995,44 @@ def test_chord_part_return_script_keys_and_claim() -> None:
     assert "self._chord_publish_claim_expires(" in text, "the claim's extension for publishing"
 
 
+def test_chord_join_on_the_loop_does_what_on_chord_part_return_does(app: Celery) -> None:
+    """Guards agentflow/_worker/chord_join.py, which joins a fan-out's tool results on the
+    loop: it runs Celery's own join script (``_chord_part_return_script``) with Celery's
+    arguments, decodes with ``_unpack_chord_result``, skips ``GroupResult.restore`` (a
+    fan-out never saves one) and replaces the claim extension, publish and
+    ``CHORD_CLEANUP_LUA`` with lua/chord_send.lua."""
+    from agentflow._worker.chord_join import _claim_seconds
+
+    backend = app.backend
+    assert type(inspect.getattr_static(RedisBackend, "_chord_part_return_script")).__name__ == (
+        "cached_property"
+    )
+    text = source(RedisBackend.on_chord_part_return)
+    assert "self._chord_part_return_script(" in text, "the join script is called elsewhere"
+    assert ("args=[tid, encoded, 1 if self._chord_zset else 0, group_index,\n"
+            "                  self.chord_expires or 0, self._chord_result_expires,\n"
+            "                  claim_expires, claim_token]") in text, "join script arguments"  # fmt: skip
+    assert "result = self.encode_result(result, state)" in text
+    assert "encoded = self.encode([1, tid, state, result])" in text, "joined entry's shape"
+    assert "if group_index is None:\n            group_index = '+inf'" in text
+    assert "done_expires = int(max(claim_expires * 2, 300))" in text, "done marker lifetime"
+    claim = max(5, int((app.conf.result_chord_join_timeout or 5.0) * 2))  # Celery's formula
+    assert _claim_seconds(app) == (claim, int(max(claim * 2, 300)))
+    assert "decode, unpack = self.decode, self._unpack_chord_result" in text
+    assert "resl = [unpack(tup, decode) for tup in resl]" in text
+    assert params(backend._unpack_chord_result)[:2] == ["tup", "decode"]
+    assert "app.amqp._retry_publish(callback.delay, resl)" in text, "the body gets (resl,)"
+    assert isinstance(backend._chord_result_expires, int)
+    # The steps chord_send.lua makes atomic: cleanup clears these keys and leaves 'done'.
+    assert "redis.call('DEL', jkey, tkey, skey, dkey)" in CHORD_CLEANUP_LUA
+    assert "redis.call('SET', ckey, 'done', 'EX', done_expires)" in CHORD_CLEANUP_LUA
+    assert ("if not redis.call('GET', ckey) and redis.call('EXISTS', skey) == 1 then"
+            in CHORD_CLAIM_EXTEND_LUA), "an expired claim is no longer taken back"  # fmt: skip
+    # A fan-out's chord is never a saved GroupResult (restore finds none): only
+    # fallback_chord_unlock's apply_chord saves one, and the fan-out does not call it.
+    assert "header_result = GroupResult.restore(gid, app=app)" in text
+
+
 def test_visibility_floor_outlasts_celerys_chord_claim() -> None:
     """Guards agentflow/_redis/celery_settings.py (a visibility timeout of at least 10 s,
     longer than Celery's initial dispatch claim) and trace.CHORD_RETRY_FOR (a member waits
@@ -1113,9 +1156,9 @@ def test_signature_type_registry_and_merge(app: Celery) -> None:
     chord's results with ``Signature._merge(args, kwargs, options)``."""
     from celery.canvas import Signature, maybe_signature
 
-    from agentflow.tools.fanout import _RESUME_TYPE, ResumeSignature
+    from agentflow.tools.fanout import RESUME_TYPE, ResumeSignature
 
-    assert Signature.TYPES.get(_RESUME_TYPE) is ResumeSignature, "the type registry changed"
+    assert Signature.TYPES.get(RESUME_TYPE) is ResumeSignature, "the type registry changed"
     sig = ResumeSignature("agentflow.resume_event", args=("event", "ctx"), app=app, queue="q")
     rebuilt = maybe_signature(json.loads(json.dumps(dict(sig))), app=app)
     assert type(rebuilt) is ResumeSignature, "from_dict no longer dispatches on subtask_type"
