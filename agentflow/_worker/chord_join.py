@@ -98,8 +98,10 @@ async def join(backend: Any, ctx: Context, result: Any) -> bool:
     try:
         results = [backend._unpack_chord_result(item, backend.decode) for item in raw]
     except ChordError as exc:  # a member failed (stored by Celery's path): as Celery does
-        await asyncio.to_thread(backend.chord_error_from_stack, body, exc)
-        await batch.command("DEL", skey)
+        try:
+            await asyncio.to_thread(backend.chord_error_from_stack, body, exc)
+        finally:  # as Celery's: the errbacks run once, even if one of them raised
+            await batch.command("DEL", skey)
         return False
     message = body.direct_message((results,))
     if message is None:  # joins_here said it would not be: leave it to Celery's path
