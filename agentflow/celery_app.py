@@ -14,7 +14,8 @@ from celery import Celery
 
 from agentflow import flower_security
 
-app = Celery("agentflow", set_as_current=False)
+# Task events go out on the worker's loop (agentflow._worker.task_events).
+app = Celery("agentflow", set_as_current=False, events="agentflow._worker.task_events:Events")
 app.config_from_object(os.environ.get("AGENTFLOW_CELERY_CONFIG", "celeryconfig"))
 
 # `celery -A agentflow flower`: loopback and credentials by default (docs/security.md).

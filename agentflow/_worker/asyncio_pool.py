@@ -36,7 +36,8 @@ from celery.concurrency.thread import TaskPool as ThreadsPool
 
 from agentflow import _aio
 from agentflow._redis.queues import RUN_EVENT_TASK, SIGNAL_TASK
-from agentflow._worker import trace
+from agentflow._worker import task_events, trace
+from agentflow._worker.runner import get_runner
 
 log = logging.getLogger("agentflow.pool")
 
@@ -128,7 +129,8 @@ class AsyncPool(ThreadsPool):
         backend is the broker's Redis database); else Celery's backend stores it."""
 
     def on_start(self) -> None:
-        _aio.get_loop()  # started now, not under the first message
+        loop = _aio.get_loop()  # started now, not under the first message
+        task_events.attach(loop, lambda: get_runner().batch())
         self.results_in_script = _results_in_script(self.app)
         if not self.results_in_script:
             log.info("results go through Celery's result backend: the result backend is not "

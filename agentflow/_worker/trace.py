@@ -294,8 +294,9 @@ async def _finished(job: AsyncJob, rc: RequestContext, work: Job, outcome: Outco
     if signals.task_success.receivers:
         _send(signals.task_success, task, rc, result=outcome.result, runtime=runtime)
     logging_it = celery_trace.logger.isEnabledFor(logging.INFO)
-    # The result's repr is for the task-succeeded event and the log line only.
-    shown = short_repr(outcome.result, 256) if logging_it or _task_events(request) else ""
+    # What the task-succeeded event and the log line show of the result: its JSON text
+    # when the runner has it (no decoding), else its repr.
+    shown = _shown(outcome) if logging_it or _task_events(request) else ""
     if logging_it:  # Celery's own success line
         celery_trace.info(celery_trace.LOG_SUCCESS, {
             "id": job.task_id, "name": task.name, "return_value": shown, "runtime": runtime,
@@ -303,6 +304,15 @@ async def _finished(job: AsyncJob, rc: RequestContext, work: Job, outcome: Outco
             "kwargs": rc.request_dict.get("kwargsrepr") or ""})  # fmt: skip
     pool.on_request_thread(job.callback, (False, shown, runtime))
     return states.SUCCESS, outcome
+
+
+def _shown(outcome: Done) -> str:
+    """The result as the task-succeeded event and Celery's log line show it, cut at 256."""
+    encoded = outcome.encoded
+    if encoded is None:
+        return short_repr(outcome.result, 256)
+    text = encoded if isinstance(encoded, str) else encoded.decode("utf-8", "replace")
+    return text if len(text) <= 256 else text[:253] + "..."
 
 
 class _Replaced:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -313,3 +315,118 @@ def test_an_unreadable_record_goes_back_to_its_queue_and_the_sweep_goes_on(
         assert redis_client.hlen("unacked") == 0
     finally:
         channel.close()
+
+
+# == Task events: published from the worker's loop ===============================================
+def _subscribe(client: redis.Redis) -> Any:
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe("*celeryev*")
+    deadline = time.monotonic() + 5
+    while not pubsub.get_message(timeout=0.1) and time.monotonic() < deadline:
+        pass  # the psubscribe confirmation
+    return pubsub
+
+
+def _published(pubsub: Any, count: int) -> list[tuple[bytes, dict[str, Any]]]:
+    out: list[tuple[bytes, dict[str, Any]]] = []
+    deadline = time.monotonic() + 5
+    while len(out) < count and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.2)
+        if message and message["type"] == "pmessage":
+            out.append((message["channel"], json.loads(message["data"])))
+    return out
+
+
+def _send_events(dispatcher: Any) -> None:
+    dispatcher.send("task-received", uuid="t1", name="agentflow.run_event", args="({},)",
+                    kwargs="{}", root_id="t1", parent_id=None, retries=0, eta=None,
+                    expires=None)  # fmt: skip
+    dispatcher.send("task-started", uuid="t1")
+    dispatcher.flush()
+    dispatcher.send("worker-heartbeat", freq=2.0, active=1)
+
+
+@contextlib.contextmanager
+def _events_from_a_loop(redis_url: str) -> Iterator[list[bytes]]:
+    """Task events published as in a worker: an Outbox on a loop thread with its batch.
+    Yields the channels the loop published on."""
+    import redis.asyncio as aredis
+
+    from agentflow._redis.script_batch import ScriptBatch
+    from agentflow._worker import task_events
+
+    published: list[bytes] = []
+
+    class Recording(ScriptBatch):
+        def command(self, *args: Any) -> asyncio.Future[Any]:
+            if args[0] == "PUBLISH":
+                published.append(args[1].encode())
+            return super().command(*args)
+
+    async def make_batch() -> ScriptBatch:
+        return Recording(aredis.Redis.from_url(redis_url))
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    batch = asyncio.run_coroutine_threadsafe(make_batch(), loop).result(5)
+    task_events.attach(loop, lambda: batch)
+    try:
+        yield published
+    finally:
+        task_events.detach()
+        asyncio.run_coroutine_threadsafe(batch.aclose(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def test_task_events_from_the_loop_are_what_kombu_publishes(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Guards agentflow/_worker/task_events.py: a message the worker's loop publishes has
+    kombu's Redis channel name (``Channel._get_publish_topic``) and envelope, and Celery's
+    own ``EventReceiver`` (what Flower and ``celery events`` read with) decodes it to the
+    events that were sent."""
+    from agentflow._worker import task_events
+
+    app = Celery("events-contract", set_as_current=False, broker=redis_url,
+                 events="agentflow._worker.task_events:Events")  # fmt: skip
+    pubsub = _subscribe(redis_client)
+    try:
+        with app.connection_for_write() as conn:
+            dispatcher = app.events.Dispatcher(conn, hostname="h@x", buffer_group=["task"])
+            assert isinstance(dispatcher, task_events.TaskEventDispatcher)
+            _send_events(dispatcher)  # no outbox attached: through kombu
+            kombu_side = _published(pubsub, 2)
+            with _events_from_a_loop(redis_url) as published:
+                _send_events(dispatcher)
+                loop_side = _published(pubsub, 2)
+    finally:
+        pubsub.close()
+    loop_by_channel, kombu_by_channel = dict(loop_side), dict(kombu_side)
+    assert set(loop_by_channel) == set(kombu_by_channel) == {
+        b"/0.celeryev/task.multi", b"/0.celeryev/worker.heartbeat"}  # fmt: skip
+    assert published == [b"/0.celeryev/task.multi"], "task events went out on the loop"
+    for channel, ours in loop_by_channel.items():
+        kombus = kombu_by_channel[channel]
+        for item in (ours, kombus):
+            item["properties"].pop("delivery_tag")
+            item.pop("body")
+        assert ours == kombus, "the event envelope differs from kombu's"
+
+    received: list[dict[str, Any]] = []
+    with app.connection_for_read() as conn:
+        receiver = app.events.Receiver(conn, handlers={"*": received.append})
+        consumer = threading.Thread(target=lambda: receiver.capture(limit=3, timeout=5),
+                                    daemon=True)  # fmt: skip
+        consumer.start()
+        time.sleep(0.5)  # the receiver has subscribed
+        with _events_from_a_loop(redis_url), app.connection_for_write() as wconn:
+            _send_events(app.events.Dispatcher(wconn, hostname="h@x", buffer_group=["task"]))
+            consumer.join(5)
+    by_type = {e["type"]: e for e in received}
+    assert sorted(by_type) == ["task-received", "task-started", "worker-heartbeat"]
+    assert by_type["task-received"]["uuid"] == "t1"
+    assert by_type["task-received"]["name"] == "agentflow.run_event"
+    assert by_type["task-received"]["hostname"] == "h@x"
+    assert by_type["task-received"]["clock"] < by_type["task-started"]["clock"]

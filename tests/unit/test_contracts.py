@@ -846,6 +846,34 @@ def test_control_command_registration() -> None:
     assert ok("x") == {"ok": "x"}
 
 
+# == Celery: task events ========================================================================
+def test_event_dispatcher_hooks_the_task_events_dispatcher_overrides() -> None:
+    """Guards agentflow/_worker/task_events.py and agentflow/celery_app.py: ``Celery(events=)``
+    names the class behind ``app.events``, whose ``dispatcher_cls`` makes
+    ``app.events.Dispatcher`` (what the worker's Events bootstep builds); the dispatcher's
+    ``send`` takes ``utcoffset``, sends buffered groups through ``flush`` and everything
+    through ``_publish(event, producer, routing_key, ...)``; a refused message goes back on
+    ``_outbound_buffer``; kombu's Redis channel names a fanout's Redis channel with
+    ``_get_publish_topic(exchange, routing_key)``."""
+    from celery.app.events import Events
+    from celery.events.dispatcher import EventDispatcher
+
+    from agentflow._worker.task_events import TaskEventDispatcher
+
+    assert "events" in params(Celery.__init__)
+    app = Celery("x", set_as_current=False, broker="memory://",
+                 events="agentflow._worker.task_events:Events")  # fmt: skip
+    assert issubclass(app.events.Dispatcher, TaskEventDispatcher)
+    assert hasattr(Events, "dispatcher_cls")
+    assert params(EventDispatcher._publish)[:3] == ["event", "producer", "routing_key"]
+    assert {"retry", "retry_policy"} <= set(params(EventDispatcher._publish))
+    assert "utcoffset" in params(EventDispatcher.send)
+    assert "self._publish(" in source(EventDispatcher.flush)
+    assert "self._publish(" in source(EventDispatcher.send)
+    assert "_outbound_buffer" in source(EventDispatcher.flush)
+    assert params(kombu_redis.Channel._get_publish_topic) == ["exchange", "routing_key"]
+
+
 # == Celery: tracing =============================================================================
 def test_trace_success_log_line_and_logger() -> None:
     """Guards trace._finished, which logs Celery's own success line with
