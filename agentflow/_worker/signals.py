@@ -13,6 +13,7 @@ from typing import Any
 from celery import signals
 
 from agentflow import _aio
+from agentflow._worker import task_events
 
 log = logging.getLogger("agentflow.worker")
 
@@ -197,4 +198,5 @@ def close_process(**_: Any) -> None:
             _aio.run(close_mcp(), timeout=10)
         except Exception as exc:
             log.warning("closing MCP sessions failed: %s", exc)
+    task_events.detach()  # task events sent from now on go through kombu
     _aio.stop()

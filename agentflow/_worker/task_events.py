@@ -14,7 +14,7 @@ prefork worker, a custom event serializer) it publishes through kombu as Celery 
 
 A message that Redis refused goes back to Celery's outbound buffer (published again at the
 next flush, as Celery does with events sent while the broker is away), up to
-:data:`REBUFFER_LIMIT` events.
+:data:`REBUFFER_LIMIT` messages (each a buffer of events).
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ from agentflow._redis.messages import fanout_envelope
 
 log = logging.getLogger("agentflow.events")
 
-REBUFFER_LIMIT = 10_000
-"""Events kept for a later flush while Redis refuses them; beyond that they are dropped."""
+REBUFFER_LIMIT = 1_000
+"""Messages kept for a later flush while Redis refuses them; beyond that they are dropped
+(each flush encodes them again, so the backlog of an outage is kept small)."""
 
 _DRAIN_TIMEOUT = 2.0
 """Seconds ``close`` waits for messages still on their way to Redis."""
@@ -113,7 +114,7 @@ class TaskEventDispatcher(EventDispatcher):
             if buffered < REBUFFER_LIMIT:
                 self._outbound_buffer.append((event, routing_key))
         if buffered == REBUFFER_LIMIT:
-            log.warning("task events: Redis refuses them and %d wait; dropping more",
+            log.warning("task events: Redis refuses them and %d messages wait; dropping more",
                         REBUFFER_LIMIT)  # fmt: skip
 
     def close(self) -> None:
@@ -141,9 +142,9 @@ class Outbox:
 
     def put(self, topic: str, payload: str, undo: Callable[[], None]) -> None:
         """Publish `payload` on `topic` from the loop; `undo` runs if Redis refuses it."""
-        self._queue.append((topic, payload, undo))
         with self._lock:
             self._in_flight += 1
+            self._queue.append((topic, payload, undo))
             if self._scheduled:
                 return
             self._scheduled = True
@@ -185,7 +186,7 @@ class Outbox:
 
     def wait_sent(self, timeout: float) -> bool:
         """Wait (off the loop) until every message put has been answered; False on timeout."""
-        if _on_loop(self.loop):
+        if _on_loop(self.loop) or not self.loop.is_running():
             return self._in_flight == 0
         deadline = time.monotonic() + timeout
         while self._in_flight > 0 and time.monotonic() < deadline:
@@ -211,8 +212,11 @@ def attach(loop: Any, batch: Callable[[], Any]) -> Outbox:
 
 
 def detach() -> None:
-    """Publish through kombu again (tests; a forked child, which has no loop thread)."""
+    """Publish through kombu again (the loop is stopping; a forked child, which has no loop
+    thread; tests)."""
     global _outbox
+    if _outbox is not None:
+        _outbox.open = False
     _outbox = None
 
 

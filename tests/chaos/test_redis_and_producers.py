@@ -121,10 +121,16 @@ def test_redis_restart(persistent: bool, tmp_path: Path, start_worker: Any) -> N
         server.stop()
 
 
-def test_async_client_rides_out_a_redis_restart(tmp_path: Path, start_worker: Any) -> None:
+@pytest.mark.parametrize("task_events", [False, True], ids=["events-off", "task-events"])
+def test_async_client_rides_out_a_redis_restart(task_events: bool, tmp_path: Path,
+                                                start_worker: Any) -> None:  # fmt: skip
+    """With task events on, their messages go out on the worker's loop and meet the restart
+    too: the worker keeps running and nothing is lost."""
     server = RestartableRedis(tmp_path, persistent=True)
     server.start()
-    worker = start_worker(concurrency=20, env={"AGENTFLOW_BROKER__URL": server.url})
+    worker = start_worker(concurrency=20, env={
+        "AGENTFLOW_BROKER__URL": server.url,
+        "AGENTFLOW_MONITORING__TASK_EVENTS": str(task_events).lower()})  # fmt: skip
     app = Celery("producer", broker=server.url, backend=server.url, set_as_current=False)
     app.conf.broker_transport = "agentflow._redis.transport:Transport"
     settings = load_settings(broker={"url": server.url, "key_prefix": TEST_PREFIX},
