@@ -181,6 +181,21 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         raise
 
 
+def can_wait_on_loop() -> bool:
+    """Whether the caller may block on :func:`run`: not on the process loop's own thread
+    (it would wait for ever for the loop it blocks), and not under gevent or eventlet (the
+    loop's thread would be a green one, stalled by any blocking call)."""
+    if _green_threads():
+        return False
+    loop = _loop
+    if loop is None:
+        return True
+    try:
+        return asyncio.get_running_loop() is not loop
+    except RuntimeError:
+        return True
+
+
 def stop() -> None:
     """Stop the loop (worker shutdown); later calls start a new one."""
     global _loop

@@ -377,3 +377,17 @@ class Narrator(Agent):
             await writer.add(word + " ")
         await writer.close()
         return {"answer": " ".join(words), "tools": len(results)}
+
+
+@agent("emit_on_loop")
+async def emit_on_loop(event: Event, state: State) -> dict[str, object]:
+    """Emit a follow-up echo event with the blocking Client, called on the worker's loop (as
+    an async agent written carelessly would); return its id."""
+    from agentflow import Client
+
+    client = Client()
+    try:
+        handle = client.emit({"type": "t", "agent": "echo", "data": event.data})
+    finally:
+        client.close()
+    return {"emitted": handle.id}

@@ -6,6 +6,14 @@ Celery's own `app.amqp.as_task_v2` and pushed by one Lua script per queue that a
 (events emitted and not yet finished, across all workers). `emit_many` sends any number of
 events in one Redis round trip.
 
+Events are validated and built on the caller's thread (its context is the one Celery's
+publish signals and a tracer see); their admission and the wait for results run on the
+process's event loop through an :class:`~agentflow.client.AsyncClient` (one pipelined
+connection for every thread's admissions, one subscription for every waiting result;
+docs/benchmarks.md, "Producer cost"). A client given its own ``redis_client``, called on
+that loop's thread, or running under gevent or eventlet does both here, with redis-py's
+blocking client.
+
 At a bound, `backpressure = "block"` (the default) waits up to `backpressure_timeout` for
 room and then raises :class:`BackpressureError`; `"error"` raises at once. Either way nothing
 is enqueued that was not admitted, and `BackpressureError.sent` says how many were.
@@ -15,16 +23,19 @@ from __future__ import annotations
 
 import contextvars
 import json
+import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from celery import Celery
 from celery.result import AsyncResult
 
+from agentflow import _aio
 from agentflow._redis import schedule
 from agentflow._redis.keys import Keys
 from agentflow._redis.queues import agent_queue
@@ -42,6 +53,9 @@ from agentflow.client._results import READY_STATES, ResultWaiter
 from agentflow.config import Settings
 from agentflow.errors import EventTimeout
 from agentflow.models import AgentResult, Event
+
+if TYPE_CHECKING:
+    from agentflow.client._async_client import AsyncClient
 
 
 def known_agents_key(prefix: str) -> str:
@@ -104,6 +118,9 @@ class Client(EventBuilder):
     ) -> None:
         super().__init__(app, settings)
         app = self.app
+        self._own_redis = redis_client is None
+        self._on_loop: tuple[int, AsyncClient] | None = None
+        self._on_loop_lock = threading.Lock()
         if redis_client is None:
             from agentflow._redis.connection import open_redis
 
@@ -199,14 +216,34 @@ class Client(EventBuilder):
         self._published(handles, traced)
         return handles
 
+    def _loop_client(self) -> AsyncClient | None:
+        """The AsyncClient that runs this client's admissions and result waits on the
+        process's event loop (made there on first use, again in a forked child); None where
+        they run on the caller's thread (see the module's docstring)."""
+        if not self._own_redis or not _aio.can_wait_on_loop():
+            return None
+        made = self._on_loop
+        pid = os.getpid()
+        if made is None or made[0] != pid:
+            with self._on_loop_lock:
+                made = self._on_loop
+                if made is None or made[0] != pid:
+                    made = self._on_loop = (pid, _aio.run(_make_async(self.app, self.settings)))
+        return made[1]
+
     def _admit_all(self, calls: list[AdmitCall]) -> list[Any]:
-        """Run the admission script once per queue in one pipeline (EVALSHA only).
+        """The admission script once per queue, on the loop's shared connection (see
+        :meth:`AsyncClient._admit_all <agentflow.client.AsyncClient._admit_all>`), else here
+        in one pipeline (EVALSHA only).
 
         redis-py's pipeline asks SCRIPT EXISTS before every execute when a Script object is
         queued in it: a second round trip per emit. Here the script is loaded only when Redis
         says it does not know it (after a restart or SCRIPT FLUSH); then nothing ran, and the
         round is sent again.
         """
+        on_loop = self._loop_client()
+        if on_loop is not None:
+            return _aio.run(on_loop._admit_all(calls))
         for attempt in range(2):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
@@ -245,13 +282,21 @@ class Client(EventBuilder):
         deadline = Deadline(timeout)
         while True:
             try:
-                meta = self.results.wait(event_id, deadline.left(), epoch)
+                meta = self._wait(event_id, deadline.left(), epoch)
             except TimeoutError:
                 raise EventTimeout(f"no result for event {event_id} within {timeout}s") from None
             result = self._outcome(event_id, meta)
             if not (follow and result.next_events):
                 return result
             event_id = result.next_events[0]
+
+    def _wait(self, event_id: str, timeout: float | None, epoch: str | None) -> dict[str, Any]:
+        """The event's result entry once it is ready (TimeoutError after `timeout`): from
+        the loop's subscription, else from this client's result thread."""
+        on_loop = self._loop_client()
+        if on_loop is None:
+            return self.results.wait(event_id, timeout, epoch)
+        return _aio.run(on_loop.results.wait(event_id, timeout, epoch))
 
     def cancel(self, event_id: str) -> bool:
         """Cancel an event, wherever it is: queued, waiting for a worker's slot, running
@@ -288,9 +333,19 @@ class Client(EventBuilder):
         return bool(SIGNAL(self.redis, *call))
 
     def close(self) -> None:
-        """Release connections and the result thread."""
+        """Release connections, the result thread and the loop's client."""
+        made, self._on_loop = self._on_loop, None
+        if made is not None and made[0] == os.getpid() and _aio.can_wait_on_loop():
+            _aio.run(made[1].close())
         self.results.close()
         self.redis.close()
+
+
+async def _make_async(app: Celery, settings: Settings) -> AsyncClient:
+    """An AsyncClient of `app` and `settings`, made on the loop that will use it."""
+    from agentflow.client._async_client import AsyncClient
+
+    return AsyncClient(app=app, settings=settings)
 
 
 def _results_client(app: Celery, broker: redis.Redis, settings: Settings) -> redis.Redis:

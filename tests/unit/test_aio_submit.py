@@ -29,3 +29,14 @@ def test_submitted_coroutines_from_many_threads_each_run_once() -> None:
         t.join()
     assert done.wait(10)
     assert len(seen) == total and set(seen.values()) == {1}
+
+
+def test_only_threads_off_the_loop_may_wait_on_it() -> None:
+    """A blocking wrapper (the sync Client) may block on the loop from any thread but the
+    loop's own, where it would wait for ever."""
+
+    async def on_the_loop() -> bool:
+        return _aio.can_wait_on_loop()
+
+    assert _aio.can_wait_on_loop()
+    assert _aio.run(on_the_loop()) is False
