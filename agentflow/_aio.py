@@ -181,6 +181,13 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         raise
 
 
+def started_loop() -> asyncio.AbstractEventLoop | None:
+    """The process's loop if it has been started and is not stopped, else None (without
+    starting one, as :func:`get_loop` would)."""
+    loop = _loop
+    return loop if loop is not None and loop.is_running() else None
+
+
 def can_wait_on_loop() -> bool:
     """Whether the caller may block on :func:`run`: not on the process loop's own thread
     (it would wait for ever for the loop it blocks), and not under gevent or eventlet (the

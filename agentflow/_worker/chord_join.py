@@ -100,8 +100,12 @@ async def join(backend: Any, ctx: Context, result: Any) -> bool:
     except ChordError as exc:  # a member failed (stored by Celery's path): as Celery does
         try:
             await asyncio.to_thread(backend.chord_error_from_stack, body, exc)
-        finally:  # as Celery's: the errbacks run once, even if one of them raised
+        except Exception:  # as Celery's: the errbacks ran once, even if one of them raised
             await batch.command("DEL", skey)
+            raise
+        # Not on cancellation (a shutdown): the errbacks may still be running on their
+        # thread, and a redelivered member runs them again rather than never.
+        await batch.command("DEL", skey)
         return False
     message = body.direct_message((results,))
     if message is None:  # joins_here said it would not be: leave it to Celery's path

@@ -12,9 +12,10 @@ message is encoded once, as kombu would encode it, and handed to the loop, which
 offline) keep kombu's publish on the consumer's thread. Anywhere else (a producer's task-sent events, a
 prefork worker, a custom event serializer) it publishes through kombu as Celery does.
 
-A message that Redis refused goes back to Celery's outbound buffer (published again at the
-next flush, as Celery does with events sent while the broker is away), up to
-:data:`REBUFFER_LIMIT` messages (each a buffer of events).
+A message that Redis refused goes back to Celery's outbound buffer at the next flush
+(published again, as Celery does with events sent while the broker is away), up to
+:data:`REBUFFER_LIMIT` messages (each a buffer of events). A message whose ``PUBLISH``
+reached Redis just before the connection broke is sent again: Flower may count it twice.
 """
 
 from __future__ import annotations
@@ -53,50 +54,65 @@ class Events(CeleryEvents):
 
 
 class TaskEventDispatcher(EventDispatcher):
-    """Celery's ``EventDispatcher``; on a worker with an attached :class:`Outbox`, messages go
-    out on the worker's event loop instead of through a blocking kombu publish."""
+    """Celery's ``EventDispatcher``; on a worker with an attached :class:`Outbox`, the
+    consumer's buffers of task events go out on the worker's event loop instead of through a
+    blocking kombu publish."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._topics: dict[str, str] = {}
+        self._topics: dict[str, list[str]] = {}
+        self._used_outbox = False
         super().__init__(*args, **kwargs)
-        # Reentrant: a message refused while this thread flushes goes back to the buffer.
-        self.mutex = threading.RLock()
 
     def send(self, type: str, blind: bool = False, utcoffset: Callable[[], float] | None = None,
              **fields: Any) -> Any:  # fmt: skip
         """Celery's ``send``, with the UTC offset read once a minute, not per event."""
         return super().send(type, blind=blind, utcoffset=utcoffset or _utcoffset, **fields)
 
+    def flush(self, errors: bool = True, groups: bool = True) -> None:
+        """Celery's ``flush``; messages Redis refused since the last one go first."""
+        outbox = _outbox
+        if errors and outbox is not None and outbox.refused:
+            with self.mutex:
+                outbox.take_refused(self._outbound_buffer)
+        super().flush(errors=errors, groups=groups)
+
     def _publish(self, event: Any, producer: Any, routing_key: str, retry: bool = False,
                  retry_policy: Any = None, utcoffset: Any = None) -> None:  # fmt: skip
         outbox = _outbox
         if producer is None:
             return
-        # Task events only: worker-online/-heartbeat/-offline keep kombu's publish on the
-        # consumer's thread, so a worker whose loop is stuck still says it is alive (and a
-        # worker going away says so before it exits).
-        if (outbox is None or not outbox.open or self.serializer != "json"
-                or not routing_key.startswith("task.")):  # fmt: skip
+        # The consumer's own buffers of task events only (no retry asked, a buffer group
+        # set). Worker-online/-heartbeat/-offline keep kombu's publish on the consumer's
+        # thread, so a worker whose loop is stuck still says it is alive; a task's own
+        # ``send_event`` (``retry=True``, a dispatcher of its own) keeps Celery's retries.
+        if (outbox is None or not outbox.open or self.serializer != "json" or retry
+                or not self.buffer_group or not routing_key.startswith("task.")):  # fmt: skip
             self._kombu_publish(event, producer, routing_key, retry, retry_policy)
             return
         try:
-            topic = self._topics.get(routing_key) or self._topic(producer, routing_key)
+            topics = self._topics.get(routing_key) or self._topic(producer, routing_key)
             payload = self._envelope(event, routing_key)
         except Exception:  # an unexpected field, a channel that will not open: Celery's way
             self._kombu_publish(event, producer, routing_key, retry, retry_policy)
             return
-        outbox.put(topic, payload, lambda: self._rebuffer(event, routing_key))
+        self._used_outbox = True
+        message: tuple[Any, str] | None = (event, routing_key)
+        for topic in topics:  # kept once for a later flush, however many topics
+            outbox.put(topic, payload, message)
+            message = None
 
     def _kombu_publish(self, event: Any, producer: Any, routing_key: str, retry: bool,
                        retry_policy: Any) -> None:  # fmt: skip
         super()._publish(event, producer, routing_key, retry=retry, retry_policy=retry_policy)
 
-    def _topic(self, producer: Any, routing_key: str) -> str:
-        """The Redis channel kombu's Redis transport publishes `routing_key` of the event
-        exchange on (``/{db}.celeryev/task.multi`` by default)."""
-        topic = str(producer.channel._get_publish_topic(self.exchange.name, routing_key))
-        self._topics[routing_key] = topic
-        return topic
+    def _topic(self, producer: Any, routing_key: str) -> list[str]:
+        """The Redis channels kombu's Redis transport publishes `routing_key` of the event
+        exchange on (``/{db}.celeryev/task.multi``, and the legacy one with Sentinel's
+        ``sentinel_fanout_compat``)."""
+        topics = [str(t) for t in producer.channel._get_publish_topics(self.exchange.name,
+                                                                        routing_key)]  # fmt: skip
+        self._topics[routing_key] = topics
+        return topics
 
     def _envelope(self, event: Any, routing_key: str) -> str:
         """The message as kombu's Redis transport writes it: the event (or the buffer's
@@ -108,43 +124,43 @@ class TaskEventDispatcher(EventDispatcher):
         return fanout_envelope(body.encode(), self.headers, self.exchange.name, routing_key,
                                self.delivery_mode)  # fmt: skip
 
-    def _rebuffer(self, event: Any, routing_key: str) -> None:
-        with self.mutex:  # flush copies, then clears, the buffer under it
-            buffered = len(self._outbound_buffer)
-            if buffered < REBUFFER_LIMIT:
-                self._outbound_buffer.append((event, routing_key))
-        if buffered == REBUFFER_LIMIT:
-            log.warning("task events: Redis refuses them and %d messages wait; dropping more",
-                        REBUFFER_LIMIT)  # fmt: skip
-
     def close(self) -> None:
         """Celery's ``close``, after the messages on their way to Redis went out (at most
-        two seconds)."""
+        two seconds; Celery's Events step hands what Redis refused to the next dispatcher)."""
         outbox = _outbox
-        if outbox is not None:
+        if outbox is not None and self._used_outbox:
             outbox.wait_sent(_DRAIN_TIMEOUT)
         super().close()
 
 
 class Outbox:
     """Event messages handed to the worker's loop: any thread puts, the loop publishes them
-    in its batch of Redis commands (:meth:`~agentflow._redis.script_batch.ScriptBatch.command`)."""
+    in its batch of Redis commands (:meth:`~agentflow._redis.script_batch.ScriptBatch.command`).
+
+    A message Redis refused waits in :attr:`refused` (no lock of the dispatcher's is taken on
+    the loop) until the next flush of any dispatcher of the process, which publishes it
+    again: so what a dispatcher replaced at a reconnect left behind is not lost."""
 
     def __init__(self, loop: Any, batch: Callable[[], Any]) -> None:
         self.loop = loop
         self.batch = batch
         """Returns the loop's command batch (called on the loop)."""
         self.open = True
-        self._queue: collections.deque[tuple[str, str, Callable[[], None]]] = collections.deque()
+        self.refused: collections.deque[tuple[Any, str]] = collections.deque()
+        """(event, routing key) of messages Redis refused, for the next flush."""
+        self._queue: collections.deque[tuple[str, str, tuple[Any, str] | None]] = (
+            collections.deque())  # fmt: skip
+        self._dropping = False
         self._lock = threading.Lock()
         self._scheduled = False
         self._in_flight = 0
 
-    def put(self, topic: str, payload: str, undo: Callable[[], None]) -> None:
-        """Publish `payload` on `topic` from the loop; `undo` runs if Redis refuses it."""
+    def put(self, topic: str, payload: str, message: tuple[Any, str] | None) -> None:
+        """Publish `payload` on `topic` from the loop; `message` (the event and its routing
+        key) is kept for a later flush if Redis refuses it."""
         with self._lock:
             self._in_flight += 1
-            self._queue.append((topic, payload, undo))
+            self._queue.append((topic, payload, message))
             if self._scheduled:
                 return
             self._scheduled = True
@@ -167,22 +183,39 @@ class Outbox:
             return
         queue = self._queue
         while queue:
-            topic, payload, undo = queue.popleft()
+            topic, payload, message = queue.popleft()
             batch.command("PUBLISH", topic, payload).add_done_callback(
-                lambda future, undo=undo: self._sent(future, undo))  # fmt: skip
+                lambda future, message=message: self._sent(future, message))  # fmt: skip
 
-    def _sent(self, future: Any, undo: Callable[[], None]) -> None:
+    def _sent(self, future: Any, message: tuple[Any, str] | None) -> None:
         with self._lock:
             self._in_flight -= 1
         if future.cancelled() or future.exception() is not None:
-            undo()
+            self._refuse(message)
+
+    def _refuse(self, message: tuple[Any, str] | None) -> None:
+        if message is None:
+            return
+        if len(self.refused) < REBUFFER_LIMIT:
+            self.refused.append(message)
+        elif not self._dropping:
+            self._dropping = True
+            log.warning("task events: Redis refuses them and %d messages wait; dropping more",
+                        REBUFFER_LIMIT)  # fmt: skip
 
     def _fail_queued(self) -> None:
         while self._queue:
-            _, _, undo = self._queue.popleft()
+            _, _, message = self._queue.popleft()
             with self._lock:
                 self._in_flight -= 1
-            undo()
+            self._refuse(message)
+
+    def take_refused(self, buffer: Any) -> None:
+        """Move the refused messages onto a dispatcher's outbound `buffer` (under its mutex)."""
+        refused = self.refused
+        self._dropping = False
+        while refused:
+            buffer.append(refused.popleft())
 
     def wait_sent(self, timeout: float) -> bool:
         """Wait (off the loop) until every message put has been answered; False on timeout."""

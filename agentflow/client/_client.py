@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import json
-import os
+import logging
 import threading
 import time
 import uuid
@@ -56,6 +56,8 @@ from agentflow.models import AgentResult, Event
 
 if TYPE_CHECKING:
     from agentflow.client._async_client import AsyncClient
+
+log = logging.getLogger("agentflow.client")
 
 
 def known_agents_key(prefix: str) -> str:
@@ -119,8 +121,11 @@ class Client(EventBuilder):
         super().__init__(app, settings)
         app = self.app
         self._own_redis = redis_client is None
-        self._on_loop: tuple[int, AsyncClient] | None = None
+        self._on_loop: tuple[Any, AsyncClient] | None = None
+        """(the loop, the AsyncClient made on it): made again on another loop (a forked
+        child's, or one started after the process's loop was stopped)."""
         self._on_loop_lock = threading.Lock()
+        self._closed = False
         if redis_client is None:
             from agentflow._redis.connection import open_redis
 
@@ -222,13 +227,15 @@ class Client(EventBuilder):
         they run on the caller's thread (see the module's docstring)."""
         if not self._own_redis or not _aio.can_wait_on_loop():
             return None
+        if self._closed:
+            raise RuntimeError("the client is closed")
         made = self._on_loop
-        pid = os.getpid()
-        if made is None or made[0] != pid:
+        loop = _aio.get_loop()
+        if made is None or made[0] is not loop:
             with self._on_loop_lock:
                 made = self._on_loop
-                if made is None or made[0] != pid:
-                    made = self._on_loop = (pid, _aio.run(_make_async(self.app, self.settings)))
+                if made is None or made[0] is not loop:
+                    made = self._on_loop = (loop, _aio.run(_make_async(self.app, self.settings)))
         return made[1]
 
     def _admit_all(self, calls: list[AdmitCall]) -> list[Any]:
@@ -333,12 +340,21 @@ class Client(EventBuilder):
         return bool(SIGNAL(self.redis, *call))
 
     def close(self) -> None:
-        """Release connections, the result thread and the loop's client."""
-        made, self._on_loop = self._on_loop, None
-        if made is not None and made[0] == os.getpid() and _aio.can_wait_on_loop():
-            _aio.run(made[1].close())
-        self.results.close()
-        self.redis.close()
+        """Release connections, the result thread and the loop's client; the client cannot
+        be used afterwards."""
+        with self._on_loop_lock:
+            self._closed = True
+            made, self._on_loop = self._on_loop, None
+        try:
+            # Closed on its own loop, if that still runs here (not in a forked child, not
+            # after the loop was stopped: its connections then go with it).
+            if made is not None and made[0] is _aio.started_loop() and _aio.can_wait_on_loop():
+                _aio.run(made[1].close(), timeout=10)
+        except Exception as exc:
+            log.warning("closing the client's loop side failed: %s", exc)
+        finally:
+            self.results.close()
+            self.redis.close()
 
 
 async def _make_async(app: Celery, settings: Settings) -> AsyncClient:

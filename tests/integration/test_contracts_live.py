@@ -384,7 +384,7 @@ def test_task_events_from_the_loop_are_what_kombu_publishes(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     """Guards agentflow/_worker/task_events.py: a message the worker's loop publishes has
-    kombu's Redis channel name (``Channel._get_publish_topic``) and envelope, and Celery's
+    kombu's Redis channel names (``Channel._get_publish_topics``) and envelope, and Celery's
     own ``EventReceiver`` (what Flower and ``celery events`` read with) decodes it to the
     events that were sent."""
     from agentflow._worker import task_events

@@ -178,7 +178,7 @@ def test_flower_lists_tasks_once_events_are_enabled_at_run_time(start_worker, st
                                                                 client) -> None:  # fmt: skip
     """A worker started without ``-E`` sends task events after ``enable_events`` (the
     broadcast Flower itself sends every 5 seconds)."""
-    start_worker()
+    worker = start_worker()
     # Flower's own periodic broadcast is off here: the test sends it, once.
     flower = start_flower("--enable_events=False")
     flower.wait_listening()
@@ -188,12 +188,25 @@ def test_flower_lists_tasks_once_events_are_enabled_at_run_time(start_worker, st
     assert off and all("ok" in next(iter(r.values())) for r in off), off
     before = client.emit({"type": "flower-live", "agent": "echo", "data": {}})
     before.result(timeout=60)
+    # The result is stored before Celery's request callbacks run on the consumer's thread
+    # (they send task-succeeded when events are on): wait until `before` left the worker's
+    # active list, or its task-succeeded may follow the enable_events below (a flaky run).
+    active: Any = None
+
+    def done() -> bool:
+        nonlocal active
+        replies = client.app.control.inspect(timeout=5).active() or {}
+        active = [r["id"] for requests in replies.values() for r in requests]
+        return bool(replies) and before.id not in active
+
+    _until(done, 30, lambda: f"`before` still active: {active}")
     replies = client.app.control.enable_events(reply=True, timeout=10)
     assert replies and all("ok" in next(iter(r.values())) for r in replies), replies
     echoes, boom, fan = _emit_workload(client)
     _wait_listed(flower, echoes, boom, fan)
     # Not enabled yet when `before` ran: no event about it went out.
-    assert before.id not in flower.tasks()
+    listed = flower.tasks()
+    assert before.id not in listed, (listed[before.id], worker.log()[-4000:])
 
 
 def test_worker_without_events_sends_no_task_events(start_worker, start_flower, client) -> None:

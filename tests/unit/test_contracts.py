@@ -852,9 +852,10 @@ def test_event_dispatcher_hooks_the_task_events_dispatcher_overrides() -> None:
     names the class behind ``app.events``, whose ``dispatcher_cls`` makes
     ``app.events.Dispatcher`` (what the worker's Events bootstep builds); the dispatcher's
     ``send`` takes ``utcoffset``, sends buffered groups through ``flush`` and everything
-    through ``_publish(event, producer, routing_key, ...)``; a refused message goes back on
-    ``_outbound_buffer``; kombu's Redis channel names a fanout's Redis channel with
-    ``_get_publish_topic(exchange, routing_key)``."""
+    through ``_publish(event, producer, routing_key, ...)``, and ``flush(errors, groups)``
+    publishes ``_outbound_buffer`` (where a refused message goes back) under ``mutex``; the
+    consumer's dispatcher is the one with a ``buffer_group``; kombu's Redis channel names a
+    fanout's Redis channels with ``_get_publish_topics(exchange, routing_key)``."""
     from celery.app.events import Events
     from celery.events.dispatcher import EventDispatcher
 
@@ -871,7 +872,11 @@ def test_event_dispatcher_hooks_the_task_events_dispatcher_overrides() -> None:
     assert "self._publish(" in source(EventDispatcher.flush)
     assert "self._publish(" in source(EventDispatcher.send)
     assert "_outbound_buffer" in source(EventDispatcher.flush)
-    assert params(kombu_redis.Channel._get_publish_topic) == ["exchange", "routing_key"]
+    assert "self.mutex" in source(EventDispatcher.flush)
+    assert params(EventDispatcher.flush) == ["errors", "groups"]
+    assert "self.buffer_group" in source(EventDispatcher.__init__)
+    assert params(kombu_redis.Channel._get_publish_topics) == ["exchange", "routing_key"]
+    assert "_get_publish_topics" in source(kombu_redis.Channel._put_fanout)
 
 
 # == Celery: tracing =============================================================================
