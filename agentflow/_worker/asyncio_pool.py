@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import threading
@@ -40,10 +41,6 @@ from agentflow._worker import task_events, trace
 from agentflow._worker.runner import get_runner
 
 log = logging.getLogger("agentflow.pool")
-
-_BUSY_HUB = 0.002
-"""A hub that turned this recently is busy: it runs queued callbacks at its next turn
-without being woken (a wake-up is a write to its pipe, and a thread switch)."""
 
 AGENTFLOW_TASKS = frozenset({RUN_EVENT_TASK, "agentflow.resume_event", "agentflow.run_tool",
                              SIGNAL_TASK})  # fmt: skip
@@ -116,9 +113,11 @@ class AsyncPool(ThreadsPool):
         self._idle = threading.Event()
         self._idle.set()
         self._hub: Any = None
+        self._wake_r = self._wake_w = -1
+        """The pipe that wakes the hub to run request callbacks (see
+        :meth:`register_with_event_loop`)."""
         self._callbacks: collections.deque[tuple[Any, tuple[Any, ...]]] = collections.deque()
         self._draining = False
-        self._last_tick = 0.0
         self._semaphores: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -138,15 +137,25 @@ class AsyncPool(ThreadsPool):
         super().on_start()
 
     def register_with_event_loop(self, loop: Any) -> None:
-        """Celery hands the pool the consumer's event loop (kombu's hub): each of its turns
-        runs the request callbacks queued since the last."""
+        """Celery hands the pool the consumer's event loop (kombu's hub). Request callbacks
+        run there when a pipe of the pool's own turns readable, as the results of Celery's
+        prefork pool do: in the hub's reader phase, so what they give ``call_soon`` (Celery
+        defers every ack that way) runs at the hub's very next turn, before the transport
+        starts its next fetch. (Run from ``call_soon`` themselves, the acks waited for the
+        hub's poll to time out, up to a second each: a worker with one free prefetch slot
+        took one message a second.)"""
         self._hub = loop
-        loop.on_tick.add(self._on_tick)
+        if self._wake_r < 0:  # one pipe for the pool's life (Celery registers again after a
+            # reconnect; a wake-up written meanwhile must still be read)
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+        loop.add_reader(self._wake_r, self._on_wake)
 
-    def _on_tick(self) -> None:
-        self._last_tick = time.monotonic()
-        if self._callbacks:
-            self._run_callbacks()
+    def _on_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+        self._run_callbacks()
 
     def semaphore(self) -> asyncio.Semaphore:
         """The concurrency bound on the running loop (``-c``)."""
@@ -196,10 +205,12 @@ class AsyncPool(ThreadsPool):
             self._callbacks.append((fn, args))
             if self._draining:
                 return
-            if time.monotonic() - self._last_tick < _BUSY_HUB:
-                return  # the hub turns often now: its next turn runs the callback
+            # Woken every time, even when the hub turned a moment ago: it may be about to
+            # sleep in its poll (up to a second), holding the request's ack, its events and
+            # its place in `inspect active`. One byte for any number of callbacks.
             self._draining = True
-        hub.call_soon(self._run_callbacks)
+        with contextlib.suppress(BlockingIOError):  # full: wake-ups enough are pending
+            os.write(self._wake_w, b"\0")
 
     def _run_callbacks(self) -> None:
         """On the hub: the queued request callbacks, first asked first run."""

@@ -467,29 +467,44 @@ def test_kombu_json_decoder_registry() -> None:
     assert registry._decoders.get("application/json") is kombu_json.loads
 
 
-def test_hub_call_soon_from_another_thread_wakes_the_loop() -> None:
-    """Guards agentflow/_worker/asyncio_pool.py on_request_thread: request callbacks are
-    handed to kombu's hub with ``hub.call_soon`` from the event-loop thread; kombu 5.7's hub
-    wakes its poller for a call from another thread (before, it ran at the next poll, up to
-    a second later). The hub runs its ready callbacks in no particular order (a set), which is
-    why the pool queues them itself."""
+def test_hub_runs_what_a_reader_gives_call_soon_at_its_next_turn() -> None:
+    """Guards agentflow/_worker/asyncio_pool.py register_with_event_loop / on_request_thread:
+    request callbacks run from a reader of the pool's own pipe (``hub.add_reader``), in the
+    hub's reader phase, and Celery defers each ack with ``hub.call_soon``; kombu's hub runs
+    what was given ``call_soon`` there at its very next turn, not after its poll times out
+    (a second: one message a second on a worker with one prefetch slot). Its ready callbacks
+    are a set, run in no order, which is why the pool queues its callbacks itself."""
+    import os
+
     from kombu.asynchronous import Hub
 
     hub = Hub()
-    ran = threading.Event()
+    acked = threading.Event()
+    read_fd, write_fd = os.pipe()
+
+    def on_readable() -> None:
+        os.read(read_fd, 1)
+        hub.call_soon(acked.set)  # as Celery's deferred ack
+
     loop = threading.Thread(target=hub.run_forever, daemon=True)
     loop.start()
     try:
         assert isinstance(hub._ready, set), "the hub's ready callbacks are no longer a set"
+        hub.add_reader(read_fd, on_readable)
         time.sleep(0.2)
-        start = time.monotonic()
-        hub.call_soon(ran.set)
-        assert ran.wait(5), "hub.call_soon from another thread never ran"
-        assert time.monotonic() - start < 0.5, "hub.call_soon no longer wakes the poller"
+        for _ in range(3):
+            acked.clear()
+            time.sleep(0.1)  # the hub is asleep in its poll
+            start = time.monotonic()
+            os.write(write_fd, b"x")
+            assert acked.wait(5), "what a reader gave call_soon never ran"
+            assert time.monotonic() - start < 0.5, "call_soon from a reader waits for the poll"
     finally:
         hub.stop()
         loop.join(5)
         hub.close()
+        os.close(read_fd)
+        os.close(write_fd)
 
 
 def test_celery_and_kombu_write_the_envelope_agentflow_writes(app: Celery) -> None:

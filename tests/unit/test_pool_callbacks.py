@@ -8,6 +8,7 @@ requests (``inspect active``, Flower's ACTIVE column) for good.
 from __future__ import annotations
 
 import random
+import select
 import threading
 from typing import Any
 
@@ -15,11 +16,13 @@ from agentflow._worker.asyncio_pool import AsyncPool
 
 
 class SetHub:
-    """kombu's hub as far as ordering goes: ready callbacks in a set, run in any order."""
+    """kombu's hub as far as ordering goes: ready callbacks in a set, run in any order;
+    readers run when their file descriptor is readable."""
 
     def __init__(self, seed: int) -> None:
         self.ready: set[Any] = set()
         self.on_tick: set[Any] = set()  # run on every turn of the loop, as kombu's hub does
+        self.readers: dict[int, tuple[Any, tuple[Any, ...]]] = {}
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
 
@@ -27,13 +30,26 @@ class SetHub:
         with self.lock:
             self.ready.add((fn, args, self.rng.random()))
 
+    def add_reader(self, fd: int, fn: Any, *args: Any) -> None:
+        self.readers[fd] = (fn, args)
+
+    def _readable(self) -> list[int]:
+        return select.select(list(self.readers), [], [], 0)[0] if self.readers else []
+
+    def pending(self) -> bool:
+        """Whether a turn would run anything."""
+        return bool(self.ready) or bool(self._readable())
+
     def run_ready(self) -> None:
-        for tick in list(self.on_tick):
-            tick()
         with self.lock:
             todo, self.ready = list(self.ready), set()
         self.rng.shuffle(todo)
         for fn, args, _ in todo:
+            fn(*args)
+        for tick in list(self.on_tick):
+            tick()
+        for fd in self._readable():
+            fn, args = self.readers[fd]
             fn(*args)
 
 
@@ -49,7 +65,7 @@ def test_callbacks_run_in_the_order_asked_whatever_order_the_hub_uses() -> None:
                 pool.on_request_thread(calls.append, ("succeeded", request))
                 if request % 7 == 0:
                     hub.run_ready()
-            while hub.ready:
+            while hub.pending():
                 hub.run_ready()
             expected = [(what, r) for r in range(50) for what in ("accepted", "succeeded")]
             assert calls == expected
@@ -70,7 +86,7 @@ def test_callbacks_asked_from_many_threads_each_run_once_in_per_thread_order() -
     threads = [threading.Thread(target=producer, args=(t,)) for t in range(4)]
     for t in threads:
         t.start()
-    while any(t.is_alive() for t in threads) or hub.ready:
+    while any(t.is_alive() for t in threads) or hub.pending():
         hub.run_ready()
     for t in threads:
         t.join()
