@@ -144,13 +144,13 @@ class AsyncPool(ThreadsPool):
         starts its next fetch. (Run from ``call_soon`` themselves, the acks waited for the
         hub's poll to time out, up to a second each: a worker with one free prefetch slot
         took one message a second.)"""
-        self._hub = loop
         if self._wake_r < 0:  # one pipe for the pool's life (Celery registers again after a
             # reconnect; a wake-up written meanwhile must still be read)
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
         loop.add_reader(self._wake_r, self._on_wake)
+        self._hub = loop
 
     def _on_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -196,34 +196,60 @@ class AsyncPool(ThreadsPool):
         In the order they were asked for: kombu's hub runs what ``call_soon`` gives it in no
         particular order (a set), and a request's ``on_success`` run before its
         ``on_accepted`` would leave it in ``inspect active`` (and Flower's active count) for
-        good. So the callbacks wait in a queue that one hub callback runs through."""
-        hub = self._hub
-        if hub is None or self.stopping:
-            fn(*args)
-            return
+        good. So the callbacks wait in a queue that one thread at a time runs through: the
+        hub's, or once the pool stops (the consumer's loop has ended) the caller's."""
         with self._lock:
             self._callbacks.append((fn, args))
             if self._draining:
-                return
-            # Woken every time, even when the hub turned a moment ago: it may be about to
-            # sleep in its poll (up to a second), holding the request's ack, its events and
-            # its place in `inspect active`. One byte for any number of callbacks.
+                return  # whoever drains runs it, after those asked before
             self._draining = True
+            here = self._hub is None or self.stopping
+        if here:
+            self._run_callbacks()
+            return
+        self._wake()
+
+    def _wake(self) -> None:
+        # Woken every time, even when the hub turned a moment ago: it may be about to sleep
+        # in its poll (up to a second), holding the request's ack, its events and its place
+        # in `inspect active`. One byte for any number of callbacks.
         with contextlib.suppress(BlockingIOError):  # full: wake-ups enough are pending
             os.write(self._wake_w, b"\0")
 
     def _run_callbacks(self) -> None:
-        """On the hub: the queued request callbacks, first asked first run."""
-        while True:
-            with self._lock:
-                if not self._callbacks:
+        """The queued request callbacks, first asked first run (by the one drainer)."""
+        done = False
+        try:
+            while True:
+                with self._lock:
+                    if not self._callbacks:
+                        self._draining = False
+                        done = True
+                        return
+                    fn, args = self._callbacks.popleft()
+                try:
+                    fn(*args)
+                except Exception:
+                    log.exception("a request callback failed: %r", fn)
+        finally:
+            if not done:  # a BaseException went through: let the rest run, later
+                with self._lock:
                     self._draining = False
-                    return
-                fn, args = self._callbacks.popleft()
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("a request callback failed: %r", fn)
+                    left = bool(self._callbacks) and self._hub is not None
+                if left:
+                    with self._lock:
+                        self._draining = True
+                    self._wake()
+
+    def _drain_here(self) -> None:
+        """The pool stops and the hub's loop has ended (Celery stops the consumer first):
+        callbacks still queued for it run on this thread, in order."""
+        with self._lock:
+            self.stopping = True
+            if not self._callbacks:
+                return
+            self._draining = True  # the hub will not read its wake-up any more
+        self._run_callbacks()
 
     def terminate_job(self, pid: Any, signal: Any = None) -> None:
         """Jobs are cancelled through their own ``terminate`` (Celery calls both)."""
@@ -246,7 +272,7 @@ class AsyncPool(ThreadsPool):
 
     def on_stop(self) -> None:
         """Warm shutdown: let running work finish (each is bounded by its time limit)."""
-        self.stopping = True
+        self._drain_here()
         waiting = len(self.jobs)
         if waiting:
             log.info("warm shutdown: waiting for %d AgentFlow tasks", waiting)
@@ -258,7 +284,7 @@ class AsyncPool(ThreadsPool):
     def on_terminate(self) -> None:
         """Cold shutdown: cancel what runs; unacked, the messages go back to their queues."""
         self.terminating = True
-        self.stopping = True
+        self._drain_here()
         with self._lock:
             jobs = list(self.jobs.values())
         for job in jobs:

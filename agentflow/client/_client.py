@@ -233,6 +233,8 @@ class Client(EventBuilder):
         loop = _aio.get_loop()
         if made is None or made[0] is not loop:
             with self._on_loop_lock:
+                if self._closed:
+                    raise RuntimeError("the client is closed")
                 made = self._on_loop
                 if made is None or made[0] is not loop:
                     made = self._on_loop = (loop, _aio.run(_make_async(self.app, self.settings)))

@@ -115,3 +115,19 @@ def test_a_failing_callback_does_not_hold_back_the_others() -> None:
     hub.run_ready()
     assert calls == ["before", "after", "later"]
     pool.on_stop()
+
+
+def test_callbacks_queued_when_the_pool_stops_still_run_in_order() -> None:
+    """Celery stops the consumer (the hub's loop ends) before the pool: callbacks queued for
+    the hub in between run when the pool stops, and later ones on the caller's thread, in
+    the order asked (an ack lost there is a finished event run again)."""
+    pool = AsyncPool(limit=1)
+    hub = SetHub(0)
+    pool.register_with_event_loop(hub)
+    calls: list[tuple[str, int]] = []
+    pool.on_request_thread(calls.append, ("accepted", 1))
+    pool.on_request_thread(calls.append, ("succeeded", 1))
+    assert calls == []  # waiting for a hub turn that never comes
+    pool.on_stop()
+    pool.on_request_thread(calls.append, ("succeeded", 2))
+    assert calls == [("accepted", 1), ("succeeded", 1), ("succeeded", 2)]
