@@ -35,45 +35,39 @@ def encode_body(args: Any, kwargs: Any, embed: dict[str, Any]) -> bytes:
 
 def envelope(headers: dict[str, Any], properties: dict[str, Any], body: bytes, queue: str) -> str:
     """The JSON item kombu's Redis transport keeps on `queue` for one task message."""
-    return _ENVELOPE_JSON.encode(
-        {
-            "body": base64.b64encode(body).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": headers,
-            "properties": {
-                **properties,
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "delivery_tag": os.urandom(16).hex(),  # unique; uuid4() costs 3x more
-                "body_encoding": "base64",
-                "delivery_mode": 2,
-                "priority": 0,
-            },
-        }
-    )
+    return _wrap(body, headers, {
+        **properties,
+        "delivery_info": {"exchange": "", "routing_key": queue},
+        "delivery_mode": 2,
+    })  # fmt: skip
 
 
 def fanout_envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_key: str,
                     delivery_mode: int = 1) -> str:  # fmt: skip
     """The JSON message kombu's Redis transport publishes for a fanout exchange (Celery's
     event messages): the same fields as :func:`envelope`, with the exchange and its routing
-    key as kombu's ``basic_publish`` writes them. The base64 body is spliced in, not
-    passed through the JSON encoder again (it needs no escaping; a buffer of 24 task events
-    is 10 kB)."""
-    rest = _ENVELOPE_JSON.encode(
-        {
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": headers,
-            "properties": {
-                "delivery_mode": delivery_mode,
-                "delivery_info": {"exchange": exchange, "routing_key": routing_key},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": os.urandom(16).hex(),
-            },
-        }
-    )
+    key as kombu's ``basic_publish`` writes them."""
+    return _wrap(body, headers, {
+        "delivery_mode": delivery_mode,
+        "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+    })  # fmt: skip
+
+
+def _wrap(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) -> str:
+    """kombu's envelope around `body` (base64), with `properties` and the fields every
+    message carries. The base64 body is spliced in, not passed through the JSON encoder
+    (it needs no escaping, and is most of a message's bytes)."""
+    rest = _ENVELOPE_JSON.encode({
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            **properties,
+            "delivery_tag": os.urandom(16).hex(),  # unique; uuid4() costs 3x more
+            "body_encoding": "base64",
+            "priority": 0,
+        },
+    })  # fmt: skip
     return '{"body":"' + base64.b64encode(body).decode() + '",' + rest[1:]
 
 
