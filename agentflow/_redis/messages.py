@@ -10,7 +10,6 @@ name: AgentFlow's queues are direct, priority 0, without a global key prefix.
 from __future__ import annotations
 
 import base64
-import json
 import os
 from typing import Any
 
@@ -19,13 +18,14 @@ from kombu.serialization import registry as kombu_registry
 from kombu.utils import json as kombu_json
 from kombu.utils.json import JSONEncoder
 
+from agentflow import _json
+
 ENQUEUED_AT_HEADER = "agentflow_enqueued_at"
 """Header the producer stamps with the enqueue time (epoch seconds): queue-wait metrics."""
 
 
 _BODY_JSON = JSONEncoder(separators=(",", ":"), allow_nan=False)
 """kombu's JSON encoder, made once (``json.dumps`` with options makes one per call)."""
-_ENVELOPE_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def encode_body(args: Any, kwargs: Any, embed: dict[str, Any]) -> bytes:
@@ -57,7 +57,7 @@ def _wrap(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) -> s
     """kombu's envelope around `body` (base64), with `properties` and the fields every
     message carries. The base64 body is spliced in, not passed through the JSON encoder
     (it needs no escaping, and is most of a message's bytes)."""
-    rest = _ENVELOPE_JSON.encode({
+    rest = _json.dumps({
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": headers,
@@ -76,7 +76,8 @@ def decode(message: Any) -> Any:
 
     kombu's JSON loader runs a Python ``object_hook`` on every object in the body, to revive
     its ``{"__type__": ..., "__value__": ...}`` tags (datetimes, decimals, UUIDs); a body
-    without such a tag is read by ``json.loads`` alone, in C. Anything else — another
+    without such a tag is read by :func:`agentflow._json.loads` alone (``json.loads``'s
+    values, in Rust). Anything else — another
     content type or encoding, a tagged value, a content type the consumer does not accept —
     is kombu's.
     """
@@ -91,7 +92,7 @@ def decode(message: Any) -> Any:
         and _kombu_json_decoder()
     ):
         try:
-            value = json.loads(body.decode("utf-8"))  # strict UTF-8, as kombu decodes
+            value = _json.loads(body.decode("utf-8"))  # strict UTF-8, as kombu decodes
         except ValueError:
             pass  # kombu says what is wrong, in its own exception
         else:

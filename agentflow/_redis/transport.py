@@ -45,6 +45,7 @@ from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
 from redis.exceptions import NoScriptError
 
+from agentflow import _json
 from agentflow._redis.doorbell import QUEUES_KEY, WAKE_PREFIX, ring, wake_key
 from agentflow._redis.scripts import Script
 
@@ -470,7 +471,7 @@ class Channel(kombu_redis.Channel):
         if kind == 2:
             return stand_in(item_text(item), queue, tag, malformed_reason(item))
         try:
-            payload = json.loads(item)
+            payload = _json.loads(item)
         except (ValueError, RecursionError) as exc:
             return stand_in(item_text(item), queue, tag, malformed_reason(item)
                             if not isinstance(exc, RecursionError)

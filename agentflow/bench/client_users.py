@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from agentflow import _aio
 from agentflow.bench.driver import WorkerWatch
 from agentflow.bench.stats import BenchReport, Sample
 from agentflow.client import AsyncClient, Client
@@ -114,7 +115,12 @@ def run_async_users(
             await asyncio.wait(tasks, timeout=timeout + 5)
             return counted
 
-    counted_latencies, counted_errors, elapsed = asyncio.run(main())
+    # The loop a service's AsyncClient runs on: uvicorn's (FastAPI, the gateway) is uvloop
+    # when installed, as the workers' (``[performance] event_loop``).
+    with asyncio.Runner(
+        loop_factory=lambda: _aio.new_loop(client.settings.performance.event_loop)
+    ) as runner:
+        counted_latencies, counted_errors, elapsed = runner.run(main())
     return _report(name, agent[0], elapsed, sent[0], counted_latencies, counted_errors,
                    samples, "AsyncClient coroutines", users)  # fmt: skip
 

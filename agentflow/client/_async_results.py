@@ -221,12 +221,12 @@ class AsyncResultWaiter:
         self._resolve(channel[self._prefix_len :].decode(), data)
 
     def _resolve(self, task_id: str, raw: Any) -> None:
+        if task_id not in self._waiting:
+            return  # resolved already (by the read after subscribing, or the publication)
         meta = ready_entry(raw)
         if meta is None:
             return
-        futures = self._waiting.pop(task_id, None)
-        if futures is None:
-            return
+        futures = self._waiting.pop(task_id)
         self._epochs.pop(task_id, None)
         for fut in futures:
             if not fut.done():

@@ -17,7 +17,6 @@ once it changed, each pending event that no worker lists as a survivor fails wit
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any, cast
 
 import redis
 
+from agentflow import _json
 from agentflow.errors import ResultLost
 
 log = logging.getLogger("agentflow.client._results")
@@ -41,8 +41,8 @@ SURVIVOR_GRACE = 12.0
 def ready_entry(raw: Any) -> dict[str, Any] | None:
     """A result entry that says the task finished, else None (still pending, unreadable)."""
     try:
-        meta = json.loads(raw)
-    except ValueError:
+        meta = _json.loads(raw)
+    except (ValueError, RecursionError):
         return None
     if not isinstance(meta, dict) or meta.get("status") not in READY_STATES:
         return None
