@@ -109,6 +109,22 @@ async def push_async(pipe: Any, messages: list[Outgoing]) -> None:
     published(messages)
 
 
+async def push_atomically(connection: Any, pipe: Any, messages: list[Outgoing]) -> None:
+    """:func:`push_async` as one MULTI/EXEC on `connection`, a
+    :class:`~agentflow._redis.shared_connection.SharedConnection` (the worker loop's): no
+    pooled connection of its own. `pipe`, a ``redis.asyncio`` transaction pipeline, only
+    builds the commands (redis-py's ``command_stack``); it is not executed. Raises the first
+    error reply, as ``pipe.execute()`` would."""
+    _stage(pipe, messages)
+    commands = [("MULTI",), *(args for args, _options in pipe.command_stack), ("EXEC",)]
+    replies = await connection.execute(commands)
+    executed = replies[-1]
+    for reply in [*replies, *(executed if isinstance(executed, list) else ())]:
+        if isinstance(reply, Exception):
+            raise reply
+    published(messages)
+
+
 def published(messages: list[Outgoing]) -> None:
     """Fire ``after_task_publish`` for messages now on their queues."""
     if signals.after_task_publish.receivers:

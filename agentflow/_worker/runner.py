@@ -701,7 +701,7 @@ class EventRunner:
                                     args=[begun.event.id, begun.run_id, "0"])  # fmt: skip
         settled = await fanout.send(request, begun.raw, begun.agent.name, job.task_id, step,
                                     self.settings, headers=job.headers, settle=job.settle,
-                                    also=release)  # fmt: skip
+                                    also=release, connection=self.batch().shared)  # fmt: skip
         return FannedOut(len(request.calls), settled=settled)
 
     # -- the three kinds of work ---------------------------------------------------------

@@ -110,3 +110,41 @@ def test_agentflow_async_client_packs_with_hiredis_and_round_trips(
             connection.reset()
 
     assert asyncio.run(scenario()) == [True, blob, True, b"0.1", b"v:k"]
+
+
+def test_a_fan_out_transaction_rides_the_batch_connection_among_other_calls(
+    redis_client: redis.Redis,
+) -> None:
+    """A fan-out's MULTI/EXEC goes out on the batch's connection between other calls: its
+    messages and its other commands land together, the calls around it get their own
+    replies, and an error inside it is raised to the fan-out (never reported as sent)."""
+    from agentflow._redis import publish
+
+    def outgoing(queue: str, item: str) -> publish.Outgoing:
+        return publish.Outgoing(queue, item, "agentflow.run_tool", {}, ((), {}, {}))
+
+    redis_client.set("not-a-list", "x")
+
+    async def scenario() -> tuple[object, ...]:
+        client = async_twin(redis_client)
+        batch = ScriptBatch(client)
+        try:
+            pipe = client.pipeline(transaction=True)
+            pipe.set("chord-size", 2, ex=60)
+            before = batch.command("INCR", "around")
+            sent = publish.push_atomically(batch.shared, pipe,
+                                           [outgoing("tools", "a"), outgoing("tools", "b")])  # fmt: skip
+            after = batch.command("INCR", "around")
+            results = await asyncio.gather(before, sent, after)
+            bad = client.pipeline(transaction=True)
+            bad.lpush("not-a-list", "z")  # WRONGTYPE when EXEC runs it
+            with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+                await publish.push_atomically(batch.shared, bad, [outgoing("tools", "c")])
+            return tuple(results)
+        finally:
+            await batch.aclose()
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == (1, None, 2)
+    assert redis_client.lrange("tools", 0, -1) == [b"c", b"b", b"a"]  # EXEC runs the rest
+    assert redis_client.get("chord-size") == b"2" and 0 < redis_client.ttl("chord-size") <= 60

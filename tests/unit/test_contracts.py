@@ -1245,6 +1245,27 @@ def test_hiredis_packer_and_the_async_connection_hooks() -> None:
     assert issubclass(pool.connection_class, HiredisPacking) == HIREDIS_AVAILABLE
 
 
+def test_asyncio_pipeline_records_its_commands_in_command_stack() -> None:
+    """Guards agentflow/_redis/publish.py ``push_atomically``: a ``redis.asyncio`` pipeline
+    that is never executed takes no connection and keeps each queued command as
+    ``(args, options)`` in ``command_stack``, args the full command (EX and the like
+    included), as its own ``_execute_transaction`` packs them."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.client import Pipeline
+
+    pipe = aioredis.Redis.from_url(FAKE_URL).pipeline(transaction=True)
+    pipe.set("k", 1, ex=5)
+    pipe.eval("return 1", 1, "k", "a")
+    pipe.lpush("q", "x", "y")
+    assert [args for args, _options in pipe.command_stack] == [
+        ("SET", "k", 1, "EX", 5),
+        ("EVAL", "return 1", 1, "k", "a"),
+        ("LPUSH", "q", "x", "y"),
+    ]
+    assert pipe.connection is None
+    assert "self.command_stack" in source(Pipeline.execute)
+
+
 def test_raw_reply_reading_that_the_transport_uses() -> None:
     """Guards transport.Channel._brpop_start/_brpop_read: a command sent on
     ``client.connection.send_command`` and read with
