@@ -114,10 +114,14 @@ async def push_atomically(connection: Any, pipe: Any, messages: list[Outgoing]) 
     :class:`~agentflow._redis.shared_connection.SharedConnection` (the worker loop's): no
     pooled connection of its own. `pipe`, a ``redis.asyncio`` transaction pipeline, only
     builds the commands (redis-py's ``command_stack``); it is not executed. Raises the first
-    error reply, as ``pipe.execute()`` would."""
+    error reply, as ``pipe.execute()`` would. Sent once, never retried: a reply that comes
+    late (Redis stalled, a WAIT for a missing replica) fails the call, but Redis may have
+    run the transaction, and a second run would push the messages twice. The caller's
+    message goes back to its queue then; when the transaction did run, it settled that
+    message too, so nothing is restored and nothing runs twice."""
     _stage(pipe, messages)
     commands = [("MULTI",), *(args for args, _options in pipe.command_stack), ("EXEC",)]
-    replies = await connection.execute(commands)
+    replies = await connection.execute_once(commands)
     executed = replies[-1]
     for reply in [*replies, *(executed if isinstance(executed, list) else ())]:
         if isinstance(reply, Exception):

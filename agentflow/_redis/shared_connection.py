@@ -77,6 +77,13 @@ class SharedConnection:
         redis-py's own retries."""
         return await self._retry.call_with_retry(lambda: self._execute(commands), _no_undo)
 
+    async def execute_once(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """:meth:`execute` without the retry: for commands that must not run twice. A reply
+        that came too late (``reply_timeout``, a WAIT for a missing replica) fails the call
+        with ``ConnectionError`` although Redis may have run the commands; a retry would
+        run them again."""
+        return await self._execute(commands)
+
     async def _execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         if self._closed:
             raise RedisConnectionError("the shared connection is closed")

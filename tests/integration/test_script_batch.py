@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis
@@ -148,3 +149,50 @@ def test_a_fan_out_transaction_rides_the_batch_connection_among_other_calls(
     assert asyncio.run(scenario()) == (1, None, 2)
     assert redis_client.lrange("tools", 0, -1) == [b"c", b"b", b"a"]  # EXEC runs the rest
     assert redis_client.get("chord-size") == b"2" and 0 < redis_client.ttl("chord-size") <= 60
+
+
+_BUSY = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat
+  t = redis.call('TIME')
+until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
+return 1
+"""
+
+
+def test_a_fan_out_whose_reply_comes_late_is_not_sent_a_second_time(
+    redis_client: redis.Redis,
+) -> None:
+    """Redis stalls past the connection's reply timeout while a fan-out's transaction waits
+    in its input: the call fails (its message goes back to the queue; the transaction
+    settles it when it runs), and the transaction is not sent again on a new connection,
+    where it would push its tool calls a second time."""
+    from agentflow._redis import publish
+    from agentflow._redis.shared_connection import SharedConnection
+
+    kw = redis_client.connection_pool.connection_kwargs
+
+    async def scenario() -> None:
+        client = redis.asyncio.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379),
+                                     db=kw.get("db", 0), socket_timeout=0.5)  # fmt: skip
+        shared = SharedConnection(client)
+        await shared.execute([("PING",)])  # connected before Redis stalls
+        try:
+            stall = asyncio.create_task(asyncio.to_thread(redis_client.eval, _BUSY, 0, 2_000_000))
+            await asyncio.sleep(0.2)  # the script is running: Redis answers nobody
+            pipe = client.pipeline(transaction=True)
+            message = publish.Outgoing("late-tools", "a", "agentflow.run_tool", {}, ((), {}, {}))
+            with pytest.raises(redis.ConnectionError):
+                await publish.push_atomically(shared, pipe, [message])
+            await stall
+        finally:
+            await shared.aclose()
+            await client.aclose()
+
+    asyncio.run(scenario())
+    deadline = time.monotonic() + 5
+    while not redis_client.llen("late-tools") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the stalled connection's transaction runs once Redis is back
+    time.sleep(0.3)
+    assert redis_client.lrange("late-tools", 0, -1) == [b"a"]

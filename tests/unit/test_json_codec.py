@@ -66,7 +66,8 @@ def test_loads_refuses_what_the_stdlib_refuses(text: str) -> None:
     [
         '{"a": 1, "a": 2}',  # the last of duplicate keys
         "123456789012345678901234567890",  # past 64 bits: an int, not a float
-        '"\\ud800"',  # a lone surrogate (pydantic-core refuses it)
+        '"\\ud800"',  # a lone surrogate escape (pydantic-core refuses it)
+        '"\udc80"',  # a str holding a lone surrogate (pydantic-core raises TypeError)
         "[" * 250 + "]" * 250,  # deeper than pydantic-core reads (200)
         "[NaN, Infinity, -Infinity]",
     ],
