@@ -83,9 +83,11 @@ class BrokerConfig(_Section):
     wait_timeout: Duration = Field(
         default=1.0,
         gt=0,
-        description="Longest WAIT for those replicas. A write they did not all confirm in "
-        "time is not undone: it is logged and counted (replication.unconfirmed), and "
-        "pipelines skip the WAIT for 5 s before trying again.",
+        le=10.0,
+        description="Longest WAIT for those replicas (at most 10 s: a reply later than a "
+        "connection's reply timeout, 30 s, counts as a lost connection). A write they did "
+        "not all confirm in time is not undone: it is logged and counted "
+        "(replication.unconfirmed), and pipelines skip the WAIT for 5 s before trying again.",
     )
 
 
