@@ -77,9 +77,8 @@ def decode(message: Any) -> Any:
     kombu's JSON loader runs a Python ``object_hook`` on every object in the body, to revive
     its ``{"__type__": ..., "__value__": ...}`` tags (datetimes, decimals, UUIDs); a body
     without such a tag is read by :func:`agentflow._json.loads` alone (``json.loads``'s
-    values, in Rust). Anything else — another
-    content type or encoding, a tagged value, a content type the consumer does not accept —
-    is kombu's.
+    values, in Rust). Anything else — another content type or encoding, a tagged value, a
+    content type the consumer does not accept — is kombu's.
     """
     body = message.body
     accept = message.accept
