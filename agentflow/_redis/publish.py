@@ -102,15 +102,8 @@ def push(pipe: Any, messages: list[Outgoing]) -> None:
     published(messages)
 
 
-async def push_async(pipe: Any, messages: list[Outgoing]) -> None:
-    """:func:`push` on a ``redis.asyncio`` pipeline: the event loop goes on meanwhile."""
-    _stage(pipe, messages)
-    await pipe.execute()
-    published(messages)
-
-
 async def push_atomically(connection: Any, pipe: Any, messages: list[Outgoing]) -> None:
-    """:func:`push_async` as one MULTI/EXEC on `connection`, a
+    """:func:`push` as one MULTI/EXEC on `connection`, a
     :class:`~agentflow._redis.shared_connection.SharedConnection` (the worker loop's): no
     pooled connection of its own. `pipe`, a ``redis.asyncio`` transaction pipeline, only
     builds the commands (redis-py's ``command_stack``); it is not executed. Raises the first

@@ -232,13 +232,11 @@ class AsyncPool(ThreadsPool):
                 except Exception:
                     log.exception("a request callback failed: %r", fn)
         finally:
-            if not done:  # a BaseException went through: let the rest run, later
+            if not done:  # a BaseException went through: the rest run at a new wake-up
                 with self._lock:
-                    self._draining = False
                     left = bool(self._callbacks) and self._hub is not None
+                    self._draining = left
                 if left:
-                    with self._lock:
-                        self._draining = True
                     self._wake()
 
     def _drain_here(self) -> None:

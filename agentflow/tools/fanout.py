@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import chord, group
 from celery.canvas import Signature
@@ -31,6 +31,9 @@ from agentflow.config import Settings
 from agentflow.tools import cache
 from agentflow.tools.calls import CallTools, ToolCall, ToolResult
 from agentflow.tools.registry import get_tool
+
+if TYPE_CHECKING:
+    from agentflow._redis.shared_connection import SharedConnection
 
 RESUME_TASK = "agentflow.resume_event"
 _CALLS, _CACHED, _STEP = "_agentflow_calls", "_agentflow_cached", "_agentflow_step"
@@ -94,7 +97,7 @@ async def send(
     headers: dict[str, Any],
     settle: tuple[str, str, str] | None = None,
     also: Callable[[Any], None] | None = None,
-    connection: Any = None,
+    connection: SharedConnection,
 ) -> bool:
     """Build and send the fan-out that replaces task `task_id`; True when the same
     transaction settled the replaced message (see :func:`send_async`). `also` queues more
@@ -148,9 +151,9 @@ def step_of(context: dict[str, Any]) -> int:
 
 
 async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: str | None,
-                     nesting: int, settle: tuple[str, str, str] | None = None,
-                     also: Callable[[Any], None] | None = None,
-                     connection: Any = None) -> bool:  # fmt: skip
+                     nesting: int, connection: SharedConnection,
+                     settle: tuple[str, str, str] | None = None,
+                     also: Callable[[Any], None] | None = None) -> bool:  # fmt: skip
     """Publish a fan-out from :func:`build` as task `task_id`'s replacement; False when the
     app's settings need Celery's own canvas (the caller then uses ``apply_async``).
 
@@ -160,38 +163,24 @@ async def send_async(app: Any, signature: Signature, task_id: str, *, root_id: s
     transaction (the result backend must be the broker's database), without the canvas's
     result objects and per-message publish machinery (:mod:`agentflow._redis.publish`). With
     `settle` (kombu's unacked hash, its index, a delivery tag) the same transaction removes
-    the replaced task's message from kombu's unacked records. It runs on the worker loop's
-    asyncio Redis client: the loop runs other events while the transaction is on its way;
-    with `connection` (a :class:`~agentflow._redis.shared_connection.SharedConnection`),
-    as one MULTI/EXEC among the loop's other calls on that connection, else on a pipeline of
-    its own (a pooled connection taken and given back: 5.5 % of a W2 worker's time).
+    the replaced task's message from kombu's unacked records. It goes out as one MULTI/EXEC
+    among the worker loop's other calls on `connection`, the loop's
+    :class:`~agentflow._redis.shared_connection.SharedConnection` (a pipeline of its own, a
+    pooled connection taken and given back, was 5.5 % of a W2 worker's time): the loop runs
+    other events while it is on its way.
     """
     if not _direct_ok(app, signature):
         return False
-    if not isinstance(signature, chord):  # every result was cached: the body alone
-        message = _body_message(app, signature, task_id, root_id, nesting)
-        pipe = get_async_redis().pipeline(transaction=True)
-        if also is not None:
-            also(pipe)
-        if settle is not None:
-            unacked, index, tag = settle
-            pipe.hdel(unacked, tag)
-            pipe.zrem(index, tag)
-        await _push(connection, pipe, [message])
-        return True
-    pipe = get_async_redis().pipeline(transaction=True)
+    pipe = get_async_redis().pipeline(transaction=True)  # builds the commands; never run
     if also is not None:
         also(pipe)
-    await _push(connection, pipe, _stage(pipe, app, signature, task_id, root_id, nesting,
-                                         settle))  # fmt: skip
+    if isinstance(signature, chord):
+        messages = _stage(pipe, app, signature, task_id, root_id, nesting, settle)
+    else:  # every result was cached: the body alone
+        messages = [_body_message(app, signature, task_id, root_id, nesting)]
+        _settle(pipe, settle)
+    await publish.push_atomically(connection, pipe, messages)
     return True
-
-
-async def _push(connection: Any, pipe: Any, messages: list[publish.Outgoing]) -> None:
-    if connection is not None:
-        await publish.push_atomically(connection, pipe, messages)
-    else:
-        await publish.push_async(pipe, messages)
 
 
 def _direct_ok(app: Any, signature: Signature) -> bool:
@@ -235,11 +224,16 @@ def _stage(pipe: Any, app: Any, signature: Signature, task_id: str, root_id: str
         ))  # fmt: skip
     pipe.set(backend.get_key_for_group(group_id, ".s"), len(messages),
              ex=backend.chord_expires or None)  # fmt: skip
+    _settle(pipe, settle)
+    return messages
+
+
+def _settle(pipe: Any, settle: tuple[str, str, str] | None) -> None:
+    """Queue the removal of the replaced message from kombu's unacked records on `pipe`."""
     if settle is not None:
         unacked, index, tag = settle
         pipe.hdel(unacked, tag)
         pipe.zrem(index, tag)
-    return messages
 
 
 RESUME_TYPE = "agentflow_resume"
